@@ -1,0 +1,318 @@
+"""Segmentation metrics: pure functions plus accumulators that sum over batches.
+
+Every function takes integer label maps, ``pred`` and ``target`` of the same shape (B, H, W),
+and skips pixels whose target equals ``ignore_index``. Accumulators follow torchmetrics'
+update / compute / reset and count globally over everything they were fed, which is what the
+paper's pixel accuracy is (correct pixels over all labelled pixels of the split).
+
+Conventions, stated once:
+- nothing labelled -> NaN (there is nothing to score);
+- per-class IoU is NaN for a class absent from both prediction and target, and the mean IoU
+  averages the other classes;
+- foreground IoU (the paper's CUB IoU) scores 0 when prediction and target are both empty;
+- the sample distance d = 1 - IoU averages foreground classes present in either map and is
+  ``empty_distance`` (default 0) when neither has foreground.
+"""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = [
+    "ClassAccuracy",
+    "ConfusionMatrix",
+    "ForegroundIoU",
+    "GeneralizedEnergyDistance",
+    "MeanIoU",
+    "PixelAccuracy",
+    "SampleDiversity",
+    "class_accuracy",
+    "confusion_matrix",
+    "foreground_iou",
+    "generalized_energy_distance",
+    "mean_iou",
+    "pairwise_iou_distance",
+    "per_class_iou",
+    "per_image_foreground_iou",
+    "pixel_accuracy",
+    "sample_diversity",
+]
+
+
+# ------------------------------------------------------------------------- validation
+def _check_pair(pred: torch.Tensor, target: torch.Tensor) -> None:
+    if pred.shape != target.shape:
+        raise ValueError(
+            f"pred and target must have the same shape, got {tuple(pred.shape)} and "
+            f"{tuple(target.shape)}"
+        )
+    for name, tensor in (("pred", pred), ("target", target)):
+        if tensor.is_floating_point() or tensor.is_complex():
+            raise ValueError(f"{name} must hold integer labels (argmax the logits first)")
+
+
+def _labelled(target: torch.Tensor, ignore_index: int | None) -> torch.Tensor:
+    return (
+        torch.ones_like(target, dtype=torch.bool)
+        if ignore_index is None
+        else target != ignore_index
+    )
+
+
+# ------------------------------------------------------------------------- functions
+def confusion_matrix(
+    pred: torch.Tensor, target: torch.Tensor, num_classes: int, ignore_index: int | None = None
+) -> torch.Tensor:
+    """(num_classes, num_classes) counts, rows = target class, columns = predicted class."""
+    _check_pair(pred, target)
+    keep = _labelled(target, ignore_index)
+    target, pred = target[keep].long(), pred[keep].long()
+    if target.numel() and (target.min() < 0 or target.max() >= num_classes):
+        raise ValueError(f"target labels must lie in [0, {num_classes}) or be ignore_index")
+    if pred.numel() and (pred.min() < 0 or pred.max() >= num_classes):
+        raise ValueError(f"pred labels must lie in [0, {num_classes})")
+    counts = torch.bincount(target * num_classes + pred, minlength=num_classes**2)
+    return counts.view(num_classes, num_classes)
+
+
+def _accuracy_from_confusion(confusion: torch.Tensor) -> torch.Tensor:
+    total = confusion.sum()
+    return confusion.diagonal().sum() / total if total > 0 else torch.tensor(float("nan"))
+
+
+def _class_accuracy_from_confusion(confusion: torch.Tensor) -> torch.Tensor:
+    per_class = confusion.diagonal() / confusion.sum(1)  # NaN for classes absent from target
+    return per_class.nanmean()
+
+
+def _iou_from_confusion(confusion: torch.Tensor) -> torch.Tensor:
+    intersection = confusion.diagonal().double()
+    union = confusion.sum(0) + confusion.sum(1) - confusion.diagonal()
+    return torch.where(union > 0, intersection / union.clamp_min(1), float("nan"))
+
+
+def pixel_accuracy(
+    pred: torch.Tensor, target: torch.Tensor, ignore_index: int | None = None
+) -> torch.Tensor:
+    """Correct labelled pixels over all labelled pixels (global count, not an image mean)."""
+    _check_pair(pred, target)
+    keep = _labelled(target, ignore_index)
+    total = keep.sum()
+    if total == 0:
+        return torch.tensor(float("nan"))
+    return ((pred == target) & keep).sum() / total
+
+
+def class_accuracy(
+    pred: torch.Tensor, target: torch.Tensor, num_classes: int, ignore_index: int | None = None
+) -> torch.Tensor:
+    """Per-class pixel accuracy (recall) averaged over the classes present in target."""
+    return _class_accuracy_from_confusion(confusion_matrix(pred, target, num_classes, ignore_index))
+
+
+def per_class_iou(
+    pred: torch.Tensor, target: torch.Tensor, num_classes: int, ignore_index: int | None = None
+) -> torch.Tensor:
+    """(num_classes,) IoU over all pixels given; NaN for classes absent from both."""
+    return _iou_from_confusion(confusion_matrix(pred, target, num_classes, ignore_index))
+
+
+def mean_iou(
+    pred: torch.Tensor, target: torch.Tensor, num_classes: int, ignore_index: int | None = None
+) -> torch.Tensor:
+    """Mean of `per_class_iou` over the classes that occur in prediction or target."""
+    return per_class_iou(pred, target, num_classes, ignore_index).nanmean()
+
+
+def per_image_foreground_iou(
+    pred: torch.Tensor,
+    target: torch.Tensor,
+    background: int = 0,
+    ignore_index: int | None = None,
+) -> torch.Tensor:
+    """(B,) IoU of the foreground (every label but ``background``) of each image.
+
+    Empty prediction and empty target score 0, the paper's convention for CUB.
+    """
+    _check_pair(pred, target)
+    keep = _labelled(target, ignore_index)
+    pred_fg = (pred != background) & keep
+    target_fg = (target != background) & keep
+    intersection = (pred_fg & target_fg).flatten(1).sum(1)
+    union = (pred_fg | target_fg).flatten(1).sum(1)
+    return torch.where(union > 0, intersection / union.clamp_min(1), 0.0)
+
+
+def foreground_iou(
+    pred: torch.Tensor,
+    target: torch.Tensor,
+    background: int = 0,
+    ignore_index: int | None = None,
+) -> torch.Tensor:
+    """Per-image foreground IoU averaged over images (the paper's CUB IoU), a scalar."""
+    return per_image_foreground_iou(pred, target, background, ignore_index).mean()
+
+
+def pairwise_iou_distance(
+    first: torch.Tensor,
+    second: torch.Tensor,
+    num_classes: int,
+    background: int | None = 0,
+    empty_distance: float = 0.0,
+) -> torch.Tensor:
+    """d = 1 - IoU between every pair of label maps: (N, B, H, W), (M, B, H, W) -> (N, M, B).
+
+    IoU is averaged over the classes (all but ``background``) present in either map of the
+    pair; a pair in which neither map has such a class is at ``empty_distance``.
+    """
+    if first.shape[1:] != second.shape[1:]:
+        raise ValueError(
+            f"sample sets must share (B, H, W), got {tuple(first.shape)} and {tuple(second.shape)}"
+        )
+    classes = [c for c in range(num_classes) if c != background]
+    a = torch.stack([first == c for c in classes], -1).flatten(2, -2).float()  # N, B, P, K
+    b = torch.stack([second == c for c in classes], -1).flatten(2, -2).float()
+    intersection = torch.einsum("nbpk,mbpk->nmbk", a, b)
+    union = a.sum(2).unsqueeze(1) + b.sum(2).unsqueeze(0) - intersection
+    present = union > 0
+    iou = torch.where(present, intersection / union.clamp_min(1), 0.0)
+    count = present.sum(-1)
+    mean = iou.sum(-1) / count.clamp_min(1)
+    return torch.where(count > 0, 1.0 - mean, empty_distance)
+
+
+def generalized_energy_distance(
+    samples: torch.Tensor,
+    references: torch.Tensor,
+    num_classes: int,
+    background: int | None = 0,
+    empty_distance: float = 0.0,
+) -> torch.Tensor:
+    """Squared generalized energy distance per image, (B,).
+
+    D^2 = 2 E[d(S, Y)] - E[d(S, S')] - E[d(Y, Y')] with d = 1 - IoU (`pairwise_iou_distance`),
+    samples (S, B, H, W) from the model and references (R, B, H, W) from the data (R may be 1).
+    Expectations over distinct pairs use every ordered pair, self-pairs included (distance 0).
+    """
+    cross = pairwise_iou_distance(samples, references, num_classes, background, empty_distance)
+    within_s = pairwise_iou_distance(samples, samples, num_classes, background, empty_distance)
+    within_r = pairwise_iou_distance(
+        references, references, num_classes, background, empty_distance
+    )
+    return 2 * cross.mean((0, 1)) - within_s.mean((0, 1)) - within_r.mean((0, 1))
+
+
+def sample_diversity(
+    samples: torch.Tensor,
+    num_classes: int,
+    background: int | None = 0,
+    empty_distance: float = 0.0,
+) -> torch.Tensor:
+    """Mean distance between distinct samples of the same image, (B,); 0 for one sample."""
+    count = samples.shape[0]
+    if count < 2:
+        return torch.zeros(samples.shape[1])
+    distances = pairwise_iou_distance(samples, samples, num_classes, background, empty_distance)
+    return distances.sum((0, 1)) / (count * (count - 1))
+
+
+# ------------------------------------------------------------------------- accumulators
+class ConfusionMatrix:
+    """Accumulates a confusion matrix over batches; the base of the pixel-count metrics."""
+
+    def __init__(self, num_classes: int, ignore_index: int | None = None) -> None:
+        if num_classes < 1:
+            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+        self.num_classes = num_classes
+        self.ignore_index = ignore_index
+        self.reset()
+
+    def reset(self) -> None:
+        self.confusion = torch.zeros(self.num_classes, self.num_classes, dtype=torch.int64)
+
+    def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
+        matrix = confusion_matrix(pred, target, self.num_classes, self.ignore_index)
+        self.confusion += matrix.cpu()
+
+    def compute(self) -> torch.Tensor:
+        return self.confusion.clone()
+
+
+class PixelAccuracy(ConfusionMatrix):
+    """Global pixel accuracy over every labelled pixel fed to `update`."""
+
+    def compute(self) -> torch.Tensor:
+        return _accuracy_from_confusion(self.confusion)
+
+
+class ClassAccuracy(ConfusionMatrix):
+    """Per-class accuracy averaged over classes present in the targets."""
+
+    def compute(self) -> torch.Tensor:
+        return _class_accuracy_from_confusion(self.confusion)
+
+
+class MeanIoU(ConfusionMatrix):
+    """Mean IoU over classes; `per_class()` gives the (num_classes,) vector."""
+
+    def per_class(self) -> torch.Tensor:
+        return _iou_from_confusion(self.confusion)
+
+    def compute(self) -> torch.Tensor:
+        return self.per_class().nanmean()
+
+
+class _ImageMean:
+    """Mean of a per-image score over every image fed to `update`."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.total = 0.0
+        self.count = 0
+
+    def _add(self, per_image: torch.Tensor) -> None:
+        self.total += float(per_image.double().sum())
+        self.count += per_image.numel()
+
+    def compute(self) -> torch.Tensor:
+        return torch.tensor(self.total / self.count if self.count else float("nan"))
+
+
+class ForegroundIoU(_ImageMean):
+    """The paper's CUB IoU: per-image foreground IoU, averaged over images."""
+
+    def __init__(self, background: int = 0, ignore_index: int | None = None) -> None:
+        self.background = background
+        self.ignore_index = ignore_index
+        super().__init__()
+
+    def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
+        self._add(per_image_foreground_iou(pred, target, self.background, self.ignore_index))
+
+
+class GeneralizedEnergyDistance(_ImageMean):
+    """Mean squared GED over images; update(samples (S,B,H,W), references (R,B,H,W))."""
+
+    def __init__(self, num_classes: int, background: int | None = 0, empty_distance: float = 0.0):
+        self.options = dict(
+            num_classes=num_classes, background=background, empty_distance=empty_distance
+        )
+        super().__init__()
+
+    def update(self, samples: torch.Tensor, references: torch.Tensor) -> None:
+        self._add(generalized_energy_distance(samples, references, **self.options))
+
+
+class SampleDiversity(_ImageMean):
+    """Mean pairwise distance between samples of one image, averaged over images."""
+
+    def __init__(self, num_classes: int, background: int | None = 0, empty_distance: float = 0.0):
+        self.options = dict(
+            num_classes=num_classes, background=background, empty_distance=empty_distance
+        )
+        super().__init__()
+
+    def update(self, samples: torch.Tensor) -> None:
+        self._add(sample_diversity(samples, **self.options))
