@@ -1,0 +1,180 @@
+"""Cost of the CVAE heads against the plain smp model, measured as ratios in one run.
+
+    python benchmarks/speed.py [--device cpu|cuda] [--repeats 10] [--out results/speed_cpu.json]
+
+Measures, for smp Unet (resnet18 by default) at 128x128, batch 16:
+- a training step (forward, loss, backward, Adam step) of the plain model with cross-entropy
+  and of the CVAE wrapper for each objective;
+- ``predict`` and ``sample(num_samples=16)`` in eval mode (the plain model's eval forward too).
+Goals (issue 2): train step <= 1.6x the plain model; 16 samples <= 3x one prediction.
+Reports medians over ``--repeats`` timed runs after warm-up, the hardware and settings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+import cvae_seg
+
+
+def _timed(fn: Callable[[], object], device: torch.device, warmup: int, repeats: int) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def _train_step(model: torch.nn.Module, loss_fn: Callable, x, y) -> Callable[[], None]:
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-4)
+    model.train()
+
+    def step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        loss_fn(model, x, y).backward()
+        optimizer.step()
+
+    return step
+
+
+def _hardware(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--arch", default="Unet")
+    parser.add_argument("--encoder", default="resnet18")
+    parser.add_argument("--size", type=int, default=128)
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--classes", type=int, default=3)
+    parser.add_argument("--num-samples", type=int, default=16)
+    parser.add_argument(
+        "--objectives", nargs="+", default=["cnn", "gdnn", "gsnn", "cvae", "hybrid"]
+    )
+    parser.add_argument("--generation", nargs="+", default=["light"], choices=["light", "sohn2015"])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--out", type=Path, default=None, help="JSON file for the results")
+    args = parser.parse_args()
+
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    x = torch.randn(args.batch, 3, args.size, args.size, device=device)
+    y = torch.randint(0, args.classes, (args.batch, args.size, args.size), device=device)
+    timing = dict(device=device, warmup=args.warmup, repeats=args.repeats)
+
+    def backbone() -> torch.nn.Module:
+        return cvae_seg.create_backbone(args.arch, args.encoder, classes=args.classes).to(device)
+
+    plain = backbone()
+    # The first timed runs of a process are slow (thread pools, allocator); burn them in on
+    # the plain model so that it is not the one that pays for them.
+    _timed(
+        _train_step(plain, lambda m, a, b: F.cross_entropy(m(a), b), x, y),
+        device,
+        2 * args.warmup,
+        1,
+    )
+    plain_train = _timed(
+        _train_step(plain, lambda m, a, b: F.cross_entropy(m(a), b), x, y), **timing
+    )
+    plain.eval()
+    with torch.no_grad():
+        plain_eval = _timed(lambda: plain(x), **timing)
+
+    rows = []
+    for generation in args.generation:
+        for objective in args.objectives:
+            model = cvae_seg.CVAE(backbone(), objective=objective, generation=generation).to(device)
+            train = _timed(_train_step(model, lambda m, a, b: m(a, b).loss, x, y), **timing)
+            predict = _timed(lambda m=model: m.predict(x), **timing)
+            sample = _timed(lambda m=model: m.sample(x, args.num_samples), **timing)
+            rows.append(
+                dict(
+                    objective=objective,
+                    generation=generation,
+                    train_step_s=train,
+                    train_ratio=train / plain_train,
+                    predict_s=predict,
+                    sample_s=sample,
+                    sample_over_predict=sample / predict,
+                    predict_over_plain_eval=predict / plain_eval,
+                )
+            )
+            print(
+                f"{generation:8s} {objective:7s} train {train:.3f}s ({train / plain_train:.2f}x) "
+                f"predict {predict:.3f}s sample({args.num_samples}) {sample:.3f}s "
+                f"({sample / predict:.2f}x)",
+                flush=True,
+            )
+
+    result = dict(
+        command=" ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        date=datetime.date.today().isoformat(),
+        hardware=_hardware(device),
+        torch=torch.__version__,
+        settings=dict(
+            arch=args.arch,
+            encoder=args.encoder,
+            size=args.size,
+            batch=args.batch,
+            classes=args.classes,
+            num_samples=args.num_samples,
+            repeats=args.repeats,
+            warmup=args.warmup,
+        ),
+        plain=dict(train_step_s=plain_train, eval_forward_s=plain_eval),
+        cvae=rows,
+    )
+    print()
+    print(
+        f"| head | objective | train step (s) | / plain smp | predict (s) | "
+        f"sample({args.num_samples}) (s) | / predict |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    print(f"| plain smp | cross-entropy | {plain_train:.3f} | 1.00 | {plain_eval:.3f} | | |")
+    for r in rows:
+        print(
+            f"| {r['generation']} | {r['objective']} | {r['train_step_s']:.3f} | "
+            f"{r['train_ratio']:.2f} | {r['predict_s']:.3f} | {r['sample_s']:.3f} | "
+            f"{r['sample_over_predict']:.2f} |"
+        )
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = args.out.with_suffix(".tmp")
+        tmp.write_text(json.dumps(result, indent=2))
+        os.replace(tmp, args.out)
+
+
+if __name__ == "__main__":
+    main()

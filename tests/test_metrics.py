@@ -1,0 +1,171 @@
+"""Every metric against a slow, obviously-correct numpy reference, on random and edge cases."""
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+
+from cvae_seg import metrics
+
+C = 4
+IGNORE = 255
+
+
+def _random_pair(seed, shape=(3, 9, 7), ignore_share=0.2):
+    rng = np.random.default_rng(seed)
+    pred = rng.integers(0, C, shape)
+    target = rng.integers(0, C, shape)
+    target[rng.random(shape) < ignore_share] = IGNORE
+    return torch.from_numpy(pred), torch.from_numpy(target)
+
+
+def _ref_pixel_accuracy(pred, target, ignore):
+    correct = total = 0
+    for p, t in zip(pred.flatten().tolist(), target.flatten().tolist(), strict=True):
+        if t == ignore:
+            continue
+        total += 1
+        correct += p == t
+    return correct / total if total else float("nan")
+
+
+def _ref_iou(pred, target, ignore):
+    out = []
+    p, t = pred.flatten().tolist(), target.flatten().tolist()
+    for c in range(C):
+        inter = sum(1 for a, b in zip(p, t, strict=True) if b != ignore and a == c and b == c)
+        union = sum(1 for a, b in zip(p, t, strict=True) if b != ignore and (a == c or b == c))
+        out.append(inter / union if union else float("nan"))
+    return out
+
+
+def _ref_class_accuracy(pred, target, ignore):
+    p, t = pred.flatten().tolist(), target.flatten().tolist()
+    accs = []
+    for c in range(C):
+        of_class = [a for a, b in zip(p, t, strict=True) if b == c]
+        if of_class:
+            accs.append(sum(a == c for a in of_class) / len(of_class))
+    return sum(accs) / len(accs)
+
+
+def _ref_foreground_iou(pred, target):
+    scores = []
+    for p, t in zip(pred.numpy(), target.numpy(), strict=True):
+        pf, tf = p != 0, t != 0
+        union = np.logical_or(pf, tf).sum()
+        scores.append(np.logical_and(pf, tf).sum() / union if union else 0.0)
+    return float(np.mean(scores))
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_functions_match_references(seed):
+    pred, target = _random_pair(seed)
+    assert float(metrics.pixel_accuracy(pred, target, IGNORE)) == pytest.approx(
+        _ref_pixel_accuracy(pred, target, IGNORE)
+    )
+    np.testing.assert_allclose(
+        metrics.per_class_iou(pred, target, C, IGNORE).numpy(), _ref_iou(pred, target, IGNORE)
+    )
+    assert float(metrics.mean_iou(pred, target, C, IGNORE)) == pytest.approx(
+        np.nanmean(_ref_iou(pred, target, IGNORE))
+    )
+    assert float(metrics.class_accuracy(pred, target, C, IGNORE)) == pytest.approx(
+        _ref_class_accuracy(pred, target, IGNORE)
+    )
+    binary_pred, binary_target = pred % 2, target % 2
+    assert float(metrics.foreground_iou(binary_pred, binary_target)) == pytest.approx(
+        _ref_foreground_iou(binary_pred, binary_target)
+    )
+
+
+def test_accumulators_count_globally_over_batches():
+    batches = [_random_pair(seed, shape=(2, 5, 5)) for seed in range(4)]
+    pred = torch.cat([p for p, _ in batches])
+    target = torch.cat([t for _, t in batches])
+    accuracy, class_acc = metrics.PixelAccuracy(C, IGNORE), metrics.ClassAccuracy(C, IGNORE)
+    miou, fg = metrics.MeanIoU(C, IGNORE), metrics.ForegroundIoU()
+    for p, t in batches:
+        accuracy.update(p, t)
+        class_acc.update(p, t)
+        miou.update(p, t)
+        fg.update(p % 2, t % 2)
+    assert float(accuracy.compute()) == pytest.approx(_ref_pixel_accuracy(pred, target, IGNORE))
+    assert float(class_acc.compute()) == pytest.approx(_ref_class_accuracy(pred, target, IGNORE))
+    np.testing.assert_allclose(miou.per_class().numpy(), _ref_iou(pred, target, IGNORE))
+    assert float(fg.compute()) == pytest.approx(_ref_foreground_iou(pred % 2, target % 2))
+    accuracy.reset()
+    assert torch.isnan(accuracy.compute())
+
+
+def test_edge_cases():
+    empty = torch.zeros(2, 4, 4, dtype=torch.long)
+    # empty prediction vs empty target scores 0 (the paper's CUB convention)
+    assert float(metrics.foreground_iou(empty, empty)) == 0.0
+    # one class only: perfect accuracy, IoU defined for that class alone
+    assert float(metrics.pixel_accuracy(empty, empty)) == 1.0
+    iou = metrics.per_class_iou(empty, empty, C)
+    assert iou[0] == 1.0 and torch.isnan(iou[1:]).all()
+    assert float(metrics.mean_iou(empty, empty, C)) == 1.0
+    # ignore_index everywhere: nothing to score
+    ignored = torch.full((2, 4, 4), IGNORE)
+    assert torch.isnan(metrics.pixel_accuracy(empty, ignored, IGNORE))
+    assert torch.isnan(metrics.mean_iou(empty, ignored, C, IGNORE))
+    assert float(metrics.foreground_iou(empty + 1, ignored, ignore_index=IGNORE)) == 0.0
+
+
+def test_bad_inputs_are_named():
+    with pytest.raises(ValueError, match="same shape"):
+        metrics.pixel_accuracy(
+            torch.zeros(2, 3, dtype=torch.long), torch.zeros(3, 2, dtype=torch.long)
+        )
+    with pytest.raises(ValueError, match="argmax"):
+        metrics.pixel_accuracy(torch.zeros(2, 3), torch.zeros(2, 3, dtype=torch.long))
+    with pytest.raises(ValueError, match=r"\[0, 4\)"):
+        metrics.mean_iou(torch.zeros(2, 2, dtype=torch.long), torch.full((2, 2), 7), C)
+
+
+def _ref_distance(a, b, empty_distance=0.0):
+    ious = []
+    for c in range(1, C):
+        union = np.logical_or(a == c, b == c).sum()
+        if union:
+            ious.append(np.logical_and(a == c, b == c).sum() / union)
+    return 1 - np.mean(ious) if ious else empty_distance
+
+
+def _ref_ged(samples, references):
+    cross = np.mean([_ref_distance(s, r) for s, r in itertools.product(samples, references)])
+    within_s = np.mean([_ref_distance(s, t) for s, t in itertools.product(samples, samples)])
+    within_r = np.mean([_ref_distance(r, t) for r, t in itertools.product(references, references)])
+    return 2 * cross - within_s - within_r
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_ged_and_diversity_match_references(seed):
+    rng = np.random.default_rng(seed)
+    samples = rng.integers(0, C, (4, 2, 6, 6))
+    references = rng.integers(0, C, (3, 2, 6, 6))
+    samples[0, 0] = 0  # an empty sample next to non-empty ones
+    ged = metrics.generalized_energy_distance(
+        torch.from_numpy(samples), torch.from_numpy(references), C
+    )
+    diversity = metrics.sample_diversity(torch.from_numpy(samples), C)
+    for b in range(2):
+        assert float(ged[b]) == pytest.approx(_ref_ged(samples[:, b], references[:, b]))
+        pairs = [(i, j) for i in range(4) for j in range(4) if i != j]
+        expected = np.mean([_ref_distance(samples[i, b], samples[j, b]) for i, j in pairs])
+        assert float(diversity[b]) == pytest.approx(expected)
+
+
+def test_ged_empty_mask_policy_and_identity():
+    empty = torch.zeros(3, 1, 5, 5, dtype=torch.long)
+    assert float(metrics.generalized_energy_distance(empty, empty, C)) == 0.0
+    distance = metrics.pairwise_iou_distance(empty[:1], empty[:1], C, empty_distance=1.0)
+    assert float(distance) == 1.0
+    same = torch.randint(0, C, (1, 2, 5, 5)).expand(3, -1, -1, -1)
+    torch.testing.assert_close(metrics.sample_diversity(same, C), torch.zeros(2))
+    accumulator = metrics.GeneralizedEnergyDistance(C)
+    accumulator.update(same, same[:1])
+    assert float(accumulator.compute()) == pytest.approx(0.0)

@@ -1,0 +1,18 @@
+"""The code stays ruff-clean (lint and format), as README.md asks."""
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.skipif(
+    shutil.which("ruff") is None, reason="ruff is not installed (pip install -e .[test])"
+)
+@pytest.mark.parametrize("command", [["check"], ["format", "--check"]])
+def test_ruff(command):
+    result = subprocess.run(["ruff", *command, "."], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
