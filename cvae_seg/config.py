@@ -1,0 +1,168 @@
+"""Typed run configuration: plain YAML validated into pydantic models, with dotted overrides.
+
+An unknown key or a bad value fails with its dotted path and what was expected, e.g.
+``configs/x.yaml: train.max_step: unknown key; valid keys: amp, betas, ...``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+__all__ = [
+    "Config",
+    "DataConfig",
+    "EvalConfig",
+    "ModelConfig",
+    "TrainConfig",
+    "apply_overrides",
+    "load_config",
+]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelConfig(_Section):
+    """The backbone (smp's create_model arguments, or "sohn2015") and the CVAE heads."""
+
+    arch: str = "Unet"
+    encoder_name: str = "resnet18"
+    encoder_weights: str | None = None
+    objective: Literal["cnn", "gdnn", "gsnn", "cvae", "hybrid"] = "cvae"
+    latent_channels: int = Field(32, ge=1)
+    latent_stride: int = Field(16, ge=1)
+    gaussian_widths: tuple[int, ...] = (64, 96, 128)
+    gaussian_kernel_sizes: tuple[int, ...] = (3, 3, 3)
+    generation: Literal["light", "sohn2015"] = "light"
+    generation_hidden: int = Field(64, ge=1)
+    generation_stride: int = Field(4, ge=1)
+    recurrent: bool = True
+    alpha: float = Field(0.5, ge=0, le=1)
+    kl_weight: float = Field(1.0, ge=0)
+    scale_weights: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    backbone_kwargs: dict[str, Any] = Field(default_factory=dict)
+
+    def cvae_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of `cvae_seg.CVAE` (everything but the backbone's)."""
+        backbone = {"arch", "encoder_name", "encoder_weights", "backbone_kwargs"}
+        return {k: v for k, v in self.model_dump().items() if k not in backbone}
+
+
+class DataConfig(_Section):
+    """Which data set, where, and how it is augmented and batched."""
+
+    dataset: Literal["lfw", "cub", "coco", "shapes"] = "shapes"
+    root: str | None = None  # default: $CVAE_SEG_DATA/<dataset>
+    size: int = Field(128, ge=8)
+    batch_size: int = Field(32, ge=1)
+    num_workers: int = Field(2, ge=0)
+    flip: bool = True
+    noise: float = Field(0.0, ge=0, le=1)  # max side of the occluding square; 0: off
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    ignore_index: int | None = None
+    cache_dir: str | None = None  # decoded splits as .npz, reused by later runs
+    # CUB
+    val_fraction: float = Field(0.1, ge=0, lt=1)
+    split_seed: int = 0
+    cub_margin: float = Field(0.0, ge=0)
+    cub_threshold: float = Field(0.5, gt=0, le=1)
+    # COCO-format data: annotation files relative to root, one image folder
+    coco_train: str = "annotations/train.json"
+    coco_val: str = "annotations/val.json"
+    coco_test: str | None = None
+    coco_images: str = "images"
+    # generated shapes
+    shapes_train: int = Field(2000, ge=1)
+    shapes_val: int = Field(200, ge=1)
+    shapes_modes: tuple[float, ...] = (0.5, 0.3, 0.2)
+
+
+class TrainConfig(_Section):
+    """The optimisation (paper: Adam 3e-4, batch 32, weight decay 3e-6)."""
+
+    max_steps: int = Field(10000, ge=1)
+    lr: float = Field(3e-4, gt=0)
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = Field(3e-6, ge=0)
+    scheduler: Literal["constant", "cosine"] = "constant"
+    warmup_steps: int = Field(0, ge=0)
+    grad_clip: float | None = Field(None, gt=0)
+    eval_interval: int = Field(500, ge=1)
+    log_interval: int = Field(50, ge=1)
+    best_metric: Literal["pixel_accuracy", "mean_iou", "foreground_iou", "class_accuracy"] = (
+        "pixel_accuracy"
+    )
+    seed: int = 0
+    amp: bool = False
+    channels_last: bool = False
+
+
+class EvalConfig(_Section):
+    """Evaluation: prediction rule and the conditional log-likelihood's sampling."""
+
+    prediction: Literal["mean", "average"] = "mean"
+    num_samples: int = Field(50, ge=1)  # S for the CLL (paper: 50 for segmentation)
+    chunk_size: int = Field(16, ge=1)
+    likelihood_during_training: bool = False
+    batch_size: int = Field(32, ge=1)
+
+
+class Config(_Section):
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``key.sub=value`` strings; values parse as YAML (``1e-3``, ``[1, 2]``, ``null``)."""
+    for override in overrides:
+        key, sep, raw = override.partition("=")
+        if not sep or not key:
+            raise ValueError(f"override {override!r} must look like key.sub=value")
+        node = data
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ValueError(f"override {override!r}: {part} is not a section")
+        node[leaf] = yaml.safe_load(raw)
+    return data
+
+
+def _describe(error: dict[str, Any], root: type[BaseModel]) -> str:
+    path = ".".join(str(p) for p in error["loc"])
+    if error["type"] == "extra_forbidden":
+        section: Any = root
+        for part in error["loc"][:-1]:
+            section = section.model_fields[str(part)].annotation
+        return f"{path}: unknown key; valid keys: {', '.join(sorted(section.model_fields))}"
+    return f"{path}: {error['msg']} (got {error.get('input')!r})"
+
+
+def load_config(
+    path: str | os.PathLike | None = None, overrides: list[str] | None = None
+) -> Config:
+    """Read a YAML config (or the defaults), apply overrides, validate."""
+    data: dict[str, Any] = {}
+    source = "defaults"
+    if path is not None:
+        source = str(path)
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"config file {path} does not exist")
+        data = yaml.safe_load(Path(path).read_text()) or {}
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: expected a mapping of sections at the top level")
+    data = apply_overrides(data, overrides or [])
+    try:
+        return Config.model_validate(data)
+    except ValidationError as error:
+        problems = "; ".join(_describe(e, Config) for e in error.errors())
+        raise ValueError(f"{source}: {problems}") from None
