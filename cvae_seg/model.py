@@ -296,6 +296,43 @@ class CVAE(nn.Module):
             return self._decode(self._encode(x), z)
 
     @torch.no_grad()
+    def complete(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        observed: torch.Tensor,
+        num_iterations: int = 5,
+        latent: Literal["mean", "sample"] = "mean",
+    ) -> torch.Tensor:
+        """Label the unobserved pixels given the observed ones (the paper's Table 4).
+
+        Starts from the plain prediction, then alternates (a) z from the recognition net given
+        x and the current labels (``y`` where ``observed`` is True, the last prediction
+        elsewhere) and (b) a new prediction from p(y|x,z). Returns logits (B, C, H, W).
+        Objectives without a recognition net return the plain prediction.
+        """
+        if latent not in ("mean", "sample"):
+            raise ValueError(f"latent must be 'mean' or 'sample', got {latent!r}")
+        y = _check_labels(y, x)
+        if observed.shape != y.shape or observed.dtype != torch.bool:
+            raise ValueError(
+                f"observed must be a bool mask of shape {tuple(y.shape)}, got "
+                f"{observed.dtype} {tuple(observed.shape)}"
+            )
+        with _inference_mode(self):
+            encoded = self._encode(x)
+            logits = self._deterministic_logits(encoded)
+            if self.recognition_net is None:
+                return logits
+            for _ in range(num_iterations):
+                current = torch.where(observed, y, logits.argmax(1))
+                one_hot = one_hot_labels(current, self.num_classes, self.ignore_index)
+                posterior = self.recognition_net(torch.cat([x, one_hot], 1))
+                z = posterior.mean if latent == "mean" else posterior.sample()
+                logits = self._decode(encoded, z.unsqueeze(0))[0]
+            return logits
+
+    @torch.no_grad()
     def log_likelihood(
         self,
         x: torch.Tensor,

@@ -1,0 +1,396 @@
+"""The training loop, checkpoints and model building shared by the tools.
+
+A run is a function of its config and seed alone: the data order and every augmentation are
+derived from (seed, step), and a checkpoint holds the model, optimizer, scheduler, AMP scaler,
+step, best metric and all RNG states, so N steps plus a resumed N steps give the same weights
+as 2N steps (bit for bit on the CPU; the tests check it).
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import os
+import random
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+from torch.utils.data import DataLoader, Sampler
+from tqdm import tqdm
+
+from cvae_seg.config import Config
+from cvae_seg.data import ArraySegmentationDataset, build_dataset
+from cvae_seg.evaluation import evaluate
+from cvae_seg.factory import create_model
+from cvae_seg.model import CVAE
+
+__all__ = [
+    "StepSampler",
+    "build_model",
+    "load_checkpoint",
+    "save_checkpoint",
+    "select_device",
+    "train",
+]
+
+log = logging.getLogger(__name__)
+CHECKPOINT_VERSION = 1
+
+
+def select_device(name: str | None = None) -> torch.device:
+    """The named device, else the GPU when there is one, else the CPU."""
+    if name:
+        return torch.device(name)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def autocast_dtype(config: Config, device: torch.device) -> torch.dtype | None:
+    """bf16 where the hardware has it (no loss scaling needed), fp16 on older GPUs."""
+    if not config.train.amp:
+        return None
+    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        return torch.float16
+    return torch.bfloat16
+
+
+def build_model(config: Config, num_classes: int) -> CVAE:
+    """The CVAE that a config describes, for a data set of ``num_classes`` classes."""
+    model_config = config.model
+    return create_model(
+        model_config.arch,
+        encoder_name=model_config.encoder_name,
+        encoder_weights=model_config.encoder_weights,
+        in_channels=3,
+        classes=num_classes,
+        ignore_index=config.data.ignore_index,
+        **model_config.backbone_kwargs,
+        **model_config.cvae_kwargs(),
+    )
+
+
+class StepSampler(Sampler[tuple[int, int]]):
+    """Endless (index, augmentation seed) pairs, a function of (seed, step) alone.
+
+    Epoch e is a permutation seeded by (seed, e), cut to whole batches (drop-last); batch k of
+    the run is batch k mod (batches per epoch) of epoch k div (batches per epoch). Starting at
+    ``start_step`` resumes exactly where a run stopped, whatever the number of workers.
+    """
+
+    def __init__(self, size: int, batch_size: int, seed: int, start_step: int = 0) -> None:
+        if size < batch_size:
+            raise ValueError(
+                f"the training set has {size} items, fewer than one batch of {batch_size}"
+            )
+        self.size, self.batch_size, self.seed, self.start_step = size, batch_size, seed, start_step
+        self.batches_per_epoch = size // batch_size
+
+    def position(self, step: int) -> dict[str, int]:
+        return {"epoch": step // self.batches_per_epoch, "batch": step % self.batches_per_epoch}
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        epoch, batch = self.position(self.start_step).values()
+        while True:
+            generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+            order = torch.randperm(self.size, generator=generator)[
+                : self.batches_per_epoch * self.batch_size
+            ].tolist()
+            seeds = np.random.SeedSequence([self.seed, epoch]).generate_state(self.size)
+            for index in order[batch * self.batch_size :]:
+                yield index, int(seeds[index])
+            epoch, batch = epoch + 1, 0
+
+    def __len__(self) -> int:  # endless; DataLoader only needs it for len(loader)
+        return 2**62
+
+
+# --------------------------------------------------------------------------- checkpoints
+def _rng_state() -> dict[str, Any]:
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": np.random.get_state(),
+        "python": random.getstate(),
+    }
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+
+
+def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    """Write to a temporary file, then rename: a crash never leaves a half-written file."""
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save({"version": CHECKPOINT_VERSION, **state}, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[str, Any]:
+    """Read a checkpoint written by `train`, with errors that name the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as error:
+        raise ValueError(
+            f"checkpoint {path} could not be read ({error}); is it truncated?"
+        ) from error
+    if not isinstance(state, dict) or "model" not in state or "config" not in state:
+        raise ValueError(f"{path} is not a cvae_seg checkpoint (no model and config in it)")
+    if state.get("version") != CHECKPOINT_VERSION:
+        raise ValueError(
+            f"checkpoint {path} has version {state.get('version')}; this cvae_seg reads "
+            f"version {CHECKPOINT_VERSION}"
+        )
+    return state
+
+
+# --------------------------------------------------------------------------- logging
+class _MetricsLog:
+    """metrics.csv (one row per evaluation) and TensorBoard events when installed."""
+
+    def __init__(self, work_dir: Path, resume_step: int) -> None:
+        self.path = work_dir / "metrics.csv"
+        self.rows: list[dict[str, Any]] = []
+        if resume_step and self.path.is_file():  # drop rows that the resumed run will redo
+            with open(self.path, newline="") as handle:
+                self.rows = [r for r in csv.DictReader(handle) if int(r["step"]) <= resume_step]
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(
+                str(work_dir / "tensorboard"), purge_step=resume_step or None
+            )
+        except ImportError:
+            self.writer = None
+
+    def scalars(self, prefix: str, values: dict[str, float], step: int) -> None:
+        if self.writer is not None:
+            for key, value in values.items():
+                self.writer.add_scalar(f"{prefix}/{key}", value, step)
+
+    def row(self, values: dict[str, Any]) -> None:
+        self.rows.append(values)
+        fields = list(dict.fromkeys(k for r in self.rows for k in r))
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        with open(tmp, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=fields)
+            writer.writeheader()
+            writer.writerows(self.rows)
+        os.replace(tmp, self.path)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+# --------------------------------------------------------------------------- training
+def _lr_factor(config: Config):
+    train = config.train
+
+    def factor(step: int) -> float:
+        if step < train.warmup_steps:
+            return (step + 1) / train.warmup_steps
+        if train.scheduler == "cosine":
+            progress = (step - train.warmup_steps) / max(1, train.max_steps - train.warmup_steps)
+            return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+        return 1.0
+
+    return factor
+
+
+def _loader(dataset, batch_size, workers, device, sampler=None, seed=0) -> DataLoader:
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=workers,
+        pin_memory=device.type == "cuda",
+        persistent_workers=workers > 0,
+        # its own generator: creating an iterator must not draw from the global RNG, which the
+        # model's latent sampling uses (and checkpoints restore)
+        generator=torch.Generator().manual_seed(seed),
+    )
+
+
+def train(
+    config: Config,
+    work_dir: str | os.PathLike,
+    resume: str | os.PathLike | None = None,
+    device: str | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Train as the config says; returns the last evaluation and the best one."""
+    work_dir = Path(work_dir)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    (work_dir / "config.yaml").write_text(
+        yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+    )
+    device = select_device(device)
+    train_cfg = config.train
+    random.seed(train_cfg.seed)
+    np.random.seed(train_cfg.seed)
+    torch.manual_seed(train_cfg.seed)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+
+    train_set = build_dataset(config.data, "train", train=True)
+    val_set = build_dataset(config.data, "val", train=False)
+    model = build_model(config, train_set.num_classes).to(device)
+    if train_cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.Adam(
+        model.parameters(),
+        lr=train_cfg.lr,
+        betas=train_cfg.betas,
+        weight_decay=train_cfg.weight_decay,
+    )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_factor(config))
+    amp_dtype = autocast_dtype(config, device)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+
+    step, best = 0, -math.inf
+    if resume is not None:
+        state = load_checkpoint(resume, map_location=device)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        step, best = state["step"], state["best"]
+        _set_rng_state(state["rng"])
+        log.info("resumed from %s at step %d", resume, step)
+
+    sampler = StepSampler(len(train_set), config.data.batch_size, train_cfg.seed, step)
+    batches = iter(
+        _loader(
+            train_set,
+            config.data.batch_size,
+            config.data.num_workers,
+            device,
+            sampler,
+            train_cfg.seed,
+        )
+    )
+    val_loader = _loader(val_set, config.eval.batch_size, config.data.num_workers, device)
+    history = _MetricsLog(work_dir, step)
+    running: dict[str, float] = {}
+    last_eval: dict[str, Any] = {}
+    bar = tqdm(total=train_cfg.max_steps, initial=step, desc="train", disable=not progress)
+    started = time.perf_counter()
+    model.train()
+    try:
+        while step < train_cfg.max_steps:
+            batch = next(batches)
+            x = batch["image"].to(device, non_blocking=True)
+            y = batch["mask"].to(device, non_blocking=True)
+            if train_cfg.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                out = model(x, y)
+            if not torch.isfinite(out.loss):
+                terms = ", ".join(f"{k}={float(v):.4g}" for k, v in out.terms.items())
+                raise FloatingPointError(
+                    f"step {step + 1}: the loss is {float(out.loss)} ({terms}); stopped, the "
+                    f"last good checkpoint is {work_dir / 'last.pt'}"
+                )
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(out.loss).backward()
+            if train_cfg.grad_clip is not None:
+                scaler.unscale_(optimizer)
+                torch.nn.utils.clip_grad_norm_(model.parameters(), train_cfg.grad_clip)
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            step += 1
+            for key, value in out.terms.items():
+                running[key] = running.get(key, 0.0) + float(value)
+            bar.update()
+            if step % train_cfg.log_interval == 0 or step == train_cfg.max_steps:
+                count = (step - 1) % train_cfg.log_interval + 1
+                means = {k: v / count for k, v in running.items()}
+                history.scalars("train", {**means, "lr": scheduler.get_last_lr()[0]}, step)
+                bar.set_postfix(loss=f"{means['loss']:.4f}")
+                running = {}
+            if step % train_cfg.eval_interval == 0 or step == train_cfg.max_steps:
+                with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+                    last_eval = evaluate(
+                        model,
+                        val_loader,
+                        val_set.classes,
+                        device,
+                        prediction=config.eval.prediction,
+                        likelihood=config.eval.likelihood_during_training,
+                        num_samples=config.eval.num_samples,
+                        chunk_size=config.eval.chunk_size,
+                        autocast_dtype=amp_dtype,
+                        progress="val" if progress else None,
+                    )
+                model.train()
+                score = last_eval[train_cfg.best_metric]
+                improved = score > best
+                best = max(best, score)
+                last_eval = {
+                    "step": step,
+                    "elapsed_s": round(time.perf_counter() - started, 1),
+                    **last_eval,
+                }
+                history.row(last_eval)
+                history.scalars("val", last_eval, step)
+                log.info("step %d: %s", step, _summary(last_eval))
+                state = {
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "scaler": scaler.state_dict(),
+                    "step": step,
+                    "best": best,
+                    "rng": _rng_state(),
+                    "sampler": sampler.position(step),
+                    "config": config.model_dump(mode="json"),
+                    "classes": list(train_set.classes),
+                    "metrics": last_eval,
+                }
+                save_checkpoint(work_dir / "last.pt", state)
+                if improved:
+                    save_checkpoint(work_dir / "best.pt", state)
+    finally:
+        bar.close()
+        history.close()
+    return {"last": last_eval, "best": best, "best_metric": train_cfg.best_metric, "step": step}
+
+
+def _summary(values: dict[str, Any]) -> str:
+    keys = ("pixel_accuracy", "class_accuracy", "mean_iou", "foreground_iou", "nll")
+    return ", ".join(f"{k} {values[k]:.2f}" for k in keys if k in values)
+
+
+def load_trained(
+    checkpoint: str | os.PathLike, device: torch.device
+) -> tuple[CVAE, Config, list[str]]:
+    """Model (eval mode), config and class names of a checkpoint written by `train`."""
+    state = load_checkpoint(checkpoint, map_location=device)
+    config = Config.model_validate(state["config"])
+    classes = state["classes"]
+    model = build_model(config, len(classes)).to(device)
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as error:
+        raise ValueError(
+            f"checkpoint {checkpoint} does not fit the model its config builds: {error}"
+        ) from error
+    return model.eval(), config, classes
+
+
+def dataset_for(config: Config, split: str) -> ArraySegmentationDataset:
+    """A split without augmentation, for evaluation and pictures."""
+    return build_dataset(config.data, split, train=False)
