@@ -1,5 +1,8 @@
 """Typed run configuration: plain YAML validated into pydantic models, with dotted overrides.
 
+A config may name a ``_base_`` file (relative to itself) whose values it overrides, the
+mmsegmentation way, so that one file per data set holds the protocol.
+
 An unknown key or a bad value fails with its dotted path and what was expected, e.g.
 ``configs/x.yaml: train.max_step: unknown key; valid keys: amp, betas, ...``.
 """
@@ -21,6 +24,7 @@ __all__ = [
     "TrainConfig",
     "apply_overrides",
     "load_config",
+    "read_yaml_config",
 ]
 
 
@@ -137,6 +141,33 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     return data
 
 
+def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """Deep-merge ``update`` into a copy of ``base`` (sections merge, values replace)."""
+    merged = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def read_yaml_config(path: str | os.PathLike, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """A YAML config as a dict, with its ``_base_`` file (relative to it) merged underneath."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file {path} does not exist")
+    if path.resolve() in _seen:
+        raise ValueError(f"config file {path} includes itself through _base_")
+    data = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a mapping of sections at the top level")
+    base = data.pop("_base_", None)
+    if base is None:
+        return data
+    return _merge(read_yaml_config(path.parent / base, (*_seen, path.resolve())), data)
+
+
 def _describe(error: dict[str, Any], root: type[BaseModel]) -> str:
     path = ".".join(str(p) for p in error["loc"])
     if error["type"] == "extra_forbidden":
@@ -151,15 +182,8 @@ def load_config(
     path: str | os.PathLike | None = None, overrides: list[str] | None = None
 ) -> Config:
     """Read a YAML config (or the defaults), apply overrides, validate."""
-    data: dict[str, Any] = {}
-    source = "defaults"
-    if path is not None:
-        source = str(path)
-        if not Path(path).is_file():
-            raise FileNotFoundError(f"config file {path} does not exist")
-        data = yaml.safe_load(Path(path).read_text()) or {}
-        if not isinstance(data, dict):
-            raise ValueError(f"{path}: expected a mapping of sections at the top level")
+    data = read_yaml_config(path) if path is not None else {}
+    source = "defaults" if path is None else str(path)
     data = apply_overrides(data, overrides or [])
     try:
         return Config.model_validate(data)

@@ -33,7 +33,10 @@ from cvae_seg.model import CVAE
 __all__ = [
     "StepSampler",
     "build_model",
+    "dataset_for",
     "load_checkpoint",
+    "load_trained",
+    "make_loader",
     "save_checkpoint",
     "select_device",
     "train",
@@ -209,7 +212,7 @@ def _lr_factor(config: Config):
     return factor
 
 
-def _loader(dataset, batch_size, workers, device, sampler=None, seed=0) -> DataLoader:
+def make_loader(dataset, batch_size, workers, device, sampler=None, seed=0) -> DataLoader:
     return DataLoader(
         dataset,
         batch_size=batch_size,
@@ -272,7 +275,7 @@ def train(
 
     sampler = StepSampler(len(train_set), config.data.batch_size, train_cfg.seed, step)
     batches = iter(
-        _loader(
+        make_loader(
             train_set,
             config.data.batch_size,
             config.data.num_workers,
@@ -281,7 +284,7 @@ def train(
             train_cfg.seed,
         )
     )
-    val_loader = _loader(val_set, config.eval.batch_size, config.data.num_workers, device)
+    val_loader = make_loader(val_set, config.eval.batch_size, config.data.num_workers, device)
     history = _MetricsLog(work_dir, step)
     running: dict[str, float] = {}
     last_eval: dict[str, Any] = {}
@@ -300,8 +303,8 @@ def train(
             if not torch.isfinite(out.loss):
                 terms = ", ".join(f"{k}={float(v):.4g}" for k, v in out.terms.items())
                 raise FloatingPointError(
-                    f"step {step + 1}: the loss is {float(out.loss)} ({terms}); stopped, the "
-                    f"last good checkpoint is {work_dir / 'last.pt'}"
+                    f"step {step + 1}: the loss is {float(out.loss.detach())} ({terms}); "
+                    f"stopped, the last good checkpoint is {work_dir / 'last.pt'}"
                 )
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(out.loss).backward()

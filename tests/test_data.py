@@ -1,0 +1,240 @@
+"""Loaders against fixtures in the official layouts, and against ../shared/data when present."""
+
+import json
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from cvae_seg.config import DataConfig
+from cvae_seg.data import build_dataset, load_coco, load_cub, load_lfw_parts, load_split
+from cvae_seg.data.common import SegmentationArrays
+from cvae_seg.data.lfw import read_lfw_list
+from cvae_seg.data.synthetic import make_occluded_shapes
+
+SHARED_LFW = Path(__file__).resolve().parents[2] / "shared" / "data" / "lfw"
+BLUE, GREEN, RED = (0, 0, 255), (0, 255, 0), (255, 0, 0)
+
+
+# ----------------------------------------------------------------------------- LFW
+def _write_lfw(root: Path, people=("Ann_Lee", "Bo_Diddley", "Cy_Young"), side=20):
+    """A small LFW Part Labels tree: top rows hair, a skin block, background elsewhere."""
+    (root / "lfw_funneled").mkdir(parents=True)
+    (root / "parts_lfw_funneled_gt_images").mkdir()
+    rng = np.random.default_rng(0)
+    for name in people:
+        (root / "lfw_funneled" / name).mkdir()
+        for number in (1, 2):
+            stem = f"{name}_{number:04d}"
+            image = rng.integers(0, 255, (side, side, 3), dtype=np.uint8)
+            Image.fromarray(image).save(root / "lfw_funneled" / name / f"{stem}.jpg")
+            label = np.zeros((side, side, 3), dtype=np.uint8)
+            label[:] = BLUE
+            label[: side // 4] = RED
+            label[side // 2 :, side // 4 : 3 * side // 4] = GREEN
+            Image.fromarray(label).save(root / "parts_lfw_funneled_gt_images" / f"{stem}.ppm")
+    # as in the official lists: unsorted, some numbers zero-padded, some not
+    (root / "parts_train.txt").write_text(f"{people[1]} 0002\n{people[0]} 1\n{people[2]} 0001\n")
+    (root / "parts_validation.txt").write_text(f"{people[0]} 2\n{people[2]} 0002\n")
+    (root / "parts_test.txt").write_text(f"{people[1]} 1\n")
+    return root
+
+
+def test_lfw_from_folders(tmp_path):
+    root = _write_lfw(tmp_path / "lfw")
+    arrays = load_lfw_parts(root, "train", size=16)
+    assert arrays.images.shape == (3, 16, 16, 3) and arrays.images.dtype == np.uint8
+    assert arrays.names == ("Bo_Diddley_0002", "Ann_Lee_0001", "Cy_Young_0001")
+    assert arrays.classes == ("background", "skin", "hair")
+    assert set(np.unique(arrays.labels)) == {0, 1, 2}
+    assert (arrays.labels[:, 0] == 2).all() and arrays.labels[0, 12, 8] == 1
+    assert read_lfw_list(root / "parts_validation.txt") == ["Ann_Lee_0002", "Cy_Young_0002"]
+
+
+def test_lfw_from_the_archives_equals_the_folders(tmp_path):
+    root = _write_lfw(tmp_path / "extracted")
+    packed = tmp_path / "packed"
+    packed.mkdir()
+    for part, archive in (
+        ("lfw_funneled", "lfw-funneled.tgz"),
+        ("parts_lfw_funneled_gt_images", "parts_lfw_funneled_gt_images.tgz"),
+    ):
+        with tarfile.open(packed / archive, "w:gz") as tar:
+            tar.add(root / part, arcname=part)
+    for split_list in root.glob("parts_*.txt"):
+        (packed / split_list.name).write_text(split_list.read_text())
+    a, b = load_lfw_parts(root, "val", 16), load_lfw_parts(packed, "val", 16)
+    np.testing.assert_array_equal(a.images, b.images)
+    np.testing.assert_array_equal(a.labels, b.labels)
+
+
+def test_lfw_errors_name_the_file(tmp_path):
+    root = _write_lfw(tmp_path / "lfw")
+    (root / "parts_test.txt").unlink()
+    with pytest.raises(
+        FileNotFoundError, match=r"parts_test\.txt is missing.*LFW Part Labels layout"
+    ):
+        load_lfw_parts(root, "test")
+    (root / "lfw_funneled" / "Ann_Lee" / "Ann_Lee_0001.jpg").unlink()
+    with pytest.raises(FileNotFoundError, match=r"Ann_Lee_0001\.jpg"):
+        load_lfw_parts(root, "train")
+    label = root / "parts_lfw_funneled_gt_images" / "Cy_Young_0002.ppm"
+    pixels = np.asarray(Image.open(label)).copy()
+    pixels[0, 0] = (255, 255, 0)
+    Image.fromarray(pixels).save(label)
+    with pytest.raises(
+        ValueError, match=r"Cy_Young_0002\.ppm: unknown label colour \(255, 255, 0\)"
+    ):
+        load_lfw_parts(root, "val")
+    Image.fromarray(pixels[:10]).save(label)
+    with pytest.raises(ValueError, match=r"Cy_Young_0002\.ppm: label is 20x10"):
+        load_lfw_parts(root, "val")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_lfw_parts(tmp_path / "nowhere", "val")
+    with pytest.raises(ValueError, match="split must be one of"):
+        load_lfw_parts(root, "validation")
+
+
+@pytest.mark.skipif(not SHARED_LFW.is_dir(), reason=f"no LFW copy at {SHARED_LFW}")
+def test_lfw_shared_copy():
+    assert len(read_lfw_list(SHARED_LFW / "parts_test.txt")) == 927
+    for split, count in (("train", 1500), ("val", 500)):
+        arrays = load_lfw_parts(SHARED_LFW, split, size=32)
+        assert arrays.images.shape == (count, 32, 32, 3)
+        assert set(np.unique(arrays.labels)) == {0, 1, 2}
+        shares = np.bincount(arrays.labels.ravel(), minlength=3) / arrays.labels.size
+        assert shares[0] == pytest.approx(0.683, abs=0.02)  # README: 68.3% background
+
+
+# ----------------------------------------------------------------------------- CUB
+def _write_cub(base: Path, count=10, side=40):
+    root = base / "CUB_200_2011"
+    (root / "images" / "001.Some_bird").mkdir(parents=True)
+    (base / "segmentations" / "001.Some_bird").mkdir(parents=True)
+    lines, boxes, split = [], [], []
+    for i in range(1, count + 1):
+        relative = f"001.Some_bird/Some_bird_{i:04d}_{100 + i}.jpg"
+        image = np.full((side, side + 10, 3), 50, dtype=np.uint8)
+        mask = np.zeros((side, side + 10), dtype=np.uint8)
+        mask[10:30, 20:40] = 255  # the bird: exactly its bounding box
+        mask[10:30, 20:25] = 100  # a faint annotator edge, below the 0.5 threshold
+        Image.fromarray(image).save(root / "images" / relative)
+        Image.fromarray(mask).save((base / "segmentations" / relative).with_suffix(".png"))
+        lines.append(f"{i} {relative}")
+        boxes.append(f"{i} 20.0 10.0 20.0 20.0")
+        split.append(f"{i} {1 if i <= 6 else 0}")
+    (root / "images.txt").write_text("\n".join(lines) + "\n")
+    (root / "bounding_boxes.txt").write_text("\n".join(boxes) + "\n")
+    (root / "train_test_split.txt").write_text("\n".join(split) + "\n")
+    return root
+
+
+def test_cub_crops_thresholds_and_splits(tmp_path):
+    root = _write_cub(tmp_path)
+    train = load_cub(root, "train", size=16, val_fraction=0.34, seed=3)
+    val = load_cub(root, "val", size=16, val_fraction=0.34, seed=3)
+    test = load_cub(root, "test", size=16)
+    assert len(train.names) + len(val.names) == 6 and len(val.names) == 2 and len(test.names) == 4
+    assert not set(train.names) & set(val.names)
+    other_seeds = [
+        set(load_cub(root, "val", 16, val_fraction=0.34, seed=s).names) for s in range(4, 8)
+    ]
+    assert any(names != set(val.names) for names in other_seeds)
+    assert train.classes == ("background", "bird")
+    # cropped to the box, the bird fills the crop but for the faint edge (a quarter of it)
+    assert train.labels[0][:, 5:].all() and not train.labels[0][:, :3].any()
+    with_margin = load_cub(root, "test", size=16, margin=0.5)
+    assert with_margin.labels[0][0].sum() == 0 and with_margin.labels[0][8, 8] == 1
+
+
+def test_cub_errors_name_the_file(tmp_path):
+    root = _write_cub(tmp_path)
+    (root / "bounding_boxes.txt").write_text("1 20.0 10.0\n")
+    with pytest.raises(ValueError, match=r"bounding_boxes\.txt:1: expected 5 fields"):
+        load_cub(root, "test")
+    (root / "bounding_boxes.txt").unlink()
+    with pytest.raises(
+        FileNotFoundError, match=r"bounding_boxes\.txt is missing.*CUB_200_2011 layout"
+    ):
+        load_cub(root, "test")
+    root = _write_cub(tmp_path / "second")
+    next((tmp_path / "second" / "segmentations").rglob("*_0007_*.png")).unlink()
+    with pytest.raises(FileNotFoundError, match=r"Some_bird_0007_107\.png is missing"):
+        load_cub(root, "test")
+
+
+# ----------------------------------------------------------------------------- COCO
+def test_coco_categories_become_classes(tmp_path):
+    images = tmp_path / "images"
+    images.mkdir()
+    Image.fromarray(np.zeros((20, 30, 3), dtype=np.uint8)).save(images / "a.jpg")
+    square = lambda x0, y0, x1, y1: [[x0, y0, x1, y0, x1, y1, x0, y1]]  # noqa: E731
+    annotation = {
+        "images": [{"id": 1, "file_name": "a.jpg", "width": 30, "height": 20}],
+        "categories": [{"id": 7, "name": "cat"}, {"id": 3, "name": "dog"}],
+        "annotations": [
+            {"id": 1, "image_id": 1, "category_id": 7, "segmentation": square(0, 0, 10, 10),
+             "area": 100, "bbox": [0, 0, 10, 10], "iscrowd": 0},
+            {"id": 2, "image_id": 1, "category_id": 3, "segmentation": square(20, 10, 30, 20),
+             "area": 100, "bbox": [20, 10, 10, 10], "iscrowd": 0},
+        ],
+    }  # fmt: skip
+    path = tmp_path / "train.json"
+    path.write_text(json.dumps(annotation))
+    arrays = load_coco(path, images, size=30)
+    assert arrays.classes == ("background", "dog", "cat")  # sorted ids: 3 -> 1, 7 -> 2
+    label = arrays.labels[0]
+    assert label[3, 3] == 2 and label[25, 25] == 1 and label[25, 3] == 0
+    with pytest.raises(ValueError, match=r"category ids \[9\] not found"):
+        load_coco(path, images, category_ids=[9])
+    (images / "a.jpg").unlink()
+    with pytest.raises(FileNotFoundError, match=r"a\.jpg"):
+        load_coco(path, images)
+
+
+# ----------------------------------------------------------------------------- shapes
+def test_shapes_are_ambiguous_behind_the_occluder():
+    arrays = make_occluded_shapes(300, size=64, mode_probs=(0.5, 0.5), seed=0)
+    modes = np.array([int(n.rsplit("mode", 1)[1]) for n in arrays.names])
+    assert 0.4 < modes.mean() < 0.6
+    # the ear never shows: images differ from their label only behind the grey occluder
+    for image, label, mode in zip(arrays.images[:50], arrays.labels[:50], modes[:50], strict=True):
+        grey = np.abs(image.astype(int) - 128).max(-1) <= 8
+        visible_object = (np.abs(image.astype(int) - 30).max(-1) > 8) & ~grey
+        assert (label[visible_object] == 1).all()
+        assert mode == 0 or (label & grey).any()
+    np.testing.assert_array_equal(
+        make_occluded_shapes(5, seed=1).images, make_occluded_shapes(5, seed=1).images
+    )
+    with pytest.raises(ValueError, match="sum to 1"):
+        make_occluded_shapes(2, mode_probs=(0.5, 0.6))
+
+
+# ----------------------------------------------------------------------------- datasets
+def test_dataset_items_are_seeded_tensors(tmp_path):
+    config = DataConfig(
+        dataset="shapes", size=32, shapes_train=8, noise=0.4, cache_dir=str(tmp_path)
+    )
+    dataset = build_dataset(config, "train", train=True)
+    item = dataset[(3, 1234)]
+    assert item["image"].shape == (3, 32, 32) and item["image"].dtype == torch.float32
+    assert item["mask"].shape == (32, 32) and item["mask"].dtype == torch.int64
+    torch.testing.assert_close(dataset[(3, 1234)]["image"], item["image"])
+    assert not torch.equal(dataset[(3, 99)]["image"], item["image"])
+    assert list(tmp_path.glob("shapes_train_32_*.npz"))  # cached ...
+    cached = load_split(config, "train")  # ... and read back identically
+    np.testing.assert_array_equal(cached.images, dataset.arrays.images)
+
+
+def test_arrays_round_trip(tmp_path):
+    arrays = SegmentationArrays(
+        np.zeros((2, 4, 4, 3), np.uint8), np.ones((2, 4, 4), np.uint8), ("a", "b"), ("x", "y")
+    )
+    arrays.save(tmp_path / "a.npz")
+    back = SegmentationArrays.load(tmp_path / "a.npz")
+    assert back.classes == ("a", "b") and back.names == ("x", "y")
+    with pytest.raises(ValueError, match="do not match"):
+        SegmentationArrays(np.zeros((2, 4, 4, 3)), np.zeros((2, 5, 4)), ("a",))

@@ -1,0 +1,66 @@
+"""Draw a sample grid from a trained checkpoint.
+
+    python tools/visualize.py CONFIG CHECKPOINT [--num-samples 6] [--num-images 6]
+        [--split val] [--occlude 0.0] [--seed 0] [--out grid.png] [key.sub=value ...]
+
+One row per image: input (occlusion outlined), ground truth, prior-mean prediction, K
+samples and a per-pixel uncertainty map (entropy of the mean sample). CONFIG and the
+overrides set the data (root, split); the model comes from the checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+
+def main(argv: list[str] | None = None) -> Path:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("config", type=Path)
+    parser.add_argument("checkpoint", type=Path)
+    parser.add_argument("overrides", nargs="*")
+    parser.add_argument("--num-samples", type=int, default=6)
+    parser.add_argument("--num-images", type=int, default=6)
+    parser.add_argument("--split", default="val", choices=["train", "val", "test"])
+    parser.add_argument(
+        "--occlude", type=float, default=0.0, help="hide a square up to this share of the side"
+    )
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--device", default=None)
+    args = parser.parse_args(argv)
+
+    import numpy as np
+
+    from cvae_seg.config import load_config
+    from cvae_seg.engine import dataset_for, load_trained, select_device
+    from cvae_seg.visualization import sample_grid
+
+    device = select_device(args.device)
+    model, trained_config, _ = load_trained(args.checkpoint, device)
+    config = load_config(args.config, args.overrides)
+    config.data.size = trained_config.data.size
+    dataset = dataset_for(config, args.split)
+    rng = np.random.default_rng(args.seed)
+    indices = sorted(
+        rng.choice(len(dataset), min(args.num_images, len(dataset)), replace=False).tolist()
+    )
+    grid = sample_grid(model, dataset, indices, args.num_samples, args.occlude, args.seed)
+    out = args.out or args.checkpoint.with_name(f"samples_{args.split}.png")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    grid.save(tmp, format="PNG")
+    os.replace(tmp, out)
+    print(out)
+    return out
+
+
+if __name__ == "__main__":
+    main()
