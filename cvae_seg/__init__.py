@@ -8,8 +8,9 @@
 """
 
 from cvae_seg import metrics, transforms
+from cvae_seg.conditional import ConditionalGenerativeModel, CVAEOutput
 from cvae_seg.factory import create_backbone, create_model
-from cvae_seg.model import CVAE, CVAEOutput
+from cvae_seg.model import CVAE
 from cvae_seg.objectives import OBJECTIVES
 
 __version__ = "0.1.0"
@@ -18,6 +19,7 @@ __all__ = [
     "CVAE",
     "OBJECTIVES",
     "CVAEOutput",
+    "ConditionalGenerativeModel",
     "__version__",
     "create_backbone",
     "create_model",

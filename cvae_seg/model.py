@@ -12,16 +12,20 @@ whatever the decoder's call signature) and the logits s(x). On top of them:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.distributions import Normal, kl_divergence
 
+from cvae_seg.conditional import (
+    ConditionalGenerativeModel,
+    CVAEOutput,
+    Encoded,
+    inference_mode,
+)
 from cvae_seg.heads import GaussianConvNet, LightGenerationNet, Sohn2015GenerationNet
-from cvae_seg.likelihood import importance_log_weights, log_mean_exp, monte_carlo_log_weights
+from cvae_seg.likelihood import log_mean_exp
 from cvae_seg.multiscale import (
     MultiScaleHeads,
     one_hot_labels,
@@ -29,39 +33,11 @@ from cvae_seg.multiscale import (
     soft_coarse_targets,
     soft_nll,
 )
-from cvae_seg.objectives import LatentSource, get_objective
 
 __all__ = ["CVAE", "CVAEOutput"]
 
-LikelihoodMethod = Literal["auto", "importance", "monte_carlo"]
 
-
-@dataclass
-class CVAEOutput:
-    """What a training forward returns.
-
-    ``loss`` is the scalar to backpropagate (negative ELBO per labelled pixel plus the coarse
-    losses); ``terms`` holds its named parts, detached, for logging (``kl`` in nats per
-    image); ``logits`` maps a stride (4, 2, 1) to that scale's (B, C, H/s, W/s) logits.
-    """
-
-    loss: torch.Tensor
-    terms: dict[str, torch.Tensor] = field(default_factory=dict)
-    logits: dict[int, torch.Tensor] = field(default_factory=dict)
-
-
-@dataclass
-class _Encoded:
-    """Everything computed once per input, shared by all latent samples."""
-
-    size: tuple[int, int]
-    logits: torch.Tensor  # backbone scores s(x), (B, C, H, W)
-    features: torch.Tensor  # decoder features d
-    context: torch.Tensor | None  # generation net's per-image part
-    prior: Normal | None
-
-
-class CVAE(nn.Module):
+class CVAE(ConditionalGenerativeModel):
     """Wrap an smp model (or any model with a ``segmentation_head``) as a conditional VAE.
 
     Args:
@@ -100,14 +76,12 @@ class CVAE(nn.Module):
         logvar_bound: float = 6.0,
         probe_size: int = 128,
     ) -> None:
-        super().__init__()
+        super().__init__(objective, alpha, kl_weight)
         if not hasattr(backbone, "segmentation_head"):
             raise TypeError(
                 f"backbone {type(backbone).__name__} has no `segmentation_head`; expected an "
                 "smp model (smp.create_model) or a cvae_seg architecture"
             )
-        if not 0.0 <= alpha <= 1.0:
-            raise ValueError(f"alpha must be in [0, 1], got {alpha}")
         if len(scale_weights) != 3 or min(scale_weights) < 0:
             raise ValueError(
                 f"scale_weights must be three non-negative weights for strides (4, 2, 1), got "
@@ -115,11 +89,7 @@ class CVAE(nn.Module):
             )
         if generation not in ("light", "sohn2015"):
             raise ValueError(f"generation must be 'light' or 'sohn2015', got {generation!r}")
-        self.spec = get_objective(objective)
-        self.objective = objective
         self.backbone = backbone
-        self.alpha = alpha
-        self.kl_weight = kl_weight
         self.recurrent = recurrent
         self.ignore_index = ignore_index
         self.scale_weights = tuple(float(w) for w in scale_weights)
@@ -136,7 +106,6 @@ class CVAE(nn.Module):
         coarse = tuple(s for s, w in zip((4, 2), self.scale_weights[:2], strict=True) if w > 0)
         self.multiscale_heads = MultiScaleHeads(feature_channels, self.num_classes, coarse)
 
-        self.prior_net = self.recognition_net = self.generation_net = None
         if self.spec.uses_latent:
             gaussian = dict(
                 latent_channels=latent_channels,
@@ -174,7 +143,7 @@ class CVAE(nn.Module):
             logits = logits[0]
         return logits, captured[-1]
 
-    def _encode(self, x: torch.Tensor) -> _Encoded:
+    def _encode(self, x: torch.Tensor) -> Encoded:
         _check_image(x, self.in_channels)
         size = (x.shape[-2], x.shape[-1])
         logits, features = self._run_backbone(x)
@@ -186,114 +155,52 @@ class CVAE(nn.Module):
             )
             prior_input = torch.cat([x, torch.softmax(2 * logits, 1)], 1) if self.recurrent else x
             prior = self.prior_net(prior_input)
-        return _Encoded(size, logits, features, context, prior)
+        return Encoded(logits, prior, context, features)
 
-    def _decode(self, encoded: _Encoded, z: torch.Tensor) -> torch.Tensor:
+    def _decode(self, encoded: Encoded, z: torch.Tensor) -> torch.Tensor:
         """Latents (S, B, Cz, h, w) -> full-resolution logits (S, B, C, H, W)."""
         scores = self.generation_net(z, encoded.context)
-        if tuple(scores.shape[-2:]) != encoded.size:
-            scores = F.interpolate(scores, size=encoded.size, mode="bilinear", align_corners=False)
+        size = encoded.logits.shape[-2:]
+        if scores.shape[-2:] != size:
+            scores = F.interpolate(scores, size=size, mode="bilinear", align_corners=False)
         return encoded.logits.unsqueeze(0) + scores.unflatten(0, tuple(z.shape[:2]))
 
-    def _deterministic_logits(self, encoded: _Encoded) -> torch.Tensor:
-        """s(x) for the CNN, s(x) + g(E[z|x]) otherwise: the paper's prediction."""
-        if not self.spec.uses_latent:
-            return encoded.logits
-        return self._decode(encoded, encoded.prior.mean.unsqueeze(0))[0]
+    def _check_target(self, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return _check_labels(y, x)
 
-    # ---------------------------------------------------------------------- training
-    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> CVAEOutput | torch.Tensor:
-        """Training: (x, y) -> CVAEOutput. Without y, the deterministic prediction's logits."""
-        if y is None:
-            return self._deterministic_logits(self._encode(x))
-        y = _check_labels(y, x)
-        encoded = self._encode(x)
-        one_hot = one_hot_labels(y, self.num_classes, self.ignore_index)
-        labelled_per_image = one_hot.sum((1, 2, 3))
-        labelled = labelled_per_image.sum().clamp_min(1)
-        terms: dict[str, torch.Tensor] = {}
+    def _output_nll(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return pixel_nll(logits, y, self.ignore_index)
+
+    def _scored(self, y: torch.Tensor) -> torch.Tensor:
+        if self.ignore_index is None:
+            return super()._scored(y)
+        return (y != self.ignore_index).flatten(1).sum(1).float()
+
+    def _recognition_input(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return torch.cat([x, one_hot_labels(y, self.num_classes, self.ignore_index)], 1)
+
+    def _auxiliary_losses(
+        self, encoded: Encoded, y: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[int, torch.Tensor]]:
+        """The coarse heads' cross-entropies against soft coarse targets."""
         loss = encoded.logits.new_zeros(())
-
-        logits = self.multiscale_heads(encoded.features, encoded.size)
+        terms: dict[str, torch.Tensor] = {}
+        logits = self.multiscale_heads(encoded.features, tuple(y.shape[-2:]))
+        if logits:
+            one_hot = one_hot_labels(y, self.num_classes, self.ignore_index)
         for stride, coarse_logits in logits.items():
             nll = soft_nll(coarse_logits, soft_coarse_targets(one_hot, stride))
             terms[f"nll_x{stride}"] = nll
             loss = loss + self.scale_weights[(4, 2).index(stride)] * nll
-        full_weight = self.scale_weights[2]
+        return loss, terms, logits
 
-        if not self.spec.uses_latent:
-            nll = pixel_nll(encoded.logits, y, self.ignore_index).sum() / labelled
-            terms["nll"] = nll
-            loss = loss + full_weight * nll
-            full_logits = encoded.logits
-        else:
-            posterior = None
-            if self.spec.needs_recognition:
-                posterior = self.recognition_net(torch.cat([x, one_hot], 1))
-            sources = self.spec.terms(self.alpha)
-            z = torch.stack([_draw(src, encoded.prior, posterior) for src, _ in sources])
-            decoded = self._decode(encoded, z)
-            for (source, weight), source_logits in zip(sources, decoded, strict=True):
-                nll = pixel_nll(source_logits, y, self.ignore_index).sum() / labelled
-                terms[f"nll_{source}"] = nll
-                loss = loss + full_weight * weight * nll
-            full_logits = decoded[0]
-            kl_share = self.spec.kl_weight(self.alpha)
-            if kl_share > 0:
-                kl = _gaussian_kl(posterior, encoded.prior)  # (B,) nats per image
-                terms["kl"] = kl.mean()
-                loss = loss + kl_share * self.kl_weight * kl.sum() / labelled
+    def _average_samples(self, samples: torch.Tensor) -> torch.Tensor:
+        """Log of the mean class probabilities (log-probabilities serve as logits)."""
+        return log_mean_exp(torch.log_softmax(samples, dim=2), dim=0)
 
-        logits[1] = full_logits
-        terms["loss"] = loss
-        return CVAEOutput(loss, {k: v.detach() for k, v in terms.items()}, logits)
-
-    # ---------------------------------------------------------------------- inference
-    @torch.no_grad()
-    def predict(
-        self,
-        x: torch.Tensor,
-        method: Literal["mean", "average"] = "mean",
-        num_samples: int = 16,
-    ) -> torch.Tensor:
-        """Deterministic prediction (B, C, H, W), in eval mode without gradients.
-
-        "mean" decodes the prior mean (the paper's tables); "average" returns the log of
-        p(y|x,z) averaged over ``num_samples`` prior samples (log-probabilities).
-        """
-        if method not in ("mean", "average"):
-            raise ValueError(f"method must be 'mean' or 'average', got {method!r}")
-        with _inference_mode(self):
-            if method == "mean" or not self.spec.stochastic:
-                return self._deterministic_logits(self._encode(x))
-            samples = self._sample(self._encode(x), num_samples)
-            return log_mean_exp(torch.log_softmax(samples, dim=2), dim=0)
-
-    @torch.no_grad()
-    def sample(self, x: torch.Tensor, num_samples: int = 16) -> torch.Tensor:
-        """Logits of ``num_samples`` plausible segmentations, (S, B, C, H, W).
-
-        The backbone and the prior run once; all latents are decoded as one batch.
-        Deterministic objectives (cnn, gdnn) return S identical maps.
-        """
-        if num_samples < 1:
-            raise ValueError(f"num_samples must be >= 1, got {num_samples}")
-        with _inference_mode(self):
-            return self._sample(self._encode(x), num_samples)
-
-    def _sample(self, encoded: _Encoded, num_samples: int) -> torch.Tensor:
-        if not self.spec.stochastic:
-            logits = self._deterministic_logits(encoded)
-            return logits.unsqueeze(0).expand(num_samples, *logits.shape)
-        return self._decode(encoded, encoded.prior.sample((num_samples,)))
-
-    @torch.no_grad()
-    def decode(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        """Logits (S, B, C, H, W) of p(y|x,z) for given latents z (S, B, Cz, h, w)."""
-        if not self.spec.uses_latent:
-            raise ValueError(f"objective {self.objective!r} has no latent variable to decode")
-        with _inference_mode(self):
-            return self._decode(self._encode(x), z)
+    @property
+    def _full_weight(self) -> float:
+        return self.scale_weights[2]
 
     @torch.no_grad()
     def complete(
@@ -319,111 +226,20 @@ class CVAE(nn.Module):
                 f"observed must be a bool mask of shape {tuple(y.shape)}, got "
                 f"{observed.dtype} {tuple(observed.shape)}"
             )
-        with _inference_mode(self):
+        with inference_mode(self):
             encoded = self._encode(x)
             logits = self._deterministic_logits(encoded)
             if self.recognition_net is None:
                 return logits
             for _ in range(num_iterations):
                 current = torch.where(observed, y, logits.argmax(1))
-                one_hot = one_hot_labels(current, self.num_classes, self.ignore_index)
-                posterior = self.recognition_net(torch.cat([x, one_hot], 1))
+                posterior = self.recognition_net(self._recognition_input(x, current))
                 z = posterior.mean if latent == "mean" else posterior.sample()
                 logits = self._decode(encoded, z.unsqueeze(0))[0]
             return logits
 
-    @torch.no_grad()
-    def log_likelihood(
-        self,
-        x: torch.Tensor,
-        y: torch.Tensor,
-        num_samples: int = 50,
-        method: LikelihoodMethod = "auto",
-        chunk_size: int = 16,
-    ) -> torch.Tensor:
-        """Conditional log-likelihood log p(y|x) in nats per image, (B,).
-
-        Summed over labelled pixels. "importance" draws z from the recognition net (CVAE and
-        hybrid), "monte_carlo" from the prior; "auto" takes importance sampling where a
-        recognition net exists. Deterministic objectives give their exact value.
-        """
-        return log_mean_exp(self.log_likelihood_weights(x, y, num_samples, method, chunk_size))
-
-    @torch.no_grad()
-    def log_likelihood_weights(
-        self,
-        x: torch.Tensor,
-        y: torch.Tensor,
-        num_samples: int = 50,
-        method: LikelihoodMethod = "auto",
-        chunk_size: int = 16,
-    ) -> torch.Tensor:
-        """The (S, B) log-weights behind `log_likelihood` (for standard errors); S = 1 for
-        deterministic objectives."""
-        if method not in ("auto", "importance", "monte_carlo"):
-            raise ValueError(
-                f"method must be 'auto', 'importance' or 'monte_carlo', got {method!r}"
-            )
-        if method == "importance" and self.recognition_net is None:
-            raise ValueError(
-                f"method='importance' needs a recognition net, which objective "
-                f"{self.objective!r} does not train; use method='monte_carlo'"
-            )
-        y = _check_labels(y, x)
-        with _inference_mode(self):
-            encoded = self._encode(x)
-
-            def log_likelihood_given_z(z: torch.Tensor) -> torch.Tensor:
-                logits = self._decode(encoded, z)
-                target = y.unsqueeze(0).expand(z.shape[0], *y.shape).flatten(0, 1)
-                nll = pixel_nll(logits.flatten(0, 1), target, self.ignore_index)
-                return -nll.flatten(1).sum(1).view(z.shape[0], -1)
-
-            if not self.spec.stochastic:
-                if not self.spec.uses_latent:
-                    nll = pixel_nll(encoded.logits, y, self.ignore_index)
-                    return -nll.flatten(1).sum(1).unsqueeze(0)
-                return log_likelihood_given_z(encoded.prior.mean.unsqueeze(0))
-            if method == "monte_carlo" or self.recognition_net is None:
-                return monte_carlo_log_weights(
-                    log_likelihood_given_z, encoded.prior, num_samples, chunk_size
-                )
-            one_hot = one_hot_labels(y, self.num_classes, self.ignore_index)
-            posterior = self.recognition_net(torch.cat([x, one_hot], 1))
-            return importance_log_weights(
-                log_likelihood_given_z, posterior, encoded.prior, num_samples, chunk_size
-            )
-
 
 # --------------------------------------------------------------------------- helpers
-def _draw(source: LatentSource, prior: Normal, posterior: Normal | None) -> torch.Tensor:
-    if source == "prior_mean":
-        return prior.mean
-    return (prior if source == "prior" else posterior).rsample()
-
-
-def _gaussian_kl(q: Normal, p: Normal) -> torch.Tensor:
-    """KL(q || p) summed over latent dims, (B,), in float32 so that AMP cannot overflow it."""
-    q32 = Normal(q.mean.float(), q.stddev.float())
-    p32 = Normal(p.mean.float(), p.stddev.float())
-    return kl_divergence(q32, p32).flatten(1).sum(1)
-
-
-class _inference_mode:
-    """Eval mode for the duration of a call, then the caller's mode back (unlike smp's
-    `predict`, which leaves the model in eval mode)."""
-
-    def __init__(self, module: nn.Module) -> None:
-        self.module = module
-
-    def __enter__(self) -> None:
-        self.was_training = self.module.training
-        self.module.eval()
-
-    def __exit__(self, *exc: object) -> None:
-        self.module.train(self.was_training)
-
-
 def _first_conv(backbone: nn.Module) -> nn.Conv2d:
     for module in backbone.modules():
         if isinstance(module, nn.Conv2d):

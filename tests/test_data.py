@@ -146,6 +146,8 @@ def test_cub_crops_thresholds_and_splits(tmp_path):
     assert train.classes == ("background", "bird")
     # cropped to the box, the bird fills the crop but for the faint edge (a quarter of it)
     assert train.labels[0][:, 5:].all() and not train.labels[0][:, :3].any()
+    parent = load_cub(tmp_path, "test", size=16)  # the folder both archives extract into
+    assert parent.names == test.names
     with_margin = load_cub(root, "test", size=16, margin=0.5)
     assert with_margin.labels[0][0].sum() == 0 and with_margin.labels[0][8, 8] == 1
 

@@ -1,0 +1,282 @@
+"""The CVAE machinery shared by every model: objectives, sampling and likelihood.
+
+A `ConditionalGenerativeModel` has a deterministic predictor s(x), a prior net p(z|x), a
+recognition net q(z|x,y) and a generation net; p(y|x,z) has logits s(x) + g(x, z). Subclasses
+say how to encode an input (`_encode`: s(x), the prior, anything reused by every latent
+sample), how to decode latents (`_decode`), and which output distribution scores y
+(`_output_nll`): the segmentation model (categorical over classes per pixel) and the MNIST
+MLPs (Bernoulli per pixel) share everything else, so "gsnn" or "log_likelihood" mean the same
+thing in both.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+from torch import nn
+from torch.distributions import Normal, kl_divergence
+
+from cvae_seg.likelihood import importance_log_weights, log_mean_exp, monte_carlo_log_weights
+from cvae_seg.objectives import LatentSource, ObjectiveSpec, get_objective
+
+__all__ = ["CVAEOutput", "ConditionalGenerativeModel", "Encoded"]
+
+LikelihoodMethod = Literal["auto", "importance", "monte_carlo"]
+
+
+@dataclass
+class CVAEOutput:
+    """What a training forward returns.
+
+    ``loss`` is the scalar to backpropagate (negative ELBO per scored output element, plus
+    any auxiliary losses); ``terms`` holds its named parts, detached, for logging (``kl`` in
+    nats per example); ``logits`` maps a stride (4, 2, 1; 1 = full output) to its logits.
+    """
+
+    loss: torch.Tensor
+    terms: dict[str, torch.Tensor] = field(default_factory=dict)
+    logits: dict[int, torch.Tensor] = field(default_factory=dict)
+
+
+@dataclass
+class Encoded:
+    """Everything computed once per input and shared by all latent samples."""
+
+    logits: torch.Tensor  # s(x)
+    prior: Normal | None
+    context: Any = None  # whatever the generation net reuses across samples
+    features: Any = None  # whatever auxiliary heads read
+
+
+class ConditionalGenerativeModel(nn.Module):
+    """Base class: one objective from `cvae_seg.objectives`, three optional latent nets."""
+
+    prior_net: nn.Module | None
+    recognition_net: nn.Module | None
+    generation_net: nn.Module | None
+
+    def __init__(self, objective: str, alpha: float, kl_weight: float) -> None:
+        super().__init__()
+        if not 0.0 <= alpha <= 1.0:
+            raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+        if kl_weight < 0:
+            raise ValueError(f"kl_weight must be >= 0, got {kl_weight}")
+        self.spec: ObjectiveSpec = get_objective(objective)
+        self.objective = objective
+        self.alpha = alpha
+        self.kl_weight = kl_weight
+        self.prior_net = self.recognition_net = self.generation_net = None
+
+    # ------------------------------------------------------------ hooks for subclasses
+    def _encode(self, x: torch.Tensor) -> Encoded:
+        raise NotImplementedError
+
+    def _decode(self, encoded: Encoded, z: torch.Tensor) -> torch.Tensor:
+        """Latents (S, B, *latent) -> logits (S, B, *output) of p(y|x,z)."""
+        raise NotImplementedError
+
+    def _check_target(self, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return y
+
+    def _output_nll(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Per-element -log p(y|logits), 0 where y is unscored; shape (N, *y.shape[1:])."""
+        raise NotImplementedError
+
+    def _scored(self, y: torch.Tensor) -> torch.Tensor:
+        """Number of scored output elements per example, (B,)."""
+        return torch.full((y.shape[0],), y[0].numel(), device=y.device, dtype=torch.float32)
+
+    def _recognition_input(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _auxiliary_losses(
+        self, encoded: Encoded, y: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[int, torch.Tensor]]:
+        """Extra losses that do not involve z (multi-scale heads); none by default."""
+        return encoded.logits.new_zeros(()), {}, {}
+
+    def _average_samples(self, samples: torch.Tensor) -> torch.Tensor:
+        """Logits of the mean of p(y|x,z_s) over samples (S, B, ...)."""
+        raise NotImplementedError
+
+    @property
+    def _full_weight(self) -> float:
+        return 1.0
+
+    # ---------------------------------------------------------------------- shared
+    def _deterministic_logits(self, encoded: Encoded) -> torch.Tensor:
+        """s(x) for the CNN, s(x) + g(E[z|x]) otherwise: the paper's prediction."""
+        if not self.spec.uses_latent:
+            return encoded.logits
+        return self._decode(encoded, encoded.prior.mean.unsqueeze(0))[0]
+
+    def _example_nll(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """-log p(y|x,z) per example: logits (N, ...), y (N, ...) -> (N,)."""
+        return self._output_nll(logits, y).flatten(1).sum(1)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> CVAEOutput | torch.Tensor:
+        """Training: (x, y) -> CVAEOutput. Without y, the deterministic prediction's logits."""
+        if y is None:
+            return self._deterministic_logits(self._encode(x))
+        y = self._check_target(y, x)
+        encoded = self._encode(x)
+        loss, terms, logits = self._auxiliary_losses(encoded, y)
+        scored = self._scored(y).sum().clamp_min(1)
+
+        if not self.spec.uses_latent:
+            nll = self._example_nll(encoded.logits, y).sum() / scored
+            terms["nll"] = nll
+            loss = loss + self._full_weight * nll
+            logits[1] = encoded.logits
+        else:
+            posterior = None
+            if self.spec.needs_recognition:
+                posterior = self.recognition_net(self._recognition_input(x, y))
+            sources = self.spec.terms(self.alpha)
+            z = torch.stack([_draw(src, encoded.prior, posterior) for src, _ in sources])
+            decoded = self._decode(encoded, z)
+            for (source, weight), source_logits in zip(sources, decoded, strict=True):
+                nll = self._example_nll(source_logits, y).sum() / scored
+                terms[f"nll_{source}"] = nll
+                loss = loss + self._full_weight * weight * nll
+            logits[1] = decoded[0]
+            kl_share = self.spec.kl_weight(self.alpha)
+            if kl_share > 0:
+                kl = gaussian_kl(posterior, encoded.prior)  # (B,) nats per example
+                terms["kl"] = kl.mean()
+                loss = loss + kl_share * self.kl_weight * kl.sum() / scored
+        terms["loss"] = loss
+        return CVAEOutput(loss, {k: v.detach() for k, v in terms.items()}, logits)
+
+    @torch.no_grad()
+    def predict(
+        self,
+        x: torch.Tensor,
+        method: Literal["mean", "average"] = "mean",
+        num_samples: int = 16,
+    ) -> torch.Tensor:
+        """Deterministic prediction's logits, in eval mode without gradients.
+
+        "mean" decodes the prior mean (the paper's tables); "average" returns logits of
+        p(y|x,z) averaged over ``num_samples`` prior samples.
+        """
+        if method not in ("mean", "average"):
+            raise ValueError(f"method must be 'mean' or 'average', got {method!r}")
+        with inference_mode(self):
+            encoded = self._encode(x)
+            if method == "mean" or not self.spec.stochastic:
+                return self._deterministic_logits(encoded)
+            return self._average_samples(self._sample(encoded, num_samples))
+
+    @torch.no_grad()
+    def sample(self, x: torch.Tensor, num_samples: int = 16) -> torch.Tensor:
+        """Logits of ``num_samples`` plausible outputs, (S, B, ...).
+
+        The deterministic part and the prior run once; all latents are decoded as one batch.
+        Deterministic objectives (cnn, gdnn) return S identical outputs.
+        """
+        if num_samples < 1:
+            raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+        with inference_mode(self):
+            return self._sample(self._encode(x), num_samples)
+
+    def _sample(self, encoded: Encoded, num_samples: int) -> torch.Tensor:
+        if not self.spec.stochastic:
+            logits = self._deterministic_logits(encoded)
+            return logits.unsqueeze(0).expand(num_samples, *logits.shape)
+        return self._decode(encoded, encoded.prior.sample((num_samples,)))
+
+    @torch.no_grad()
+    def decode(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """Logits (S, B, ...) of p(y|x,z) for given latents z (S, B, *latent)."""
+        if not self.spec.uses_latent:
+            raise ValueError(f"objective {self.objective!r} has no latent variable to decode")
+        with inference_mode(self):
+            return self._decode(self._encode(x), z)
+
+    @torch.no_grad()
+    def log_likelihood(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        num_samples: int = 50,
+        method: LikelihoodMethod = "auto",
+        chunk_size: int = 16,
+    ) -> torch.Tensor:
+        """Conditional log-likelihood log p(y|x) in nats per example, (B,).
+
+        Summed over scored output elements. "importance" draws z from the recognition net
+        (cvae, hybrid), "monte_carlo" from the prior; "auto" takes importance sampling where
+        a recognition net exists. Deterministic objectives give their exact value.
+        """
+        return log_mean_exp(self.log_likelihood_weights(x, y, num_samples, method, chunk_size))
+
+    @torch.no_grad()
+    def log_likelihood_weights(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        num_samples: int = 50,
+        method: LikelihoodMethod = "auto",
+        chunk_size: int = 16,
+    ) -> torch.Tensor:
+        """The (S, B) log-weights behind `log_likelihood` (for standard errors); S = 1 for
+        deterministic objectives."""
+        if method not in ("auto", "importance", "monte_carlo"):
+            raise ValueError(
+                f"method must be 'auto', 'importance' or 'monte_carlo', got {method!r}"
+            )
+        if method == "importance" and self.recognition_net is None:
+            raise ValueError(
+                f"method='importance' needs a recognition net, which objective "
+                f"{self.objective!r} does not train; use method='monte_carlo'"
+            )
+        y = self._check_target(y, x)
+        with inference_mode(self):
+            encoded = self._encode(x)
+
+            def log_likelihood_given_z(z: torch.Tensor) -> torch.Tensor:
+                logits = self._decode(encoded, z)
+                target = y.unsqueeze(0).expand(z.shape[0], *y.shape).flatten(0, 1)
+                return -self._example_nll(logits.flatten(0, 1), target).view(z.shape[0], -1)
+
+            if not self.spec.stochastic:
+                return -self._example_nll(self._deterministic_logits(encoded), y).unsqueeze(0)
+            if method == "monte_carlo" or self.recognition_net is None:
+                return monte_carlo_log_weights(
+                    log_likelihood_given_z, encoded.prior, num_samples, chunk_size
+                )
+            posterior = self.recognition_net(self._recognition_input(x, y))
+            return importance_log_weights(
+                log_likelihood_given_z, posterior, encoded.prior, num_samples, chunk_size
+            )
+
+
+def _draw(source: LatentSource, prior: Normal, posterior: Normal | None) -> torch.Tensor:
+    if source == "prior_mean":
+        return prior.mean
+    return (prior if source == "prior" else posterior).rsample()
+
+
+def gaussian_kl(q: Normal, p: Normal) -> torch.Tensor:
+    """KL(q || p) summed over latent dims, (B,), in float32 so that AMP cannot overflow it."""
+    q32 = Normal(q.mean.float(), q.stddev.float())
+    p32 = Normal(p.mean.float(), p.stddev.float())
+    return kl_divergence(q32, p32).flatten(1).sum(1)
+
+
+class inference_mode:
+    """Eval mode for the duration of a call, then the caller's mode back (unlike smp's
+    `predict`, which leaves the model in eval mode)."""
+
+    def __init__(self, module: nn.Module) -> None:
+        self.module = module
+
+    def __enter__(self) -> None:
+        self.was_training = self.module.training
+        self.module.eval()
+
+    def __exit__(self, *exc: object) -> None:
+        self.module.train(self.was_training)
