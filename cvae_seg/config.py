@@ -50,18 +50,19 @@ class ModelConfig(_Section):
     alpha: float = Field(0.5, ge=0, le=1)
     kl_weight: float = Field(1.0, ge=0)
     scale_weights: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    mlp_hidden: tuple[int, ...] = (1000, 1000)  # arch "mnist_mlp": hidden layers of every MLP
     backbone_kwargs: dict[str, Any] = Field(default_factory=dict)
 
     def cvae_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of `cvae_seg.CVAE` (everything but the backbone's)."""
-        backbone = {"arch", "encoder_name", "encoder_weights", "backbone_kwargs"}
+        backbone = {"arch", "encoder_name", "encoder_weights", "backbone_kwargs", "mlp_hidden"}
         return {k: v for k, v in self.model_dump().items() if k not in backbone}
 
 
 class DataConfig(_Section):
     """Which data set, where, and how it is augmented and batched."""
 
-    dataset: Literal["lfw", "cub", "coco", "shapes"] = "shapes"
+    dataset: Literal["lfw", "cub", "coco", "shapes", "mnist"] = "shapes"
     root: str | None = None  # default: $CVAE_SEG_DATA/<dataset>
     size: int = Field(128, ge=8)
     batch_size: int = Field(32, ge=1)
@@ -82,6 +83,9 @@ class DataConfig(_Section):
     coco_val: str = "annotations/val.json"
     coco_test: str | None = None
     coco_images: str = "images"
+    # MNIST quadrant completion
+    mnist_observed: Literal[1, 2, 3] = 1  # observed quadrants: bottom-left, left half, all but BR
+    binarize: bool = False  # False: Bernoulli on grey levels; True: pixels thresholded at 0.5
     # generated shapes
     shapes_train: int = Field(2000, ge=1)
     shapes_val: int = Field(200, ge=1)
@@ -100,9 +104,10 @@ class TrainConfig(_Section):
     grad_clip: float | None = Field(None, gt=0)
     eval_interval: int = Field(500, ge=1)
     log_interval: int = Field(50, ge=1)
-    best_metric: Literal["pixel_accuracy", "mean_iou", "foreground_iou", "class_accuracy"] = (
-        "pixel_accuracy"
-    )
+    best_metric: Literal[
+        "pixel_accuracy", "mean_iou", "foreground_iou", "class_accuracy", "nll"
+    ] = "pixel_accuracy"  # "nll" (lower is better) for the likelihood-trained MNIST models
+    patience: int | None = Field(None, ge=1)  # stop after this many evaluations without gain
     seed: int = 0
     amp: bool = False
     channels_last: bool = False
@@ -115,6 +120,7 @@ class EvalConfig(_Section):
     num_samples: int = Field(50, ge=1)  # S for the CLL (paper: 50 for segmentation)
     chunk_size: int = Field(16, ge=1)
     likelihood_during_training: bool = False
+    mc_samples: int = Field(1000, ge=1)  # Monte Carlo S in tools/evaluate.py for MNIST
     batch_size: int = Field(32, ge=1)
 
 

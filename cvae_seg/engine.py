@@ -24,11 +24,12 @@ import yaml
 from torch.utils.data import DataLoader, Sampler
 from tqdm import tqdm
 
+from cvae_seg.architectures.mnist import QuadrantCVAE
+from cvae_seg.conditional import ConditionalGenerativeModel
 from cvae_seg.config import Config
-from cvae_seg.data import ArraySegmentationDataset, build_dataset
-from cvae_seg.evaluation import evaluate
+from cvae_seg.data import build_dataset
+from cvae_seg.evaluation import evaluate, evaluate_likelihood
 from cvae_seg.factory import create_model
-from cvae_seg.model import CVAE
 
 __all__ = [
     "StepSampler",
@@ -62,9 +63,19 @@ def autocast_dtype(config: Config, device: torch.device) -> torch.dtype | None:
     return torch.bfloat16
 
 
-def build_model(config: Config, num_classes: int) -> CVAE:
-    """The CVAE that a config describes, for a data set of ``num_classes`` classes."""
+def build_model(config: Config, num_classes: int) -> ConditionalGenerativeModel:
+    """The model that a config describes, for a data set of ``num_classes`` classes."""
     model_config = config.model
+    if model_config.arch == "mnist_mlp":
+        return QuadrantCVAE(
+            observed=config.data.mnist_observed,
+            objective=model_config.objective,
+            hidden=model_config.mlp_hidden,
+            latent_features=model_config.latent_channels,
+            recurrent=model_config.recurrent,
+            alpha=model_config.alpha,
+            kl_weight=model_config.kl_weight,
+        )
     return create_model(
         model_config.arch,
         encoder_name=model_config.encoder_name,
@@ -262,14 +273,15 @@ def train(
     amp_dtype = autocast_dtype(config, device)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
 
-    step, best = 0, -math.inf
+    step, best, evals_since_best = 0, None, 0
+    lower_is_better = train_cfg.best_metric == "nll"
     if resume is not None:
         state = load_checkpoint(resume, map_location=device)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
-        step, best = state["step"], state["best"]
+        step, best, evals_since_best = state["step"], state["best"], state["evals_since_best"]
         _set_rng_state(state["rng"])
         log.info("resumed from %s at step %d", resume, step)
 
@@ -326,22 +338,16 @@ def train(
                 running = {}
             if step % train_cfg.eval_interval == 0 or step == train_cfg.max_steps:
                 with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-                    last_eval = evaluate(
-                        model,
-                        val_loader,
-                        val_set.classes,
-                        device,
-                        prediction=config.eval.prediction,
-                        likelihood=config.eval.likelihood_during_training,
-                        num_samples=config.eval.num_samples,
-                        chunk_size=config.eval.chunk_size,
-                        autocast_dtype=amp_dtype,
-                        progress="val" if progress else None,
+                    last_eval = validate(
+                        model, config, val_loader, val_set.classes, device, progress
                     )
                 model.train()
                 score = last_eval[train_cfg.best_metric]
-                improved = score > best
-                best = max(best, score)
+                improved = best is None or (score < best if lower_is_better else score > best)
+                if improved:
+                    best, evals_since_best = score, 0
+                else:
+                    evals_since_best += 1
                 last_eval = {
                     "step": step,
                     "elapsed_s": round(time.perf_counter() - started, 1),
@@ -357,6 +363,7 @@ def train(
                     "scaler": scaler.state_dict(),
                     "step": step,
                     "best": best,
+                    "evals_since_best": evals_since_best,
                     "rng": _rng_state(),
                     "sampler": sampler.position(step),
                     "config": config.model_dump(mode="json"),
@@ -366,10 +373,47 @@ def train(
                 save_checkpoint(work_dir / "last.pt", state)
                 if improved:
                     save_checkpoint(work_dir / "best.pt", state)
+                if train_cfg.patience is not None and evals_since_best >= train_cfg.patience:
+                    log.info(
+                        "early stop at step %d: no gain in %d evaluations", step, evals_since_best
+                    )
+                    break
     finally:
         bar.close()
         history.close()
     return {"last": last_eval, "best": best, "best_metric": train_cfg.best_metric, "step": step}
+
+
+def validate(
+    model: ConditionalGenerativeModel,
+    config: Config,
+    loader: DataLoader,
+    classes: tuple[str, ...],
+    device: torch.device,
+    progress: bool = False,
+) -> dict[str, float]:
+    """The periodic validation: segmentation metrics, or the likelihood alone for MNIST."""
+    if config.data.dataset == "mnist":
+        return evaluate_likelihood(
+            model,
+            loader,
+            device,
+            num_samples=config.eval.num_samples,
+            chunk_size=config.eval.chunk_size,
+            progress="val" if progress else None,
+        )
+    return evaluate(
+        model,
+        loader,
+        classes,
+        device,
+        prediction=config.eval.prediction,
+        likelihood=config.eval.likelihood_during_training,
+        num_samples=config.eval.num_samples,
+        chunk_size=config.eval.chunk_size,
+        autocast_dtype=autocast_dtype(config, device),
+        progress="val" if progress else None,
+    )
 
 
 def _summary(values: dict[str, Any]) -> str:
@@ -379,7 +423,7 @@ def _summary(values: dict[str, Any]) -> str:
 
 def load_trained(
     checkpoint: str | os.PathLike, device: torch.device
-) -> tuple[CVAE, Config, list[str]]:
+) -> tuple[ConditionalGenerativeModel, Config, list[str]]:
     """Model (eval mode), config and class names of a checkpoint written by `train`."""
     state = load_checkpoint(checkpoint, map_location=device)
     config = Config.model_validate(state["config"])
@@ -394,6 +438,6 @@ def load_trained(
     return model.eval(), config, classes
 
 
-def dataset_for(config: Config, split: str) -> ArraySegmentationDataset:
+def dataset_for(config: Config, split: str) -> torch.utils.data.Dataset:
     """A split without augmentation, for evaluation and pictures."""
     return build_dataset(config.data, split, train=False)

@@ -13,6 +13,7 @@ the model adds to the backbone's logits. Two generation nets exist:
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import torch
@@ -22,7 +23,9 @@ from torch.distributions import Normal
 
 __all__ = [
     "GaussianConvNet",
+    "GaussianMLP",
     "LightGenerationNet",
+    "MLPGenerationNet",
     "Sohn2015GenerationNet",
     "bounded_log_variance",
     "num_halvings",
@@ -186,3 +189,64 @@ def resize(features: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     if features.shape[-2] >= size[0] and features.shape[-1] >= size[1]:
         return F.adaptive_avg_pool2d(features, size)
     return F.interpolate(features, size=size, mode="bilinear", align_corners=False)
+
+
+def _mlp(sizes: tuple[int, ...]) -> nn.Sequential:
+    """Linear layers of the given sizes with ReLUs between them (none after the last)."""
+    layers: list[nn.Module] = []
+    for i, (n_in, n_out) in enumerate(itertools.pairwise(sizes)):
+        layers.append(nn.Linear(n_in, n_out))
+        if i < len(sizes) - 2:
+            layers.append(nn.ReLU(True))
+    return nn.Sequential(*layers)
+
+
+class GaussianMLP(nn.Module):
+    """MLP from a flat input to a diagonal Gaussian over a latent vector (the MNIST nets).
+
+    Input (B, in_features) -> Normal with mean and scale of shape (B, latent_features).
+    Paper (MNIST): two hidden layers of 1,000 ReLUs, 200 latents.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        latent_features: int = 200,
+        hidden: tuple[int, ...] = (1000, 1000),
+        logvar_bound: float = 6.0,
+    ) -> None:
+        super().__init__()
+        self.body = _mlp((in_features, *hidden, 2 * latent_features))
+        self.logvar_bound = logvar_bound
+
+    def forward(self, inputs: torch.Tensor) -> Normal:
+        mean, raw_logvar = self.body(inputs).chunk(2, dim=-1)
+        logvar = bounded_log_variance(raw_logvar, self.logvar_bound)
+        return Normal(mean, torch.exp(0.5 * logvar))
+
+
+class MLPGenerationNet(nn.Module):
+    """p(y|x,z) as an MLP on [x, z], its first layer split so that x's part runs once.
+
+    ``prepare(x)`` computes W_x x (once per input); ``forward(z, context)`` adds W_z z for each
+    sample and runs the remaining layers: (S, B, latent) -> scores (S*B, out_features).
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        latent_features: int,
+        out_features: int,
+        hidden: tuple[int, ...] = (1000, 1000),
+    ) -> None:
+        super().__init__()
+        self.context = nn.Linear(in_features, hidden[0])
+        self.latent = nn.Linear(latent_features, hidden[0], bias=False)
+        self.rest = nn.Sequential(nn.ReLU(True), _mlp((*hidden, out_features)))
+
+    def prepare(self, inputs: torch.Tensor) -> torch.Tensor:
+        return self.context(inputs)
+
+    def forward(self, z: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        hidden = self.latent(z) + context.unsqueeze(0)
+        return self.rest(hidden.flatten(0, 1))
