@@ -7,11 +7,12 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
+from cvae_seg.conditional import ConditionalGenerativeModel
 from cvae_seg.data.common import ArraySegmentationDataset
 from cvae_seg.model import CVAE
 from cvae_seg.transforms import RandomSquareOcclusion, square_mask
 
-__all__ = ["PALETTE", "colorize", "sample_grid"]
+__all__ = ["PALETTE", "colorize", "quadrant_grid", "sample_grid"]
 
 # background, then distinct colours; LFW reads as background / skin / hair
 PALETTE = np.array(
@@ -26,6 +27,32 @@ def colorize(labels: np.ndarray) -> np.ndarray:
     known = labels < len(PALETTE)
     out[known] = PALETTE[labels[known]]
     return out
+
+
+def _labelled_grid(rows: list[np.ndarray], names: list[str], tile: int, scale: int) -> Image.Image:
+    """Stack rows of equal tiles, scale them up and add a header with the column names."""
+    grid = np.concatenate(rows, 0)
+    size = (grid.shape[1] * scale, grid.shape[0] * scale)
+    image = Image.fromarray(grid).resize(size, Image.Resampling.NEAREST)
+    header = Image.new("RGB", (image.width, 16), "white")
+    draw = ImageDraw.Draw(header)
+    for column, name in enumerate(names):
+        draw.text((column * tile * scale + 4, 2), name, fill="black")
+    out = Image.new("RGB", (image.width, image.height + header.height), "white")
+    out.paste(header, (0, 0))
+    out.paste(image, (0, header.height))
+    return out
+
+
+def _framed(tile: np.ndarray) -> np.ndarray:
+    return np.pad(tile, ((1, 1), (1, 1), (0, 0)), constant_values=255)
+
+
+def _outline(region: np.ndarray) -> np.ndarray:
+    """Pixels of ``region`` that touch a pixel outside it."""
+    padded = np.pad(region, 1)
+    inner = padded[2:, 1:-1] & padded[:-2, 1:-1] & padded[1:-1, 2:] & padded[1:-1, :-2]
+    return region & ~inner
 
 
 def _entropy_map(probabilities: torch.Tensor) -> np.ndarray:
@@ -74,41 +101,54 @@ def sample_grid(
             samples = model.sample(x, num_samples)[:, 0]
             probabilities = torch.softmax(samples.float(), 1).mean(0)
             picture = shown["image"].copy()
-            if region.any():
-                edge = (
-                    region & ~np.pad(region, 1)[2:, 1:-1] | region & ~np.pad(region, 1)[:-2, 1:-1]
-                )
-                edge |= (
-                    region & ~np.pad(region, 1)[1:-1, 2:] | region & ~np.pad(region, 1)[1:-1, :-2]
-                )
-                picture[edge] = (255, 0, 0)
+            picture[_outline(region)] = (255, 0, 0)
             tiles = [picture, colorize(label), colorize(prediction)]
             tiles += [colorize(s.argmax(0).cpu().numpy()) for s in samples]
             tiles.append(_entropy_map(probabilities))
-            rows.append(
-                np.concatenate(
-                    [np.pad(t, ((1, 1), (1, 1), (0, 0)), constant_values=255) for t in tiles], 1
-                )
-            )
+            rows.append(np.concatenate([_framed(t) for t in tiles], 1))
     finally:
         torch.set_rng_state(generator_state)
-    grid = np.concatenate(rows, 0)
-    image = Image.fromarray(grid).resize(
-        (grid.shape[1] * scale, grid.shape[0] * scale), Image.NEAREST
-    )
-    header = Image.new("RGB", (image.width, 14 * scale // 2 + 8), "white")
-    draw = ImageDraw.Draw(header)
-    tile = (raw.shape[1] + 2) * scale
-    names = [
-        "input",
-        "truth",
-        "prediction",
-        *[f"sample {i + 1}" for i in range(num_samples)],
-        "uncertainty",
-    ]
-    for column, name in enumerate(names):
-        draw.text((column * tile + 4, 2), name, fill="black")
-    out = Image.new("RGB", (image.width, image.height + header.height), "white")
-    out.paste(header, (0, 0))
-    out.paste(image, (0, header.height))
-    return out
+    samples_names = [f"sample {i + 1}" for i in range(num_samples)]
+    names = ["input", "truth", "prediction", *samples_names, "uncertainty"]
+    return _labelled_grid(rows, names, raw.shape[1] + 2, scale)
+
+
+@torch.no_grad()
+def quadrant_grid(
+    model: ConditionalGenerativeModel,
+    dataset: torch.utils.data.Dataset,
+    indices: list[int],
+    num_samples: int = 6,
+    baseline: ConditionalGenerativeModel | None = None,
+    seed: int = 0,
+    scale: int = 3,
+) -> Image.Image:
+    """The paper's Figure 3: truth, the NN's prediction (``baseline``) and CVAE samples.
+
+    Observed quadrants are shown as given; the hidden region is outlined in red and filled
+    with each model's pixel probabilities.
+    """
+    device = next(model.parameters()).device
+    x = torch.stack([dataset[i]["image"] for i in indices]).to(device)
+    truth = torch.stack([dataset[i]["mask"] for i in indices])
+    generator_state = torch.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        columns = [("truth", truth)]
+        if baseline is not None:
+            columns.append(("NN", baseline.complete_digit(x, baseline.predict(x)).cpu()))
+        samples = model.complete_digit(x, model.sample(x, num_samples)).cpu()
+        columns += [(f"sample {i + 1}", samples[i]) for i in range(num_samples)]
+    finally:
+        torch.set_rng_state(generator_state)
+    edge = _outline(~model.observed_mask.view(model.side, model.side).cpu().numpy())
+    rows = []
+    for row in range(len(indices)):
+        tiles = []
+        for _, digits in columns:
+            grey = (digits[row].clamp(0, 1).numpy() * 255).astype(np.uint8)
+            tile = np.stack([grey] * 3, -1)
+            tile[edge] = (200, 30, 30)
+            tiles.append(_framed(tile))
+        rows.append(np.concatenate(tiles, 1))
+    return _labelled_grid(rows, [name for name, _ in columns], model.side + 2, scale)

@@ -4,8 +4,10 @@
         [--split val] [--occlude 0.0] [--seed 0] [--out grid.png] [key.sub=value ...]
 
 One row per image: input (occlusion outlined), ground truth, prior-mean prediction, K
-samples and a per-pixel uncertainty map (entropy of the mean sample). CONFIG and the
-overrides set the data (root, split); the model comes from the checkpoint.
+samples and a per-pixel uncertainty map (entropy of the mean sample). For MNIST quadrant
+completion, the paper's Figure 3: truth, the NN's prediction (``--baseline NN_CKPT``) and K
+CVAE samples. CONFIG and the overrides set the data (root, split); the model comes from the
+checkpoint.
 """
 
 from __future__ import annotations
@@ -35,24 +37,34 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--device", default=None)
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        default=None,
+        help="MNIST: the NN checkpoint for Figure 3's NN column",
+    )
     args = parser.parse_args(argv)
 
     import numpy as np
 
     from cvae_seg.config import load_config
     from cvae_seg.engine import dataset_for, load_trained, select_device
-    from cvae_seg.visualization import sample_grid
+    from cvae_seg.visualization import quadrant_grid, sample_grid
 
     device = select_device(args.device)
     model, trained_config, _ = load_trained(args.checkpoint, device)
     config = load_config(args.config, args.overrides)
     config.data.size = trained_config.data.size
+    config.data.mnist_observed = trained_config.data.mnist_observed
     dataset = dataset_for(config, args.split)
     rng = np.random.default_rng(args.seed)
-    indices = sorted(
-        rng.choice(len(dataset), min(args.num_images, len(dataset)), replace=False).tolist()
-    )
-    grid = sample_grid(model, dataset, indices, args.num_samples, args.occlude, args.seed)
+    count = min(args.num_images, len(dataset))
+    indices = sorted(rng.choice(len(dataset), count, replace=False).tolist())
+    if config.data.dataset == "mnist":
+        baseline = load_trained(args.baseline, device)[0] if args.baseline else None
+        grid = quadrant_grid(model, dataset, indices, args.num_samples, baseline, args.seed)
+    else:
+        grid = sample_grid(model, dataset, indices, args.num_samples, args.occlude, args.seed)
     out = args.out or args.checkpoint.with_name(f"samples_{args.split}.png")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")

@@ -1,0 +1,157 @@
+"""MNIST quadrant completion: IDX files, quadrant masks, splits, and the models' likelihoods."""
+
+import gzip
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from cvae_seg.architectures.mnist import QuadrantCVAE
+from cvae_seg.config import load_config
+from cvae_seg.data.mnist import MNISTQuadrants, load_mnist, quadrant_mask, read_idx
+from cvae_seg.engine import dataset_for, load_trained, train
+from cvae_seg.likelihood import log_mean_exp
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_MNIST = ROOT.parent / "shared" / "data" / "mnist"
+needs_mnist = pytest.mark.skipif(
+    not SHARED_MNIST.is_dir(), reason=f"no MNIST copy at {SHARED_MNIST}"
+)
+
+
+def _idx(array: np.ndarray) -> bytes:
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(d.to_bytes(4, "big") for d in array.shape)
+    return header + array.astype(np.uint8).tobytes()
+
+
+def test_quadrant_masks_are_exact():
+    one, two, three = (quadrant_mask(q) for q in (1, 2, 3))
+    assert one.sum() == 196 and two.sum() == 392 and three.sum() == 588
+    assert one[14:, :14].all() and not one[:14].any() and not one[:, 14:].any()  # bottom-left
+    assert two[:, :14].all() and not two[:, 14:].any()  # left half
+    assert not three[14:, 14:].any() and three.sum() == 784 - 196  # all but bottom-right
+    with pytest.raises(ValueError, match="1, 2 or 3"):
+        quadrant_mask(4)
+
+
+def test_idx_files_raw_and_gzip(tmp_path):
+    images = np.arange(3 * 28 * 28).reshape(3, 28, 28) % 256
+    (tmp_path / "t10k-images-idx3-ubyte.gz").write_bytes(gzip.compress(_idx(images)))
+    (tmp_path / "t10k-labels-idx1-ubyte").write_bytes(_idx(np.array([7, 2, 1])))
+    test_images, labels = load_mnist(tmp_path, "test")
+    np.testing.assert_array_equal(test_images, images)
+    assert labels.tolist() == [7, 2, 1]
+    (tmp_path / "cut").write_bytes(_idx(images)[:-10])
+    with pytest.raises(ValueError, match="truncated"):
+        read_idx(tmp_path / "cut")
+    with pytest.raises(FileNotFoundError, match="train-images-idx3-ubyte"):
+        load_mnist(tmp_path, "train")
+
+
+def test_items_hide_the_unobserved_quadrants():
+    digits = np.random.default_rng(0).integers(0, 256, (2, 28, 28)).astype(np.uint8)
+    item = MNISTQuadrants(digits, observed=2)[(1, 123)]
+    assert item["image"].shape == (1, 28, 28) and item["mask"].shape == (28, 28)
+    torch.testing.assert_close(item["mask"], torch.from_numpy(digits[1] / 255.0).float())
+    assert item["image"][0, :, 14:].abs().sum() == 0
+    torch.testing.assert_close(item["image"][0, :, :14], item["mask"][:, :14])
+    binary = MNISTQuadrants(digits, observed=1, binarize=True)[0]["mask"]
+    assert set(binary.unique().tolist()) <= {0.0, 1.0}
+
+
+@needs_mnist
+def test_standard_split():
+    train_images, _ = load_mnist(SHARED_MNIST, "train")
+    val_images, _ = load_mnist(SHARED_MNIST, "val")
+    test_images, _ = load_mnist(SHARED_MNIST, "test")
+    assert (len(train_images), len(val_images), len(test_images)) == (50000, 10000, 10000)
+    full = read_idx(SHARED_MNIST / "train-images-idx3-ubyte.gz")
+    np.testing.assert_array_equal(val_images, full[50000:])
+    np.testing.assert_array_equal(train_images, full[:50000])
+
+
+def test_model_scores_only_the_hidden_pixels():
+    model = QuadrantCVAE(observed=3, objective="cvae", hidden=(32,), latent_features=4)
+    x = torch.rand(5, 1, 28, 28)
+    y = torch.rand(5, 28, 28)
+    out = model(x, y)
+    assert out.logits[1].shape == (5, 196) and torch.isfinite(out.loss)
+    changed = y.clone()
+    changed[:, :14] = torch.rand(5, 14, 28)  # observed pixels of the target do not count
+    torch.manual_seed(0)
+    a = model.log_likelihood(x, y, num_samples=8)
+    torch.manual_seed(0)
+    torch.testing.assert_close(model.log_likelihood(x, changed, num_samples=8), a)
+    samples = model.sample(x, 3)
+    assert samples.shape == (3, 5, 196) and not torch.equal(samples[0], samples[1])
+    digits = model.complete_digit(x, samples)
+    assert digits.shape == (3, 5, 28, 28)
+    torch.testing.assert_close(digits[1, :, :14], x[:, 0, :14].expand(5, 14, 28))
+
+
+@needs_mnist
+def test_short_training_puts_the_cvae_below_the_nn_and_estimators_agree(tmp_path):
+    overrides = [
+        f"data.root={SHARED_MNIST}",
+        "model.mlp_hidden=[300,300]",
+        "model.latent_channels=20",
+        "train.max_steps=300",
+        "train.eval_interval=300",
+        "eval.num_samples=10",
+    ]
+    results = {}
+    for name in ("nn", "cvae"):
+        config = load_config(ROOT / "configs" / f"mnist_q1_{name}.yaml", overrides)
+        results[name] = train(config, tmp_path / name, progress=False)["last"]["nll"]
+    assert results["cvae"] < results["nn"] - 2, results
+
+    model, config, _ = load_trained(tmp_path / "cvae" / "best.pt", torch.device("cpu"))
+    batch = [dataset_for(config, "val")[i] for i in range(100)]
+    x = torch.stack([b["image"] for b in batch])
+    y = torch.stack([b["mask"] for b in batch])
+    torch.manual_seed(0)
+    importance = model.log_likelihood_weights(x, y, 200, "importance", chunk_size=100)
+    monte_carlo = model.log_likelihood_weights(x, y, 4000, "monte_carlo", chunk_size=500)
+
+    def mean_and_error(weights):
+        estimate = log_mean_exp(weights)  # (B,)
+        scaled = (weights - weights.max(0).values).exp()
+        per_example = scaled.std(0) / (scaled.mean(0) * math.sqrt(weights.shape[0]))
+        return float(estimate.mean()), float(per_example.pow(2).sum().sqrt() / len(per_example))
+
+    (is_mean, is_error), (mc_mean, mc_error) = (
+        mean_and_error(importance),
+        mean_and_error(monte_carlo),
+    )
+    assert abs(is_mean - mc_mean) < 3 * math.hypot(is_error, mc_error) + 0.05, (
+        is_mean, is_error, mc_mean, mc_error,
+    )  # fmt: skip
+
+
+@needs_mnist
+def test_tools_on_a_tiny_mnist_model(tmp_path):
+    import sys
+
+    sys.path.insert(0, str(ROOT / "tools"))
+    import evaluate as evaluate_tool
+    import train as train_tool
+    import visualize as visualize_tool
+
+    tiny = [f"data.root={SHARED_MNIST}", "model.mlp_hidden=[16]", "model.latent_channels=4",
+            "train.max_steps=2", "eval.mc_samples=3", "eval.num_samples=2"]  # fmt: skip
+    for name in ("nn", "cvae"):
+        config = str(ROOT / "configs" / f"mnist_q2_{name}.yaml")
+        train_tool.main([config, *tiny, "--work-dir", str(tmp_path / name), "--quiet"])
+    result = evaluate_tool.main(
+        [config, str(tmp_path / "cvae" / "best.pt"), *tiny, "--split", "test"]
+    )
+    assert {"nll_monte_carlo", "nll_importance", "nll_stderr_importance"} <= set(result)
+    picture = visualize_tool.main(
+        [config, str(tmp_path / "cvae" / "best.pt"), *tiny, "--baseline",
+         str(tmp_path / "nn" / "best.pt"), "--num-images", "3", "--num-samples", "4"]
+    )  # fmt: skip
+    from PIL import Image
+
+    assert Image.open(picture).size == (6 * 30 * 3, 3 * 30 * 3 + 16)  # truth, NN, 4 samples
