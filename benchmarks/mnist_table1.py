@@ -21,7 +21,6 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -35,6 +34,7 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 from cvae_seg.config import load_config  # noqa: E402
 from cvae_seg.engine import dataset_for, load_trained, make_loader, select_device, train  # noqa: E402
 from cvae_seg.evaluation import evaluate_likelihood  # noqa: E402
+from cvae_seg.reporting import atomic_write_text, describe_hardware  # noqa: E402
 
 # Table 1 as widely quoted from the paper: negative CLL, (validation, test).
 PAPER = {
@@ -49,12 +49,6 @@ BUDGETS = {
 }
 ROWS = [("NN", "nn", "exact"), ("GSNN", "gsnn", "monte_carlo"), ("CVAE", "cvae", "monte_carlo"),
         ("CVAE", "cvae", "importance")]  # fmt: skip
-
-
-def _hardware(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"CPU ({platform.machine()}, {torch.get_num_threads()} threads)"
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -113,7 +107,7 @@ def main(argv: list[str] | None = None) -> dict:
     report = {
         "command": " ".join(["python benchmarks/mnist_table1.py", *(argv or sys.argv[1:])]),
         "date": datetime.date.today().isoformat(),
-        "hardware": _hardware(device),
+        "hardware": describe_hardware(device),
         "torch": torch.__version__,
         "budget": args.budget,
         "samples": {"monte_carlo": budget["mc"], "importance": budget["is"]},
@@ -123,15 +117,8 @@ def main(argv: list[str] | None = None) -> dict:
         "seconds": round(time.perf_counter() - started, 1),
         "runs": runs,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    for suffix, text in (
-        (".json", json.dumps(report, indent=2)),
-        (".md", _markdown(report, args.quadrants)),
-    ):
-        target = args.out.with_suffix(suffix)
-        tmp = target.with_name(target.name + ".tmp")
-        tmp.write_text(text)
-        os.replace(tmp, target)
+    atomic_write_text(args.out.with_suffix(".json"), json.dumps(report, indent=2))
+    atomic_write_text(args.out.with_suffix(".md"), _markdown(report, args.quadrants))
     print(_markdown(report, args.quadrants))
     return report
 

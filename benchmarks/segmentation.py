@@ -26,7 +26,6 @@ import datetime
 import json
 import math
 import os
-import platform
 import shlex
 import sys
 import time
@@ -41,6 +40,7 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 from cvae_seg.config import load_config  # noqa: E402
 from cvae_seg.engine import dataset_for, load_trained, make_loader, select_device, train  # noqa: E402
 from cvae_seg.evaluation import evaluate, partial_observation  # noqa: E402
+from cvae_seg.reporting import atomic_write_text, describe_hardware  # noqa: E402
 
 # (row name, objective, multi-scale, noise injection)
 ROWS = [
@@ -174,30 +174,17 @@ def main(argv: list[str] | None = None) -> dict:
     report = {
         "command": shlex.join(["python", "benchmarks/segmentation.py", *(argv or sys.argv[1:])]),
         "date": datetime.date.today().isoformat(),
-        "hardware": _hardware(device),
+        "hardware": describe_hardware(device),
         "budget": args.budget,
         "likelihood_samples": budget["samples"],
         "seconds": round(time.perf_counter() - started, 1),
         "runs": runs,
         "partial_observation": partial,
     }  # fmt: skip
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    for suffix, text in (
-        (".json", json.dumps(report, indent=2)),
-        (".md", _markdown(report, args.dataset)),
-    ):
-        target = args.out.with_suffix(suffix)
-        tmp = target.with_name(target.name + ".tmp")
-        tmp.write_text(text)
-        os.replace(tmp, target)
+    atomic_write_text(args.out.with_suffix(".json"), json.dumps(report, indent=2))
+    atomic_write_text(args.out.with_suffix(".md"), _markdown(report, args.dataset))
     print(_markdown(report, args.dataset))
     return report
-
-
-def _hardware(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"CPU ({platform.machine()}, {torch.get_num_threads()} threads)"
 
 
 def _table4(runs: list[dict], args: argparse.Namespace, device: torch.device) -> dict:

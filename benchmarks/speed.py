@@ -16,7 +16,6 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -30,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 import cvae_seg
+from cvae_seg.reporting import atomic_write_text, describe_hardware
 
 
 def _timed(fn: Callable[[], object], device: torch.device, warmup: int, repeats: int) -> float:
@@ -57,12 +57,6 @@ def _train_step(model: torch.nn.Module, loss_fn: Callable, x, y) -> Callable[[],
         optimizer.step()
 
     return step
-
-
-def _hardware(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
 
 
 def main() -> None:
@@ -141,7 +135,7 @@ def main() -> None:
     result = dict(
         command=" ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
         date=datetime.date.today().isoformat(),
-        hardware=_hardware(device),
+        hardware=describe_hardware(device),
         torch=torch.__version__,
         settings=dict(
             arch=args.arch,
@@ -170,10 +164,7 @@ def main() -> None:
             f"{r['sample_over_predict']:.2f} |"
         )
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = args.out.with_suffix(".tmp")
-        tmp.write_text(json.dumps(result, indent=2))
-        os.replace(tmp, args.out)
+        atomic_write_text(args.out, json.dumps(result, indent=2))
 
 
 if __name__ == "__main__":

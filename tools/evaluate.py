@@ -47,6 +47,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     from cvae_seg.config import load_config
     from cvae_seg.engine import dataset_for, load_trained, make_loader, select_device
+    from cvae_seg.reporting import atomic_write_text
 
     device = select_device(args.device)
     model, trained_config, classes = load_trained(args.checkpoint, device)
@@ -81,10 +82,7 @@ def main(argv: list[str] | None = None) -> dict:
         )
         print(f"partial b={row['block_size']} p={row['drop_prob']}: {text}")
     out = args.out or args.checkpoint.with_name(f"eval_{args.split}.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(json.dumps(result, indent=2))
-    os.replace(tmp, out)
+    atomic_write_text(out, json.dumps(result, indent=2))
     print(out)
     return result
 
