@@ -86,6 +86,7 @@ class DataConfig(_Section):
     # MNIST quadrant completion
     mnist_observed: Literal[1, 2, 3] = 1  # observed quadrants: bottom-left, left half, all but BR
     binarize: bool = False  # False: Bernoulli on grey levels; True: pixels thresholded at 0.5
+    mnist_val_size: int = Field(10000, ge=1)  # the last training images, held out
     # generated shapes
     shapes_train: int = Field(2000, ge=1)
     shapes_val: int = Field(200, ge=1)

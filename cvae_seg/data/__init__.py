@@ -11,13 +11,13 @@ import json
 from pathlib import Path
 
 from cvae_seg.config import DataConfig
+from cvae_seg.data.coco import load_coco
 from cvae_seg.data.common import (
     ArraySegmentationDataset,
     SegmentationArrays,
     build_transform,
     resolve_root,
 )
-from cvae_seg.data.coco import load_coco
 from cvae_seg.data.cub import load_cub
 from cvae_seg.data.lfw import load_lfw_parts
 from cvae_seg.data.mnist import MNISTQuadrants, load_mnist
@@ -25,16 +25,16 @@ from cvae_seg.data.synthetic import make_occluded_shapes
 
 __all__ = [
     "ArraySegmentationDataset",
+    "MNISTQuadrants",
     "SegmentationArrays",
     "build_dataset",
     "build_transform",
     "load_coco",
     "load_cub",
     "load_lfw_parts",
+    "load_mnist",
     "load_split",
     "make_occluded_shapes",
-    "MNISTQuadrants",
-    "load_mnist",
 ]
 
 SPLITS = ("train", "val", "test")
@@ -58,7 +58,9 @@ def _decode(config: DataConfig, split: str) -> SegmentationArrays:
             config.val_fraction,
             config.split_seed,
         )
-    annotation = {"train": config.coco_train, "val": config.coco_val, "test": config.coco_test}[split]
+    annotation = {"train": config.coco_train, "val": config.coco_val, "test": config.coco_test}[
+        split
+    ]
     if annotation is None:
         raise ValueError("data.coco_test is not set: the COCO-format data has no test split")
     return load_coco(root / annotation, root / config.coco_images, config.size)
@@ -90,7 +92,7 @@ def build_dataset(
     MNIST quadrant completion is not augmented (the paper's protocol).
     """
     if config.dataset == "mnist":
-        images, _ = load_mnist(resolve_root(config.root, "mnist"), split)
+        images, _ = load_mnist(resolve_root(config.root, "mnist"), split, config.mnist_val_size)
         return MNISTQuadrants(images, config.mnist_observed, config.binarize)
     transform = build_transform(train, config.flip, config.noise, config.mean, config.std)
     return ArraySegmentationDataset(load_split(config, split), transform)

@@ -56,7 +56,9 @@ def load_coco(
             if annotation["category_id"] not in class_of:
                 continue
             region = coco.annToMask(annotation) > 0
-            label[region] = ignore_index if annotation.get("iscrowd") else class_of[annotation["category_id"]]
+            label[region] = (
+                ignore_index if annotation.get("iscrowd") else class_of[annotation["category_id"]]
+            )
         image = Image.open(path)
         if image.size != (info["width"], info["height"]):
             raise ValueError(

@@ -49,7 +49,9 @@ def _read_table(path: Path, columns: int) -> dict[int, list[str]]:
 
 
 def _split_ids(root: Path, split: str, val_fraction: float, seed: int) -> list[int]:
-    is_train = {i: row[0] == "1" for i, row in _read_table(root / "train_test_split.txt", 1).items()}
+    is_train = {
+        i: row[0] == "1" for i, row in _read_table(root / "train_test_split.txt", 1).items()
+    }
     if split == "test":
         return sorted(i for i, train in is_train.items() if not train)
     train_ids = np.array(sorted(i for i, train in is_train.items() if train))
@@ -64,7 +66,12 @@ def _crop_box(box: list[str], width: int, height: int, margin: float) -> tuple[i
     x, y, w, h = (float(v) for v in box)
     left, top = max(0.0, x - margin * w), max(0.0, y - margin * h)
     right, bottom = min(float(width), x + w + margin * w), min(float(height), y + h + margin * h)
-    return round(left), round(top), max(round(right), round(left) + 1), max(round(bottom), round(top) + 1)
+    return (
+        round(left),
+        round(top),
+        max(round(right), round(left) + 1),
+        max(round(bottom), round(top) + 1),
+    )
 
 
 def load_cub(
@@ -92,7 +99,9 @@ def load_cub(
     if not segmentations.is_dir():
         segmentations = root.parent / "segmentations"
     if not segmentations.is_dir():
-        raise FileNotFoundError(f"CUB root {root} has no segmentations/ in it or beside it; {_LAYOUT}")
+        raise FileNotFoundError(
+            f"CUB root {root} has no segmentations/ in it or beside it; {_LAYOUT}"
+        )
 
     images, labels, names = [], [], []
     for image_id in _split_ids(root, split, val_fraction, seed):

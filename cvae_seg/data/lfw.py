@@ -51,7 +51,9 @@ def read_lfw_list(path: Path) -> list[str]:
 
 
 def _label_to_classes(label: np.ndarray, source: str) -> np.ndarray:
-    codes = label[..., 0].astype(np.int32) << 16 | label[..., 1].astype(np.int32) << 8 | label[..., 2]
+    codes = (
+        label[..., 0].astype(np.int32) << 16 | label[..., 1].astype(np.int32) << 8 | label[..., 2]
+    )
     classes = np.full(codes.shape, 255, dtype=np.uint8)
     for (r, g, b), index in _COLOURS.items():
         classes[codes == (r << 16 | g << 8 | b)] = index
@@ -73,7 +75,9 @@ class _Files:
         self.archive = root / _ARCHIVES[part]
         self.members: dict[str, bytes] | None = None
         if not self.folder.is_dir() and not self.archive.is_file():
-            raise FileNotFoundError(f"LFW root {root} has neither {part}/ nor {self.archive.name}; {_LAYOUT}")
+            raise FileNotFoundError(
+                f"LFW root {root} has neither {part}/ nor {self.archive.name}; {_LAYOUT}"
+            )
 
     def read(self, relative: str, wanted: set[str]) -> tuple[bytes, str]:
         if self.folder.is_dir():

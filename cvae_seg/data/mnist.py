@@ -51,8 +51,13 @@ def _find(root: Path, stem: str) -> Path:
     raise FileNotFoundError(f"MNIST root {root} has no {stem} or {stem}.gz; {_LAYOUT}")
 
 
-def load_mnist(root: str | Path, split: str) -> tuple[np.ndarray, np.ndarray]:
-    """(images (N, 28, 28) uint8, digit labels (N,)) of "train" (50k), "val" (10k) or "test"."""
+def load_mnist(
+    root: str | Path, split: str, val_size: int = 10000
+) -> tuple[np.ndarray, np.ndarray]:
+    """(images (N, 28, 28) uint8, digit labels (N,)) of "train", "val" or "test".
+
+    Validation is the last ``val_size`` training images (standard: 50k / 10k / 10k).
+    """
     if split not in ("train", "val", "test"):
         raise ValueError(f"MNIST split must be 'train', 'val' or 'test', got {split!r}")
     root = Path(root)
@@ -60,12 +65,18 @@ def load_mnist(root: str | Path, split: str) -> tuple[np.ndarray, np.ndarray]:
     images = read_idx(_find(root, _FILES[source][0]))
     labels = read_idx(_find(root, _FILES[source][1]))
     if len(images) != len(labels):
-        raise ValueError(f"MNIST {source} files disagree: {len(images)} images, {len(labels)} labels")
-    if split == "train":
-        return images[:50000], labels[:50000]
-    if split == "val":
-        return images[50000:], labels[50000:]
-    return images, labels
+        raise ValueError(
+            f"MNIST {source} files disagree: {len(images)} images, {len(labels)} labels"
+        )
+    if source == "test":
+        return images, labels
+    if not 0 < val_size < len(images):
+        raise ValueError(
+            f"val_size must be in (0, {len(images)}) for {len(images)} training images, "
+            f"got {val_size}"
+        )
+    cut = len(images) - val_size
+    return (images[:cut], labels[:cut]) if split == "train" else (images[cut:], labels[cut:])
 
 
 def quadrant_mask(observed: int, side: int = 28) -> np.ndarray:

@@ -21,7 +21,9 @@ DEFAULT_MODE_PROBS = (0.5, 0.3, 0.2)
 _BACKGROUND, _OCCLUDER = 30, 128
 
 
-def ear_mask(mode: int, cx: float, cy: float, r: float, xx: np.ndarray, yy: np.ndarray) -> np.ndarray:
+def ear_mask(
+    mode: int, cx: float, cy: float, r: float, xx: np.ndarray, yy: np.ndarray
+) -> np.ndarray:
     """Pixels of ear ``mode`` (0 none, 1 bar, 2 upper block, 3 lower block) of a disc."""
     dx, dy = (xx - cx) / r, (yy - cy) / r
     if mode == 0:
