@@ -10,6 +10,7 @@
 from cvae_seg import metrics, transforms
 from cvae_seg.conditional import ConditionalGenerativeModel, CVAEOutput
 from cvae_seg.factory import create_backbone, create_model
+from cvae_seg.hub import from_pretrained
 from cvae_seg.model import CVAE
 from cvae_seg.objectives import OBJECTIVES
 
@@ -23,6 +24,7 @@ __all__ = [
     "__version__",
     "create_backbone",
     "create_model",
+    "from_pretrained",
     "metrics",
     "transforms",
 ]

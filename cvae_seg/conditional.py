@@ -69,6 +69,14 @@ class ConditionalGenerativeModel(nn.Module):
         self.kl_weight = kl_weight
         self.prior_net = self.recognition_net = self.generation_net = None
 
+    build_spec: dict[str, Any] | None = None  # set by the builders; what save_pretrained writes
+
+    def save_pretrained(self, directory: str, **card: Any):
+        """Save config.json, model.safetensors and a model card (see `cvae_seg.hub`)."""
+        from cvae_seg.hub import save_pretrained
+
+        return save_pretrained(self, directory, **card)
+
     # ------------------------------------------------------------ hooks for subclasses
     def _encode(self, x: torch.Tensor) -> Encoded:
         raise NotImplementedError

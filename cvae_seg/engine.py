@@ -373,6 +373,12 @@ def train(
                 save_checkpoint(work_dir / "last.pt", state)
                 if improved:
                     save_checkpoint(work_dir / "best.pt", state)
+                    model.save_pretrained(  # the shareable form of the best model
+                        work_dir / "pretrained",
+                        training_config=state["config"],
+                        classes=state["classes"],
+                        metrics=last_eval,
+                    )
                 if train_cfg.patience is not None and evals_since_best >= train_cfg.patience:
                     log.info(
                         "early stop at step %d: no gain in %d evaluations", step, evals_since_best
@@ -424,7 +430,16 @@ def _summary(values: dict[str, Any]) -> str:
 def load_trained(
     checkpoint: str | os.PathLike, device: torch.device
 ) -> tuple[ConditionalGenerativeModel, Config, list[str]]:
-    """Model (eval mode), config and class names of a checkpoint written by `train`."""
+    """Model (eval mode), config and class names of a training checkpoint (``*.pt``) or of a
+    `save_pretrained` directory."""
+    if Path(checkpoint).is_dir():
+        from cvae_seg.hub import from_pretrained, read_pretrained_config
+
+        saved = read_pretrained_config(checkpoint)
+        if not saved.get("training_config"):
+            raise ValueError(f"{checkpoint}/config.json holds no training_config to evaluate with")
+        model = from_pretrained(checkpoint, map_location=device)
+        return model, Config.model_validate(saved["training_config"]), saved["classes"]
     state = load_checkpoint(checkpoint, map_location=device)
     config = Config.model_validate(state["config"])
     classes = state["classes"]

@@ -61,6 +61,14 @@ def create_model(
 
     >>> model = create_model("Unet", encoder_name="resnet18", classes=3, objective="hybrid")
     """
+    all_kwargs = dict(kwargs)
     cvae_kwargs = {k: kwargs.pop(k) for k in list(kwargs) if k in _CVAE_ARGUMENTS}
     backbone = create_backbone(arch, encoder_name, encoder_weights, in_channels, classes, **kwargs)
-    return CVAE(backbone, objective=objective, **cvae_kwargs)
+    model = CVAE(backbone, objective=objective, **cvae_kwargs)
+    # what save_pretrained writes to rebuild it (weights come from the file, never a download)
+    model.build_spec = {
+        "builder": "create_model",
+        "kwargs": dict(arch=arch, encoder_name=encoder_name, encoder_weights=None,
+                       in_channels=in_channels, classes=classes, objective=objective, **all_kwargs),
+    }  # fmt: skip
+    return model

@@ -72,6 +72,9 @@ def test_work_dir_holds_config_metrics_and_checkpoints(tmp_path):
         p.name for p in tmp_path.iterdir()
     }
     assert not list(tmp_path.glob("*.tmp"))
+    assert {"config.json", "model.safetensors", "README.md"} <= {
+        p.name for p in (tmp_path / "pretrained").iterdir()
+    }
     assert load_config(tmp_path / "config.yaml").train.max_steps == 4  # the resolved config reloads
     state = load_checkpoint(tmp_path / "last.pt")
     assert state["step"] == 4 and set(state["rng"]) == {"torch", "cuda", "numpy", "python"}
@@ -203,6 +206,19 @@ def test_tools_train_evaluate_visualize(tmp_path):
     width, height = Image.open(picture).size
     assert width == 2 * 7 * 34 and height > 2 * 2 * 34  # 7 tiles of 32+2 px, 2 rows, scale 2
     _, trained, classes = load_trained(checkpoint, torch.device("cpu"))
+    # the exported best model evaluates like the best checkpoint
+    best = evaluate_tool.main([config, str(work_dir / "best.pt"), *TINY, "--no-likelihood"])
+    shared = evaluate_tool.main(
+        [
+            config,
+            str(work_dir / "pretrained"),
+            *TINY,
+            "--no-likelihood",
+            "--out",
+            str(tmp_path / "p.json"),
+        ]
+    )
+    assert shared["pixel_accuracy"] == best["pixel_accuracy"]
     assert classes == ["background", "object"] and trained.model.objective == "cvae"
     # --resume without a path continues from the work dir's last.pt
     train_tool.main(

@@ -4,7 +4,8 @@
         [--num-samples 50] [--prediction mean|average] [--partial] [--iterations 5]
         [--device D] [key.sub=value ...]
 
-CONFIG and the overrides set the data and evaluation; the model comes from the checkpoint.
+CONFIG and the overrides set the data and evaluation; the model comes from the checkpoint (a
+train.py ``.pt`` file or a save_pretrained folder).
 The negative conditional log-likelihood (nats per image) uses importance sampling for models
 with a recognition net (cvae, hybrid) and Monte Carlo otherwise; deterministic models are
 exact. ``--partial`` adds the paper's Table 4 grid (drop 25/50/70% of 1/4/8 px blocks): the

@@ -7,7 +7,7 @@ One row per image: input (occlusion outlined), ground truth, prior-mean predicti
 samples and a per-pixel uncertainty map (entropy of the mean sample). For MNIST quadrant
 completion, the paper's Figure 3: truth, the NN's prediction (``--baseline NN_CKPT``) and K
 CVAE samples. CONFIG and the overrides set the data (root, split); the model comes from the
-checkpoint.
+checkpoint (a train.py ``.pt`` file or a save_pretrained folder).
 """
 
 from __future__ import annotations

@@ -40,6 +40,12 @@ class QuadrantCVAE(ConditionalGenerativeModel):
         side: int = 28,
     ) -> None:
         super().__init__(objective, alpha, kl_weight)
+        self.build_spec = {
+            "builder": "QuadrantCVAE",
+            "kwargs": dict(observed=observed, objective=objective, hidden=list(hidden),
+                           latent_features=latent_features, recurrent=recurrent, alpha=alpha,
+                           kl_weight=kl_weight, logvar_bound=logvar_bound, side=side),
+        }  # fmt: skip
         mask = torch.from_numpy(quadrant_mask(observed, side)).flatten()
         self.register_buffer("observed_mask", mask, persistent=False)
         self.observed = observed

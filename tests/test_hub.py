@@ -1,0 +1,77 @@
+"""save_pretrained / from_pretrained: round trips and errors that name the file."""
+
+import json
+
+import pytest
+import torch
+from conftest import TEST_ENCODER
+
+import cvae_seg
+from cvae_seg.architectures.mnist import QuadrantCVAE
+
+
+def _unet(objective="cvae", **kwargs):
+    return cvae_seg.create_model(
+        "Unet", encoder_name=TEST_ENCODER, classes=3, objective=objective, **kwargs
+    )
+
+
+@pytest.mark.parametrize("objective", ["cnn", "hybrid"])
+def test_round_trip_gives_identical_predictions_and_samples(tmp_path, objective):
+    model = _unet(objective, latent_channels=8, scale_weights=(0.5, 1.0, 1.0))
+    with torch.no_grad():  # move the weights away from their initialisation
+        for parameter in model.parameters():
+            parameter.add_(0.01 * torch.randn_like(parameter))
+    model.save_pretrained(tmp_path, classes=["a", "b", "c"], metrics={"pixel_accuracy": 50.0})
+    assert {p.name for p in tmp_path.iterdir()} == {"config.json", "model.safetensors", "README.md"}
+    loaded = cvae_seg.from_pretrained(tmp_path)
+    assert not loaded.training and loaded.scale_weights == (0.5, 1.0, 1.0)
+    x = torch.randn(2, 3, 64, 64)
+    torch.testing.assert_close(loaded.predict(x), model.predict(x))
+    torch.manual_seed(4)
+    expected = model.sample(x, 3)
+    torch.manual_seed(4)
+    torch.testing.assert_close(loaded.sample(x, 3), expected)
+    assert "pixel_accuracy: 50.0" in (tmp_path / "README.md").read_text()
+
+
+def test_mnist_models_round_trip(tmp_path):
+    model = QuadrantCVAE(observed=2, hidden=(16,), latent_features=4)
+    model.save_pretrained(tmp_path)
+    loaded = cvae_seg.from_pretrained(tmp_path)
+    x = torch.rand(3, 1, 28, 28)
+    torch.testing.assert_close(loaded.predict(x), model.predict(x))
+
+
+def test_errors_name_the_file_and_the_mismatch(tmp_path):
+    _unet().save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+
+    config["kwargs"]["arch"] = "FPN"  # another architecture than the weights
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=r"model\.safetensors does not fit the model"):
+        cvae_seg.from_pretrained(tmp_path)
+
+    config["format_version"] = 99  # a file from another version
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=r"config\.json has format_version 99"):
+        cvae_seg.from_pretrained(tmp_path)
+
+    config["format_version"], config["kwargs"]["arch"] = 1, "Unet"
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    weights = (tmp_path / "model.safetensors").read_bytes()
+    (tmp_path / "model.safetensors").write_bytes(weights[: len(weights) // 2])
+    with pytest.raises(ValueError, match=r"model\.safetensors could not be read"):
+        cvae_seg.from_pretrained(tmp_path)
+
+    (tmp_path / "model.safetensors").unlink()
+    with pytest.raises(FileNotFoundError, match=r"model\.safetensors is missing"):
+        cvae_seg.from_pretrained(tmp_path)
+
+
+def test_models_that_cannot_be_rebuilt_are_refused(tmp_path):
+    import segmentation_models_pytorch as smp
+
+    model = cvae_seg.CVAE(smp.Unet(TEST_ENCODER, encoder_weights=None, classes=3))
+    with pytest.raises(ValueError, match=r"not built by cvae_seg\.create_model"):
+        model.save_pretrained(tmp_path)
