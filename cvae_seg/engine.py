@@ -36,6 +36,7 @@ __all__ = [
     "build_model",
     "dataset_for",
     "load_checkpoint",
+    "load_for_evaluation",
     "load_trained",
     "make_loader",
     "save_checkpoint",
@@ -451,6 +452,27 @@ def load_trained(
             f"checkpoint {checkpoint} does not fit the model its config builds: {error}"
         ) from error
     return model.eval(), config, classes
+
+
+def load_for_evaluation(
+    checkpoint: str | os.PathLike,
+    config_path: str | os.PathLike,
+    overrides: list[str],
+    device: torch.device,
+) -> tuple[ConditionalGenerativeModel, Config, list[str]]:
+    """A trained model with the user's config for data and evaluation.
+
+    The data settings that define the task (image size, MNIST's observed quadrants) come
+    from the trained model's config, whatever the user's config says.
+    """
+    from cvae_seg.config import load_config
+
+    model, trained, classes = load_trained(checkpoint, device)
+    config = load_config(config_path, overrides)
+    config.data.size = trained.data.size
+    config.data.mnist_observed = trained.data.mnist_observed
+    config.model = trained.model
+    return model, config, classes
 
 
 def dataset_for(config: Config, split: str) -> torch.utils.data.Dataset:

@@ -46,15 +46,13 @@ def main(argv: list[str] | None = None) -> dict:
 
     import torch
 
-    from cvae_seg.config import load_config
-    from cvae_seg.engine import dataset_for, load_trained, make_loader, select_device
+    from cvae_seg.engine import dataset_for, load_for_evaluation, make_loader, select_device
     from cvae_seg.reporting import atomic_write_text
 
     device = select_device(args.device)
-    model, trained_config, classes = load_trained(args.checkpoint, device)
-    config = load_config(args.config, args.overrides)
-    config.data.size = trained_config.data.size
-    config.data.mnist_observed = trained_config.data.mnist_observed
+    model, config, classes = load_for_evaluation(
+        args.checkpoint, args.config, args.overrides, device
+    )
     if args.num_samples is not None:
         config.eval.num_samples = args.num_samples
     if args.prediction is not None:
@@ -65,8 +63,8 @@ def main(argv: list[str] | None = None) -> dict:
     result = {
         "checkpoint": str(args.checkpoint),
         "split": args.split,
-        "objective": trained_config.model.objective,
-        "arch": trained_config.model.arch,
+        "objective": config.model.objective,
+        "arch": config.model.arch,
     }
     if config.data.dataset == "mnist":
         result.update(_likelihoods(model, loader, device, config, args.no_likelihood))

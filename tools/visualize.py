@@ -47,15 +47,11 @@ def main(argv: list[str] | None = None) -> Path:
 
     import numpy as np
 
-    from cvae_seg.config import load_config
-    from cvae_seg.engine import dataset_for, load_trained, select_device
+    from cvae_seg.engine import dataset_for, load_for_evaluation, load_trained, select_device
     from cvae_seg.visualization import quadrant_grid, sample_grid
 
     device = select_device(args.device)
-    model, trained_config, _ = load_trained(args.checkpoint, device)
-    config = load_config(args.config, args.overrides)
-    config.data.size = trained_config.data.size
-    config.data.mnist_observed = trained_config.data.mnist_observed
+    model, config, _ = load_for_evaluation(args.checkpoint, args.config, args.overrides, device)
     dataset = dataset_for(config, args.split)
     rng = np.random.default_rng(args.seed)
     count = min(args.num_images, len(dataset))
