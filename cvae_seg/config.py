@@ -66,6 +66,9 @@ class DataConfig(_Section):
     root: str | None = None  # default: $CVAE_SEG_DATA/<dataset>
     size: int = Field(128, ge=8)
     batch_size: int = Field(32, ge=1)
+    # "global": batch_size is the total over all torchrun processes (the same optimisation for
+    # any number of processes); "per_process": each process loads batch_size (timm's habit)
+    batch_scope: Literal["global", "per_process"] = "global"
     num_workers: int = Field(2, ge=0)
     flip: bool = True
     noise: float = Field(0.0, ge=0, le=1)  # max side of the occluding square; 0: off
@@ -112,6 +115,7 @@ class TrainConfig(_Section):
     seed: int = 0
     amp: bool = False
     channels_last: bool = False
+    sync_batchnorm: bool = False  # under torchrun: BatchNorm statistics over all processes
 
 
 class EvalConfig(_Section):
