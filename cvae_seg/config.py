@@ -62,7 +62,7 @@ class ModelConfig(_Section):
 class DataConfig(_Section):
     """Which data set, where, and how it is augmented and batched."""
 
-    dataset: Literal["lfw", "cub", "coco", "shapes", "mnist"] = "shapes"
+    dataset: Literal["lfw", "cub", "coco", "shapes", "known_truth", "mnist"] = "shapes"
     root: str | None = None  # default: $CVAE_SEG_DATA/<dataset>
     size: int = Field(128, ge=8)
     batch_size: int = Field(32, ge=1)
@@ -90,10 +90,12 @@ class DataConfig(_Section):
     mnist_observed: Literal[1, 2, 3] = 1  # observed quadrants: bottom-left, left half, all but BR
     binarize: bool = False  # False: Bernoulli on grey levels; True: pixels thresholded at 0.5
     mnist_val_size: int = Field(10000, ge=1)  # the last training images, held out
-    # generated shapes
+    # generated shapes; shapes_train and shapes_val also size the known_truth splits
     shapes_train: int = Field(2000, ge=1)
     shapes_val: int = Field(200, ge=1)
     shapes_modes: tuple[float, ...] = (0.5, 0.3, 0.2)
+    # known_truth: the probabilities of its K hidden parts (K = 1-8; size a multiple of 8)
+    known_truth_modes: tuple[float, ...] = (0.4, 0.3, 0.2, 0.1)
 
 
 class TrainConfig(_Section):

@@ -1,4 +1,5 @@
-"""Data sets: LFW Part Labels, CUB-200-2011, COCO-format data and generated shapes.
+"""Data sets: LFW Part Labels, CUB-200-2011, COCO-format data and generated shapes (the
+demo's occluded discs and the known-truth boxes).
 
 `load_split` turns a `DataConfig` and a split name into decoded arrays (cached as .npz when
 ``cache_dir`` is set); `build_dataset` wraps them with the split's augmentation.
@@ -19,6 +20,7 @@ from cvae_seg.data.common import (
     resolve_root,
 )
 from cvae_seg.data.cub import load_cub
+from cvae_seg.data.known_truth import make_known_truth
 from cvae_seg.data.lfw import load_lfw_parts
 from cvae_seg.data.mnist import MNISTQuadrants, load_mnist
 from cvae_seg.data.synthetic import make_occluded_shapes
@@ -34,6 +36,7 @@ __all__ = [
     "load_lfw_parts",
     "load_mnist",
     "load_split",
+    "make_known_truth",
     "make_occluded_shapes",
 ]
 
@@ -45,6 +48,10 @@ def _decode(config: DataConfig, split: str) -> SegmentationArrays:
         count = config.shapes_train if split == "train" else config.shapes_val
         seed = {"train": 0, "val": 1, "test": 2}[split] + 1000 * config.split_seed
         return make_occluded_shapes(count, config.size, config.shapes_modes, seed)
+    if config.dataset == "known_truth":
+        count = config.shapes_train if split == "train" else config.shapes_val
+        seed = {"train": 0, "val": 1, "test": 2}[split] + 1000 * config.split_seed
+        return make_known_truth(count, config.size, config.known_truth_modes, seed).arrays
     root = resolve_root(config.root, config.dataset)
     if config.dataset == "lfw":
         return load_lfw_parts(root, split, config.size)

@@ -1,0 +1,377 @@
+"""The five objectives on a task whose true p(y|x) is known exactly (issue #7, part 3).
+
+    python benchmarks/known_truth.py [--budget ci|cpu|gpu] [--tasks 2 4 8] [--seeds 0 1]
+        [--work-dir work_dirs/known_truth] [--out results/known_truth_<budget>]
+        [--figure docs/known_truth_samples.png]
+
+A box's part behind an occluder is one of K shapes with unequal, known probabilities
+(`cvae_seg.data.known_truth`), so log p(y|x) of every test pair, the conditional entropy H
+and the mode frequencies are exact. For K in --tasks, every objective in configs/known_truth
+is trained per seed and evaluated on the test split:
+
+- NLL, nats per image: importance sampling (cvae, hybrid) and Monte Carlo (gsnn, cvae,
+  hybrid), exact for cnn/gdnn, beside the true NLL of the same pairs (whose mean is about H).
+- Mode frequencies: each of S samples per input (argmax map) goes to the nearest candidate in
+  Hamming distance, or to a "miss" bin when it differs from it on more than MISS_FRACTION of
+  the occluded pixels; total variation to (pi, 0) per input (mean) and pooled over inputs.
+- GED (1 - IoU of the foreground): exact expectations over the true candidates, the first
+  GED_SAMPLES samples per input from the model.
+- Pixel accuracy of predict() on the visible pixels, and KL(q||p) with its share of the
+  negative ELBO on the test pairs (posterior collapse shows as a KL near 0).
+
+Writes OUT.json and OUT.md after every run (mean and standard error over seeds) and a sample
+grid of the first seed's CVAE and CNN. Budgets: ``ci`` (seconds, for the tests), ``cpu`` (the
+README's table on 2 CPU cores with one thread), ``gpu`` (more steps, seeds and samples).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import math
+import os
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+from cvae_seg.config import Config, load_config  # noqa: E402
+from cvae_seg.data.common import build_transform  # noqa: E402
+from cvae_seg.data.known_truth import (  # noqa: E402
+    KnownTruthSet,
+    default_mode_probs,
+    make_known_truth,
+    true_log_likelihood,
+)
+from cvae_seg.engine import load_trained, select_device, train  # noqa: E402
+from cvae_seg.reporting import atomic_write_text, describe_hardware  # noqa: E402
+
+OBJECTIVES = ("cnn", "gdnn", "gsnn", "cvae", "hybrid")
+ESTIMATORS = {"cnn": ("exact",), "gdnn": ("exact",), "gsnn": ("monte_carlo",),
+              "cvae": ("importance", "monte_carlo"), "hybrid": ("importance", "monte_carlo")}  # fmt: skip
+MISS_FRACTION = 0.1  # a sample farther than this share of the occluded pixels is a miss
+BUDGETS = {
+    "ci": {"tasks": [2], "seeds": [0], "train": 16, "test": 6, "steps": 2, "batch": 4,
+           "is": 4, "mc": 4, "mode_inputs": 3, "mode_samples": 20, "ged_samples": 10},
+    "cpu": {"tasks": [2, 4, 8], "seeds": [0, 1], "train": 2000, "test": 200, "steps": 1000,
+            "batch": 16, "is": 100, "mc": 200, "mode_inputs": 50, "mode_samples": 1000,
+            "ged_samples": 100},
+    "gpu": {"tasks": [2, 4, 8], "seeds": [0, 1, 2], "train": 4000, "test": 500, "steps": 4000,
+            "batch": 32, "is": 500, "mc": 2000, "mode_inputs": 500, "mode_samples": 1000,
+            "ged_samples": 200},
+}  # fmt: skip
+
+
+# ------------------------------------------------------------------ distribution metrics
+def mode_counts(
+    samples: torch.Tensor, candidates: torch.Tensor, num_hidden: int, miss_fraction: float
+) -> torch.Tensor:
+    """Hits per candidate plus a last "miss" bin: samples (S, H, W), candidates (K, H, W).
+
+    Each sample counts for its nearest candidate (Hamming distance; ties to the lower index),
+    or as a miss when that distance exceeds ``miss_fraction * num_hidden`` pixels.
+    """
+    distance = (samples[:, None] != candidates[None]).flatten(2).sum(-1)  # (S, K)
+    nearest, best = distance.argmin(1), distance.min(1).values
+    nearest[best > miss_fraction * num_hidden] = candidates.shape[0]
+    return torch.bincount(nearest, minlength=candidates.shape[0] + 1)
+
+
+def total_variation(counts: torch.Tensor | np.ndarray, probs: np.ndarray) -> float:
+    """0.5 sum |f - pi| between hit frequencies (K + miss bin) and the truth (pi, 0)."""
+    counts = np.asarray(counts, dtype=np.float64)
+    truth = np.append(np.asarray(probs, dtype=np.float64), 0.0)
+    return float(0.5 * np.abs(counts / counts.sum() - truth).sum())
+
+
+def iou_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """1 - IoU between the foregrounds of binary maps a (n, ...) and b (m, ...): (n, m).
+
+    Two empty maps are at distance 0.
+    """
+    a, b = a.flatten(1).double(), b.flatten(1).double()
+    intersection = a @ b.T
+    union = a.sum(1)[:, None] + b.sum(1)[None] - intersection
+    return torch.where(union > 0, 1 - intersection / union.clamp_min(1), torch.zeros_like(union))
+
+
+def generalized_energy_distance(
+    samples: torch.Tensor, candidates: torch.Tensor, probs: np.ndarray
+) -> float:
+    """GED^2 = 2 E d(s, y) - E d(s, s') - E d(y, y'), y exact over the weighted candidates.
+
+    samples (S, H, W) from the model (S >= 2; pairs s != s' drawn without replacement),
+    candidates (K, H, W) with probabilities ``probs``.
+    """
+    pi = torch.as_tensor(np.asarray(probs), dtype=torch.float64)
+    cross = (iou_distance(samples, candidates) @ pi).mean()
+    among = iou_distance(samples, samples)
+    n = samples.shape[0]
+    within_samples = among.sum() / (n * (n - 1))
+    within_truth = pi @ iou_distance(candidates, candidates) @ pi
+    return float(2 * cross - within_samples - within_truth)
+
+
+# ----------------------------------------------------------------------------- runs
+def _config(args: argparse.Namespace, budget: dict, k: int, objective: str, seed: int) -> Config:
+    probs = list(default_mode_probs(k))
+    return load_config(
+        ROOT / "configs" / "known_truth.yaml",
+        [
+            f"model.objective={objective}",
+            f"data.known_truth_modes={probs}",
+            f"data.shapes_train={budget['train']}",
+            f"data.shapes_val={budget['test']}",
+            f"data.batch_size={budget['batch']}",
+            f"train.max_steps={budget['steps']}",
+            f"train.eval_interval={budget['steps']}",
+            f"train.seed={seed}",
+            *args.extra,
+        ],
+    )
+
+
+def _test_set(config: Config) -> tuple[KnownTruthSet, torch.Tensor, torch.Tensor]:
+    """The test split with its candidates (as `cvae_seg.data` seeds it), normalised."""
+    data = config.data
+    truth = make_known_truth(
+        data.shapes_val, data.size, data.known_truth_modes, 2 + 1000 * data.split_seed
+    )
+    transform = build_transform(False, False, 0.0, data.mean, data.std)
+    x = torch.stack([transform(image=i)["image"] for i in truth.arrays.images])
+    return truth, x, torch.from_numpy(truth.arrays.labels).long()
+
+
+def _batched(function, *tensors: torch.Tensor, size: int) -> torch.Tensor:
+    return torch.cat(
+        [function(*(t[i : i + size] for t in tensors)) for i in range(0, len(tensors[0]), size)]
+    )
+
+
+@torch.no_grad()
+def evaluate_run(model, config: Config, budget: dict, device: torch.device) -> dict:
+    """Every number of the table for one trained model."""
+    truth, x, y = _test_set(config)
+    x, y = x.to(device), y.to(device)
+    objective = config.model.objective
+    true_nll = -true_log_likelihood(truth.arrays.labels, truth.candidates, truth.probs)
+    result = {"true_nll": float(true_nll.mean()), "entropy": truth.entropy}
+
+    for method in ESTIMATORS[objective]:
+        samples = {"exact": 1, "importance": budget["is"], "monte_carlo": budget["mc"]}[method]
+        ll = _batched(
+            lambda a, b, m=method, s=samples: model.log_likelihood(
+                a, b, s, method="auto" if m == "exact" else m, chunk_size=min(s, 100)
+            ),
+            x,
+            y,
+            size=50,
+        )
+        result[f"nll_{method}"] = float(-ll.double().mean())
+
+    prediction = _batched(lambda a: model.predict(a).argmax(1), x, size=100)
+    visible = ~torch.from_numpy(truth.hidden).to(device)
+    result["visible_accuracy"] = 100 * float((prediction == y)[visible].float().mean())
+
+    counts, tvs, geds = 0, [], []
+    num_hidden = int(truth.hidden[0].sum())
+    for i in range(min(budget["mode_inputs"], len(x))):
+        samples = model.sample(x[i : i + 1], budget["mode_samples"])[:, 0].argmax(1)
+        candidates = torch.from_numpy(truth.candidates[i]).long().to(device)
+        hits = mode_counts(samples, candidates, num_hidden, MISS_FRACTION)
+        counts = counts + hits.cpu().numpy()
+        tvs.append(total_variation(hits.cpu(), truth.probs))
+        geds.append(
+            generalized_energy_distance(samples[: budget["ged_samples"]], candidates, truth.probs)
+        )
+    result.update(
+        tv_mean=float(np.mean(tvs)),
+        tv_pooled=total_variation(counts, truth.probs),
+        frequencies=(counts / counts.sum()).tolist(),
+        ged=float(np.mean(geds)),
+    )
+    if model.recognition_net is not None:  # the ELBO's parts on the test pairs
+        model.eval()
+        terms = _batched(lambda a, b: _elbo_terms(model, a, b), x, y, size=50)
+        kl, reconstruction = terms.mean(0).tolist()
+        result.update(kl=kl, reconstruction=reconstruction, kl_share=kl / (kl + reconstruction))
+    return result
+
+
+def _elbo_terms(model, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """(B, 2): KL(q||p) and -log p(y|x,z) with z ~ q, nats per image, from the forward."""
+    out = model(x, y)
+    pixels = y[0].numel()
+    row = torch.stack([out.terms["kl"], out.terms["nll_posterior"] * pixels])
+    return row[None].expand(len(x), 2)
+
+
+def _mean_stderr(values: list[float]) -> tuple[float, float]:
+    mean = sum(values) / len(values)
+    if len(values) < 2:
+        return mean, float("nan")
+    variance = sum((v - mean) ** 2 for v in values) / (len(values) - 1)
+    return mean, math.sqrt(variance / len(values))
+
+
+def _cell(runs: list[dict], key: str, digits: int = 2) -> str:
+    values = [r["test"][key] for r in runs if key in r["test"]]
+    if not values:
+        return ""
+    mean, stderr = _mean_stderr(values)
+    return f"{mean:.{digits}f}" if math.isnan(stderr) else f"{mean:.{digits}f} ± {stderr:.{digits}f}"
+
+
+def _markdown(report: dict) -> str:
+    budget = report["budget_settings"]
+    lines = [
+        "| K | model | NLL, IS | NLL, MC | true NLL (H) | NLL / true | TV, mean per input | "
+        "TV, pooled | GED | visible acc. % | KL (share of -ELBO) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for k in report["tasks"]:
+        for objective in OBJECTIVES:
+            runs = [r for r in report["runs"] if r["k"] == k and r["objective"] == objective]
+            if not runs:
+                continue
+            test0 = runs[0]["test"]
+            exact = "nll_exact" in test0
+            best = "nll_exact" if exact else "nll_importance" if "nll_importance" in test0 else (
+                "nll_monte_carlo")  # fmt: skip
+            for r in runs:
+                r["test"]["nll_ratio"] = r["test"][best] / r["test"]["true_nll"]
+            kl = ""
+            if "kl" in test0:
+                kl = f"{_cell(runs, 'kl')} ({_cell(runs, 'kl_share')})"
+            lines.append(
+                f"| {k} | {objective} | {_cell(runs, 'nll_exact' if exact else 'nll_importance')}"
+                f"{' (exact)' if exact else ''} | {_cell(runs, 'nll_monte_carlo')} | "
+                f"{_cell(runs, 'true_nll')} ({test0['entropy']:.2f}) | {_cell(runs, 'nll_ratio')} | "
+                f"{_cell(runs, 'tv_mean')} | {_cell(runs, 'tv_pooled')} | {_cell(runs, 'ged', 3)} | "
+                f"{_cell(runs, 'visible_accuracy')} | {kl} |"
+            )
+    lines += [
+        "",
+        f"Test split of {budget['test']} pairs per task, mean ± standard error over seeds "
+        f"{report['seeds']}; {budget['steps']} updates of batch {budget['batch']} on "
+        f"{budget['train']} training pairs per model. NLL in nats per image (IS: importance "
+        f"sampling, S={budget['is']}; MC: Monte Carlo from the prior, S={budget['mc']}); NLL / "
+        f"true uses IS where there is a recognition net, MC for gsnn. TV and GED from "
+        f"{budget['mode_samples']} samples on each of the first {budget['mode_inputs']} test "
+        f"inputs (GED from the first {budget['ged_samples']}; a sample farther than "
+        f"{MISS_FRACTION:.0%} of the occluded pixels from every candidate is a miss). "
+        f"Command: `{report['command']}`; {report['hardware']}, torch {report['torch']}, "
+        f"{report['date']}, {report['seconds'] / 60:.1f} minutes in all.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+# ------------------------------------------------------------------------- figure
+def sample_figure(runs_dir: Path, tasks: list[int], device: torch.device, num_samples: int = 6):
+    """One row per task: input, the K truths with their probabilities, CVAE samples, CNN."""
+    from PIL import Image, ImageDraw
+
+    from cvae_seg.visualization import colorize
+
+    scale, rows = 3, []
+    for k in tasks:
+        cvae, config, _ = load_trained(runs_dir / f"K{k}" / "cvae" / "seed0" / "best.pt", device)
+        cnn, _, _ = load_trained(runs_dir / f"K{k}" / "cnn" / "seed0" / "best.pt", device)
+        truth, x, _ = _test_set(config)
+        torch.manual_seed(0)
+        samples = cvae.sample(x[:1].to(device), num_samples)[:, 0].argmax(1).cpu().numpy()
+        tiles = [("input", truth.arrays.images[0])]
+        tiles += [(f"p={p:.2f}", colorize(c)) for p, c in zip(truth.probs, truth.candidates[0])]
+        tiles += [(f"CVAE {i + 1}", colorize(s)) for i, s in enumerate(samples)]
+        tiles.append(("CNN", colorize(cnn.predict(x[:1].to(device))[0].argmax(0).cpu().numpy())))
+        rows.append(tiles)
+    side = rows[0][0][1].shape[0] * scale + 4
+    width = max(len(r) for r in rows) * side
+    canvas = Image.new("RGB", (width + 40, len(rows) * (side + 14)), "white")
+    draw = ImageDraw.Draw(canvas)
+    for r, tiles in enumerate(rows):
+        top = r * (side + 14)
+        draw.text((2, top + side // 2), f"K={tasks[r]}", fill="black")
+        for c, (caption, tile) in enumerate(tiles):
+            picture = Image.fromarray(tile).resize((side - 4, side - 4), Image.Resampling.NEAREST)
+            canvas.paste(picture, (40 + c * side, top + 12))
+            draw.text((40 + c * side, top), caption, fill="black")
+    return canvas
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--budget", choices=sorted(BUDGETS), default="cpu")
+    parser.add_argument("--tasks", type=int, nargs="+", default=None, choices=[2, 4, 8])
+    parser.add_argument("--seeds", type=int, nargs="+", default=None)
+    parser.add_argument("--objectives", nargs="+", default=list(OBJECTIVES), choices=OBJECTIVES)
+    parser.add_argument("--work-dir", type=Path, default=Path("work_dirs/known_truth"))
+    parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--figure", type=Path, default=None, help="sample grid PNG (default: none)")
+    parser.add_argument("--device", default=None)
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    parser.add_argument("--extra", nargs="*", default=[], help="more config overrides")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    budget = dict(BUDGETS[args.budget])
+    tasks = args.tasks or budget["tasks"]
+    seeds = args.seeds if args.seeds is not None else budget["seeds"]
+    out = args.out or Path("results") / f"known_truth_{args.budget}"
+    device = select_device(args.device)
+    started = time.perf_counter()
+    report = {
+        "command": shlex.join(["python", "benchmarks/known_truth.py", *(argv or sys.argv[1:])]),
+        "date": datetime.date.today().isoformat(),
+        "hardware": describe_hardware(device),
+        "torch": torch.__version__,
+        "budget": args.budget,
+        "budget_settings": budget,
+        "tasks": tasks,
+        "seeds": seeds,
+        "miss_fraction": MISS_FRACTION,
+        "runs": [],
+    }
+    runs_dir = args.work_dir / args.budget
+    for k in tasks:
+        for objective in args.objectives:
+            for seed in seeds:
+                config = _config(args, budget, k, objective, seed)
+                run_dir = runs_dir / f"K{k}" / objective / f"seed{seed}"
+                run_started = time.perf_counter()
+                train(config, run_dir, device=str(device), progress=False)
+                model, _, _ = load_trained(run_dir / "best.pt", device)
+                torch.manual_seed(seed)
+                test = evaluate_run(model, config, budget, device)
+                run = {"k": k, "objective": objective, "seed": seed, "test": test,
+                       "seconds": round(time.perf_counter() - run_started, 1)}  # fmt: skip
+                report["runs"].append(run)
+                report["seconds"] = round(time.perf_counter() - started, 1)
+                print(k, objective, seed, run["seconds"], "s", _brief(test), flush=True)
+                atomic_write_text(out.with_suffix(".json"), json.dumps(report, indent=2))
+                atomic_write_text(out.with_suffix(".md"), _markdown(report))
+    if args.figure is not None and {"cvae", "cnn"} <= set(args.objectives) and 0 in seeds:
+        args.figure.parent.mkdir(parents=True, exist_ok=True)
+        sample_figure(runs_dir, tasks, device).save(args.figure, optimize=True)
+    print(_markdown(report))
+    return report
+
+
+def _brief(test: dict) -> dict:
+    keys = ("nll_exact", "nll_importance", "nll_monte_carlo", "true_nll", "tv_mean", "ged",
+            "visible_accuracy", "kl")  # fmt: skip
+    return {key: round(test[key], 3) for key in keys if key in test}
+
+
+if __name__ == "__main__":
+    main()

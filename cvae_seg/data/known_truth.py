@@ -1,0 +1,159 @@
+"""Generated images whose true conditional distribution of label maps is known exactly.
+
+Each image shows a coloured box on a dark background with a grey occluder flush against its
+right side. Behind the occluder the object has one of K parts, drawn with known
+probabilities; the label is the whole (amodal) object. Everything is laid out on an 8 x 8 grid
+of square cells (4 px at 32 px), with no noise and no anti-aliasing, so every pixel outside the
+occluder, and the occluder's background, is exactly predictable from the visible pixels:
+p(y|x) puts mass pi_k on exactly K label maps, which `KnownTruthSet.candidates` lists.
+The true -log p(y|x) of any pair, the conditional entropy H = -sum pi log pi and the true
+mode frequencies are then exact numbers to hold a model's estimates against
+(benchmarks/known_truth.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from cvae_seg.data.common import SegmentationArrays
+
+__all__ = [
+    "DEFAULT_MODE_PROBS",
+    "HIDDEN_PARTS",
+    "KNOWN_TRUTH_CLASSES",
+    "KnownTruthSet",
+    "conditional_entropy",
+    "default_mode_probs",
+    "make_known_truth",
+    "true_log_likelihood",
+]
+
+KNOWN_TRUTH_CLASSES = ("background", "object")
+GRID = 8  # the layout's cells per side
+_BACKGROUND, _OCCLUDER = 30, 128
+_HIDDEN_ROWS, _HIDDEN_COLS = 3, 2  # the occluder, in cells; column 0 touches the object
+# The hidden parts as sets of (row, column) cells of the occluder, ordered so that the first
+# K of them make task K. Every two differ in at least one whole cell.
+HIDDEN_PARTS: tuple[frozenset[tuple[int, int]], ...] = tuple(
+    frozenset(cells)
+    for cells in (
+        (),  # no part
+        ((1, 0), (1, 1)),  # a bar at mid height
+        ((0, 0), (0, 1), (1, 0), (1, 1), (2, 0), (2, 1)),  # a block the occluder's size
+        ((0, 0), (0, 1)),  # a bar at the top
+        ((2, 0), (2, 1)),  # a bar at the bottom
+        ((0, 0), (1, 0), (2, 0)),  # a column along the object
+        ((0, 0), (0, 1), (2, 0), (2, 1)),  # a fork
+        ((0, 0), (1, 0), (1, 1)),  # a hook
+    )
+)
+DEFAULT_MODE_PROBS: dict[int, tuple[float, ...]] = {
+    2: (0.7, 0.3),
+    4: (0.4, 0.3, 0.2, 0.1),
+    8: (0.25, 0.2, 0.15, 0.12, 0.1, 0.08, 0.06, 0.04),
+}
+
+
+def default_mode_probs(num_modes: int) -> tuple[float, ...]:
+    """The benchmark's unequal probabilities for K = 2, 4 or 8 hidden parts."""
+    if num_modes not in DEFAULT_MODE_PROBS:
+        raise ValueError(f"default probabilities exist for K in (2, 4, 8), got {num_modes}")
+    return DEFAULT_MODE_PROBS[num_modes]
+
+
+@dataclass
+class KnownTruthSet:
+    """A generated split and its exact conditional distribution.
+
+    ``candidates`` (N, K, H, W) uint8: the label map of each hidden part for each image, with
+    probabilities ``probs`` (K,); ``hidden`` (N, H, W) bool: the occluder's pixels; ``modes``
+    (N,): the part drawn for ``arrays.labels``.
+    """
+
+    arrays: SegmentationArrays
+    candidates: np.ndarray
+    probs: np.ndarray
+    hidden: np.ndarray
+    modes: np.ndarray
+
+    @property
+    def entropy(self) -> float:
+        """H(y|x) in nats per image: the same for every image (the K maps always differ)."""
+        return conditional_entropy(self.probs)
+
+
+def _validate(mode_probs: tuple[float, ...], size: int) -> np.ndarray:
+    probs = np.asarray(mode_probs, dtype=np.float64)
+    if not 1 <= len(probs) <= len(HIDDEN_PARTS):
+        raise ValueError(
+            f"mode_probs must give 1 to {len(HIDDEN_PARTS)} probabilities, got {mode_probs}"
+        )
+    if (probs < 0).any() or not np.isclose(probs.sum(), 1.0):
+        raise ValueError(f"mode_probs must be non-negative and sum to 1, got {mode_probs}")
+    if size < 16 or size % GRID:
+        raise ValueError(f"size must be a multiple of {GRID} and at least 16, got {size}")
+    return probs / probs.sum()
+
+
+def make_known_truth(
+    num_images: int,
+    size: int = 32,
+    mode_probs: tuple[float, ...] = DEFAULT_MODE_PROBS[4],
+    seed: int = 0,
+) -> KnownTruthSet:
+    """Generate ``num_images`` pairs with their K candidate label maps; seeded."""
+    probs = _validate(mode_probs, size)
+    cell = size // GRID
+    rng = np.random.default_rng(seed)
+    images = np.full((num_images, size, size, 3), _BACKGROUND, dtype=np.uint8)
+    labels = np.zeros((num_images, size, size), dtype=np.uint8)
+    candidates = np.zeros((num_images, len(probs), size, size), dtype=np.uint8)
+    hidden = np.zeros((num_images, size, size), dtype=bool)
+    modes = rng.choice(len(probs), size=num_images, p=probs)
+    names = []
+    for i in range(num_images):
+        width = int(rng.integers(2, 5))  # the visible box, in cells
+        height = int(rng.integers(_HIDDEN_ROWS, _HIDDEN_ROWS + 3))
+        left = int(rng.integers(0, GRID - width - _HIDDEN_COLS + 1))
+        top = int(rng.integers(0, GRID - height + 1))
+        occluder_top = top + int(rng.integers(0, height - _HIDDEN_ROWS + 1))
+        box = np.zeros((GRID, GRID), dtype=bool)
+        box[top : top + height, left : left + width] = True
+        occluded = np.zeros_like(box)
+        right = left + width
+        occluded[occluder_top : occluder_top + _HIDDEN_ROWS, right : right + _HIDDEN_COLS] = True
+        for k in range(len(probs)):
+            part = np.zeros_like(box)
+            for row, column in HIDDEN_PARTS[k]:
+                part[occluder_top + row, right + column] = True
+            candidates[i, k] = np.kron(box | part, np.ones((cell, cell), dtype=bool))
+        hidden[i] = np.kron(occluded, np.ones((cell, cell), dtype=bool))
+        labels[i] = candidates[i, modes[i]]
+        colour = rng.integers(50, 100, 3)  # one strong channel: never near the grey occluder
+        colour[rng.integers(3)] = rng.integers(180, 256)
+        images[i][candidates[i, 0].astype(bool) & ~hidden[i]] = colour
+        images[i][hidden[i]] = _OCCLUDER
+        names.append(f"known{i:05d}_mode{modes[i]}")
+    arrays = SegmentationArrays(images, labels, KNOWN_TRUTH_CLASSES, tuple(names))
+    return KnownTruthSet(arrays, candidates, probs, hidden, modes)
+
+
+def true_log_likelihood(
+    labels: np.ndarray, candidates: np.ndarray, probs: np.ndarray
+) -> np.ndarray:
+    """log p(y|x) = log sum_k pi_k [y == y_k] for labels (N, H, W), candidates (N, K, H, W).
+
+    Candidates that coincide add up; a label map equal to none of them gets -inf.
+    """
+    equal = (candidates == labels[:, None]).reshape(*candidates.shape[:2], -1).all(-1)
+    with np.errstate(divide="ignore"):
+        return np.log(equal.astype(np.float64) @ np.asarray(probs, dtype=np.float64))
+
+
+def conditional_entropy(probs: np.ndarray | tuple[float, ...]) -> float:
+    """-sum pi log pi in nats: H(y|x) when the K candidate maps are distinct."""
+    p = np.asarray(probs, dtype=np.float64)
+    p = p[p > 0]
+    return float(-(p * np.log(p)).sum())
