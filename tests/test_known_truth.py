@@ -1,0 +1,179 @@
+"""The known-truth task: exact likelihood, generator properties, metrics, the benchmark."""
+
+import itertools
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from cvae_seg.config import load_config
+from cvae_seg.data import load_split
+from cvae_seg.data.known_truth import (
+    HIDDEN_PARTS,
+    conditional_entropy,
+    default_mode_probs,
+    make_known_truth,
+    true_log_likelihood,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import known_truth as benchmark  # noqa: E402
+
+
+def test_true_likelihood_matches_brute_force_on_every_3x3_map():
+    # three candidates on a 3x3 image, two of them equal: their probabilities add up
+    a = np.array([[1, 0, 0], [1, 1, 0], [0, 0, 0]], dtype=np.uint8)
+    b = np.array([[0, 0, 0], [0, 1, 1], [0, 1, 0]], dtype=np.uint8)
+    candidates = np.stack([a, b, a])[None]
+    probs = np.array([0.5, 0.3, 0.2])
+    every_map = np.array(list(itertools.product([0, 1], repeat=9)), dtype=np.uint8)
+    every_map = every_map.reshape(-1, 3, 3)
+    ll = true_log_likelihood(every_map, np.repeat(candidates, len(every_map), 0), probs)
+    brute = np.array(
+        [
+            sum(p for p, c in zip(probs, candidates[0], strict=True) if (c == y).all())
+            for y in every_map
+        ]
+    )
+    assert np.isclose(np.exp(ll).sum(), 1.0)
+    np.testing.assert_allclose(np.exp(ll), brute)
+    assert np.isclose(ll[int("100110000", 2)], np.log(0.7))  # a: 0.5 + 0.2
+    assert np.isneginf(ll).sum() == len(every_map) - 2
+    # distinct candidates: the mean true NLL of draws tends to H
+    assert math.isclose(
+        conditional_entropy((0.7, 0.3)), -(0.7 * math.log(0.7) + 0.3 * math.log(0.3))
+    )
+
+
+@pytest.mark.parametrize("k", [2, 4, 8])
+def test_generator_labels_and_candidates(k):
+    probs = default_mode_probs(k)
+    truth = make_known_truth(400, 32, probs, seed=3)
+    images, labels = truth.arrays.images, truth.arrays.labels
+    assert truth.candidates.shape == (400, k, 32, 32)
+    # each label is its drawn candidate, and the name records the mode
+    picked = truth.candidates[np.arange(400), truth.modes]
+    assert (picked == labels).all()
+    assert all(
+        name.endswith(f"mode{m}") for name, m in zip(truth.arrays.names, truth.modes, strict=True)
+    )
+    # the candidates agree off the occluder and all differ on it
+    for i in range(0, 400, 37):
+        for c in truth.candidates[i]:
+            assert (c[~truth.hidden[i]] == labels[i][~truth.hidden[i]]).all()
+        flat = truth.candidates[i].reshape(k, -1)
+        assert len({row.tobytes() for row in flat}) == k
+    # the image shows the occluder and the visible label; nothing else: the image is a
+    # function of the visible part, whatever the mode
+    visible_object = (labels == 1) & ~truth.hidden
+    assert (images[truth.hidden] == 128).all()
+    assert (images[~visible_object & ~truth.hidden] == 30).all()
+    assert (images[visible_object] != 30).any(-1).all()
+    # the true NLL of a pair is -log pi of its mode, and the frequencies approach pi
+    nll = -true_log_likelihood(labels, truth.candidates, truth.probs)
+    np.testing.assert_allclose(nll, -np.log(np.asarray(probs))[truth.modes])
+    frequencies = np.bincount(truth.modes, minlength=k) / 400
+    assert np.abs(frequencies - probs).max() < 0.08
+    assert math.isclose(truth.entropy, conditional_entropy(probs))
+
+
+def test_generator_is_seeded_and_validates():
+    a, b = (
+        make_known_truth(20, 32, (0.7, 0.3), seed=1),
+        make_known_truth(20, 32, (0.7, 0.3), seed=1),
+    )
+    assert (a.arrays.images == b.arrays.images).all() and (a.modes == b.modes).all()
+    assert len(HIDDEN_PARTS) == 8
+    with pytest.raises(ValueError, match="sum to 1"):
+        make_known_truth(2, 32, (0.5, 0.2))
+    with pytest.raises(ValueError, match="multiple of 8"):
+        make_known_truth(2, 36, (0.5, 0.5))
+    with pytest.raises(ValueError, match="K in"):
+        default_mode_probs(3)
+
+
+def test_data_config_builds_the_known_truth_splits():
+    config = load_config(
+        None,
+        [
+            "data.dataset=known_truth",
+            "data.size=32",
+            "data.shapes_val=10",
+            "data.known_truth_modes=[0.7,0.3]",
+        ],
+    )
+    test = load_split(config.data, "test")
+    direct = make_known_truth(10, 32, (0.7, 0.3), seed=2)
+    assert (test.labels == direct.arrays.labels).all()
+    assert test.classes == ("background", "object")
+
+
+def test_mode_counts_and_total_variation_by_hand():
+    candidates = torch.zeros(2, 4, 4, dtype=torch.long)
+    candidates[1, :, 2:] = 1  # 8 pixels differ
+    far = torch.ones(4, 4, dtype=torch.long)  # 8 from candidate 1, 16 from candidate 0
+    near = candidates[1].clone()
+    near[0, 0] = 1  # 1 pixel from candidate 1
+    samples = torch.stack([candidates[0], candidates[0], near, far])
+    counts = benchmark.mode_counts(samples, candidates, num_hidden=8, miss_fraction=0.25)
+    assert counts.tolist() == [2, 1, 1]  # far is 8 > 0.25 * 8 pixels away: a miss
+    # f = (0.5, 0.25, 0.25) against (0.7, 0.3, 0): 0.5 * (0.2 + 0.05 + 0.25)
+    assert math.isclose(benchmark.total_variation(counts, np.array([0.7, 0.3])), 0.25)
+    assert math.isclose(benchmark.total_variation([7, 3, 0], np.array([0.7, 0.3])), 0.0)
+    # a deterministic model that always picks the likelier mode: TV = 1 - max(pi)
+    assert math.isclose(benchmark.total_variation([10, 0, 0], np.array([0.7, 0.3])), 0.3)
+
+
+def test_generalized_energy_distance_by_hand():
+    empty = torch.zeros(1, 2, 2, dtype=torch.long)
+    full = torch.ones(1, 2, 2, dtype=torch.long)
+    half = torch.tensor([[[1, 1], [0, 0]]])
+    assert benchmark.iou_distance(empty, empty).item() == 0.0
+    assert benchmark.iou_distance(half, full).item() == 0.5
+    candidates = torch.cat([empty, full])
+    probs = np.array([0.5, 0.5])
+    # samples drawn as the truth: 2 E d(s,y) = 1, E d(s,s') = 2/3 (pairs without replacement
+    # of [empty, full, empty, full]), E d(y,y') = 0.5
+    samples = torch.cat([empty, full, empty, full])
+    assert math.isclose(
+        benchmark.generalized_energy_distance(samples, candidates, probs), 1 - 2 / 3 - 0.5
+    )
+    # a model stuck on one candidate: 2 * 0.5 - 0 - 0.5
+    stuck = torch.cat([full, full, full])
+    assert math.isclose(benchmark.generalized_energy_distance(stuck, candidates, probs), 0.5)
+    # a huge sample of the truth drives GED to 0
+    many = candidates[torch.arange(2000) % 2]
+    assert abs(benchmark.generalized_energy_distance(many, candidates, probs)) < 1e-3
+
+
+def test_benchmark_runs_end_to_end(tmp_path):
+    out = tmp_path / "known_truth_ci"
+    report = benchmark.main(
+        [
+            "--budget",
+            "ci",
+            "--work-dir",
+            str(tmp_path / "work"),
+            "--out",
+            str(out),
+            "--figure",
+            str(tmp_path / "samples.png"),
+        ]
+    )
+    saved = json.loads(out.with_suffix(".json").read_text())
+    assert saved["runs"] == report["runs"]
+    assert {r["objective"] for r in saved["runs"]} == set(benchmark.OBJECTIVES)
+    for run in saved["runs"]:
+        test = run["test"]
+        assert test["true_nll"] > 0 and math.isfinite(test["ged"])
+        assert 0 <= test["tv_mean"] <= 1 and math.isclose(sum(test["frequencies"]), 1.0)
+        assert ("nll_importance" in test) == (run["objective"] in ("cvae", "hybrid"))
+    markdown = out.with_suffix(".md").read_text()
+    assert "| 2 | cvae |" in markdown and "Command:" in markdown
+    assert (tmp_path / "samples.png").stat().st_size > 0
