@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from cvae_seg import metrics
+from cvae_seg import distributed, metrics
 from cvae_seg.conditional import ConditionalGenerativeModel
 from cvae_seg.model import CVAE
 from cvae_seg.transforms import grid_block_mask
@@ -41,8 +41,13 @@ def evaluate(
     chunk_size: int = 16,
     autocast_dtype: torch.dtype | None = None,
     progress: str | None = "eval",
+    across_processes: bool = False,
 ) -> dict[str, float]:
-    """Pixel and class accuracy, per-class / mean / foreground IoU (%), and the negative CLL."""
+    """Pixel and class accuracy, per-class / mean / foreground IoU (%), and the negative CLL.
+
+    ``across_processes``: each torchrun process evaluated a shard; pool them all (every
+    process gets the same result).
+    """
     num_classes = len(class_names)
     ignore = model.ignore_index
     accuracy = metrics.PixelAccuracy(num_classes, ignore)
@@ -60,6 +65,9 @@ def evaluate(
         pred = logits.argmax(1)
         for accumulator in (accuracy, class_accuracy, iou, foreground):
             accumulator.update(pred, y)
+    if across_processes:  # under torchrun each process saw its own shard of the data
+        for accumulator in (accuracy, class_accuracy, iou, foreground):
+            accumulator.sync()
     result = {
         "pixel_accuracy": 100 * float(accuracy.compute()),
         "class_accuracy": 100 * float(class_accuracy.compute()),
@@ -68,14 +76,19 @@ def evaluate(
     }
     for name, value in zip(class_names, iou.per_class().tolist(), strict=True):
         result[f"iou_{name}"] = 100 * value
-    if negative_ll:
-        result.update(_nll_summary(torch.cat(negative_ll), num_samples))
+    if likelihood:
+        values = torch.cat(negative_ll or [torch.empty(0)])
+        result.update(_nll_summary(values, num_samples, across_processes))
     return result
 
 
-def _nll_summary(values: torch.Tensor, num_samples: int) -> dict[str, float]:
+def _nll_summary(
+    values: torch.Tensor, num_samples: int, across_processes: bool = False
+) -> dict[str, float]:
     """Mean negative log-likelihood over examples and its standard error."""
     values = values.double()
+    if across_processes:
+        values = distributed.all_gather_cat(values)
     stderr = float(values.std() / math.sqrt(len(values))) if len(values) > 1 else 0.0
     return {"nll": float(values.mean()), "nll_stderr": stderr, "nll_samples": num_samples}
 
@@ -89,6 +102,7 @@ def evaluate_likelihood(
     method: str = "auto",
     chunk_size: int = 16,
     progress: str | None = "likelihood",
+    across_processes: bool = False,
 ) -> dict[str, float]:
     """Negative conditional log-likelihood (nats per example) with its standard error.
 
@@ -99,7 +113,7 @@ def evaluate_likelihood(
         -model.log_likelihood(x, y, num_samples, method, chunk_size).cpu()
         for x, y in _batches(loader, device, progress)
     ]
-    return _nll_summary(torch.cat(values), num_samples)
+    return _nll_summary(torch.cat(values or [torch.empty(0)]), num_samples, across_processes)
 
 
 @torch.no_grad()

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import torch
 
+from cvae_seg import distributed
+
 __all__ = [
     "ClassAccuracy",
     "ConfusionMatrix",
@@ -237,6 +239,10 @@ class ConfusionMatrix:
     def compute(self) -> torch.Tensor:
         return self.confusion.clone()
 
+    def sync(self) -> None:
+        """Sum the counts of every torchrun process (a no-op in a single process)."""
+        self.confusion = distributed.all_reduce_sum(self.confusion)
+
 
 class PixelAccuracy(ConfusionMatrix):
     """Global pixel accuracy over every labelled pixel fed to `update`."""
@@ -278,6 +284,13 @@ class _ImageMean:
 
     def compute(self) -> torch.Tensor:
         return torch.tensor(self.total / self.count if self.count else float("nan"))
+
+    def sync(self) -> None:
+        """Pool the images of every torchrun process (a no-op in a single process)."""
+        summed = distributed.all_reduce_sum(
+            torch.tensor([self.total, self.count], dtype=torch.float64)
+        )
+        self.total, self.count = float(summed[0]), int(summed[1])
 
 
 class ForegroundIoU(_ImageMean):

@@ -94,7 +94,7 @@ def test_non_finite_loss_stops_with_the_step_and_terms(tmp_path, monkeypatch):
         return out
 
     monkeypatch.setattr(CVAE, "forward", exploding)
-    with pytest.raises(FloatingPointError, match=r"step 1: the loss is nan \(nll_x4="):
+    with pytest.raises(FloatingPointError, match=r"step 1 \(rank 0\): the loss is nan \(nll_x4="):
         train(_config("train.max_steps=2"), tmp_path, progress=False)
 
 

@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--partial", action="store_true", help="Table 4 partial observations")
     parser.add_argument("--iterations", type=int, default=5)
     parser.add_argument("--device", default=None)
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)
 
     import torch
 

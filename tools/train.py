@@ -2,6 +2,7 @@
 
     python tools/train.py configs/demo.yaml [--work-dir DIR] [--resume [CKPT]] [--seed N]
         [--device cpu|cuda] [--amp] [key.sub=value ...]
+    torchrun --nproc_per_node=N tools/train.py configs/demo.yaml ...   # DDP, same arguments
 
 The work dir (default work_dirs/<config name>) gets the resolved config.yaml, metrics.csv
 (one row per evaluation), TensorBoard events when tensorboard is installed, last.pt and
@@ -33,13 +34,18 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--device", default=None)
     parser.add_argument("--amp", action="store_true", help="mixed precision (bf16 where supported)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
 
+    from cvae_seg import distributed
     from cvae_seg.config import load_config
     from cvae_seg.engine import train
 
     overrides = list(args.overrides)
+    if args.resume and "=" in args.resume and not Path(args.resume).exists():
+        # "--resume key=value": argparse gave the bare flag the override that followed it
+        overrides.insert(0, args.resume)
+        args.resume = "last"
     if args.seed is not None:
         overrides.append(f"train.seed={args.seed}")
     if args.amp:
@@ -49,10 +55,17 @@ def main(argv: list[str] | None = None) -> dict:
     resume = None
     if args.resume is not None:
         resume = work_dir / "last.pt" if args.resume == "last" else Path(args.resume)
-    result = train(config, work_dir, resume=resume, device=args.device, progress=not args.quiet)
-    print(json.dumps(result, indent=2))
+    try:
+        result = train(config, work_dir, resume=resume, device=args.device, progress=not args.quiet)
+    finally:
+        distributed.cleanup()
+    if distributed.is_main_process():
+        print(json.dumps(result, indent=2))
     return result
 
 
 if __name__ == "__main__":
-    main()
+    # under torchrun, a failing process's traceback goes into torchrun's error summary
+    from torch.distributed.elastic.multiprocessing.errors import record
+
+    record(main)()

@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> Path:
         default=None,
         help="MNIST: the NN checkpoint for Figure 3's NN column",
     )
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)
 
     import numpy as np
 
