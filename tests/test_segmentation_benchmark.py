@@ -1,0 +1,41 @@
+"""benchmarks/segmentation.py end to end on a tiny LFW tree (tiny model, two updates)."""
+
+import json
+import sys
+from pathlib import Path
+
+from test_data import _write_lfw
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import segmentation as segmentation_benchmark  # noqa: E402
+
+
+def test_segmentation_benchmark_writes_tables_2_to_4(tmp_path):
+    root = _write_lfw(tmp_path / "lfw", side=32)
+    out = tmp_path / "report"
+    tiny = ["model.encoder_name=tu-test_resnet", "data.size=32", "data.batch_size=3",
+            "train.max_steps=2", "train.eval_interval=2", "eval.batch_size=2"]  # fmt: skip
+    report = segmentation_benchmark.main(
+        ["--data-root", str(root), "--work-dir", str(tmp_path / "work"), "--out", str(out),
+         "--rows", "GDNN (msc, NI)", "CVAE (msc, NI)", "--seeds", "0", "1",
+         "--extra", *tiny]
+    )  # fmt: skip
+    assert [(r["row"], r["seed"]) for r in report["runs"]] == [
+        ("GDNN (msc, NI)", 0), ("GDNN (msc, NI)", 1), ("CVAE (msc, NI)", 0), ("CVAE (msc, NI)", 1)
+    ]  # fmt: skip
+    for run in report["runs"]:
+        assert run["config"]["data"]["noise"] == 0.4 and run["config"]["train"]["max_steps"] == 2
+        assert 0 <= run["val"]["pixel_accuracy"] <= 100 and run["val"]["nll"] > 0
+        assert {"iou_hair", "iou_skin", "iou_background"} <= set(run["val"])
+    table4 = report["partial_observation"]["unet"]
+    assert table4["cvae_row"] == "CVAE (msc, NI)" and len(table4["cvae"]) == 9
+    assert json.loads(out.with_suffix(".json").read_text())["runs"] == report["runs"]
+    markdown = out.with_suffix(".md").read_text()
+    assert "| unet | CVAE (msc, NI) | `configs/lfw_cvae.yaml` | 2 |" in markdown
+    assert " ± " in markdown  # two seeds: a standard error
+    # the markdown can be rebuilt from the JSON alone
+    out.with_suffix(".md").unlink()
+    segmentation_benchmark.main(["--render", str(out.with_suffix(".json"))])
+    assert out.with_suffix(".md").read_text() == markdown
