@@ -122,6 +122,13 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--device", default=None)
     parser.add_argument("--extra", nargs="*", default=[], help="more config overrides")
     parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch CPU threads; 1 when other jobs share the cores (oversubscribed threads "
+        "spin and slow every job down several times)",
+    )
+    parser.add_argument(
         "--render", type=Path, default=None, help="only rewrite the markdown of this JSON report"
     )
     args = parser.parse_args(argv)
@@ -129,6 +136,8 @@ def main(argv: list[str] | None = None) -> dict:
         report = json.loads(args.render.read_text())
         atomic_write_text(args.render.with_suffix(".md"), _markdown(report, args.dataset))
         return report
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.data_root is None:
         parser.error("--data-root is required (the folder of the data set)")
     args.work_dir = args.work_dir or Path("work_dirs") / f"segmentation_{args.dataset}"
