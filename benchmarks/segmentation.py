@@ -56,14 +56,10 @@ ROWS = [
     ("CVAE (msc, NI)", "cvae", True, True),
     ("hybrid (msc, NI)", "hybrid", True, True),
 ]
+# backbone -> the shipped configs' name prefix: configs/<dataset>_<prefix><objective>.yaml
 BACKBONES = {
-    "sohn2015": [],  # the shipped configs' default: the paper's network and heads
-    "unet": [
-        "model.arch=Unet",
-        "model.encoder_name=resnet18",
-        "model.generation=light",
-        "model.gaussian_kernel_sizes=[3,3,3]",
-    ],
+    "sohn2015": "",  # the paper's network and heads
+    "unet": "unet_",  # smp Unet, ResNet-18 from scratch, light heads
 }
 BUDGETS = {
     "full": {
@@ -83,9 +79,7 @@ PAPER_CUB_TEST_IOU = {"CNN": 81.90, "GSNN (msc, NI)": 85.39}
 METRICS = ["pixel_accuracy", "class_accuracy", "mean_iou", "foreground_iou", "nll"]
 
 
-def _overrides(
-    row: tuple, backbone: str, budget: dict, args: argparse.Namespace, seed: int
-) -> list[str]:
+def _overrides(row: tuple, budget: dict, args: argparse.Namespace, seed: int) -> list[str]:
     _, _, msc, noise = row
     return [
         f"data.root={args.data_root}",
@@ -93,10 +87,13 @@ def _overrides(
         f"train.seed={seed}",
         f"data.noise={0.4 if noise else 0.0}",
         f"model.scale_weights={[1.0, 1.0, 1.0] if msc else [0.0, 0.0, 1.0]}",
-        *BACKBONES[backbone],
         *budget["overrides"],
         *args.extra,
     ]
+
+
+def _config_name(dataset: str, backbone: str, objective: str) -> str:
+    return f"{dataset}_{BACKBONES[backbone]}{objective}.yaml"
 
 
 def _mean_stderr(values: list[float]) -> tuple[float, float]:
@@ -153,8 +150,8 @@ def main(argv: list[str] | None = None) -> dict:
             name, objective = row[0], row[1]
             for seed in args.seeds:
                 config = load_config(
-                    ROOT / "configs" / f"{args.dataset}_{objective}.yaml",
-                    _overrides(row, backbone, budget, args, seed),
+                    ROOT / "configs" / _config_name(args.dataset, backbone, objective),
+                    _overrides(row, budget, args, seed),
                 )
                 run_dir = (
                     args.work_dir
@@ -249,7 +246,7 @@ def _markdown(report: dict, dataset: str) -> str:
             cells.append(f"{mean:.2f}" + ("" if math.isnan(error) else f" ± {error:.2f}"))
         first = runs[0]
         setup = [
-            f"`configs/{dataset}_{first['objective']}.yaml`",
+            f"`configs/{_config_name(dataset, backbone, first['objective'])}`",
             str(first["config"]["train"]["max_steps"]),
             f"{sum(r['seconds'] for r in runs) / 60 / len(runs):.0f}",
         ]

@@ -33,7 +33,7 @@ def test_segmentation_benchmark_writes_tables_2_to_4(tmp_path):
     assert table4["cvae_row"] == "CVAE (msc, NI)" and len(table4["cvae"]) == 9
     assert json.loads(out.with_suffix(".json").read_text())["runs"] == report["runs"]
     markdown = out.with_suffix(".md").read_text()
-    assert "| unet | CVAE (msc, NI) | `configs/lfw_cvae.yaml` | 2 |" in markdown
+    assert "| unet | CVAE (msc, NI) | `configs/lfw_unet_cvae.yaml` | 2 |" in markdown
     assert " ± " in markdown  # two seeds: a standard error
     # the markdown can be rebuilt from the JSON alone
     out.with_suffix(".md").unlink()
