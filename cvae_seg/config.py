@@ -108,6 +108,9 @@ class TrainConfig(_Section):
     scheduler: Literal["constant", "cosine"] = "constant"
     warmup_steps: int = Field(0, ge=0)
     grad_clip: float | None = Field(None, gt=0)
+    # KL annealing: the KL's weight rises linearly from 0 to model.kl_weight over these steps
+    # (a common remedy for latent channels that collapse onto the prior early in training)
+    kl_warmup_steps: int = Field(0, ge=0)
     eval_interval: int = Field(500, ge=1)
     log_interval: int = Field(50, ge=1)
     best_metric: Literal[

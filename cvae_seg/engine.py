@@ -308,6 +308,13 @@ def make_loader(dataset, batch_size, workers, device, sampler=None, seed=0) -> D
     )
 
 
+def _kl_warmup_factor(step: int, train_cfg: Any) -> float:
+    """The KL's share at ``step`` (0-based): linear from 1/warmup to 1, then 1."""
+    if train_cfg.kl_warmup_steps == 0:
+        return 1.0
+    return min(1.0, (step + 1) / train_cfg.kl_warmup_steps)
+
+
 def _rank_rng_seed(seed: int, step: int, rank: int) -> int:
     """Latent-noise seed of process ``rank`` > 0 (rank 0 keeps the single-process stream)."""
     return int(np.random.SeedSequence([seed, step, rank]).generate_state(1)[0])
@@ -451,6 +458,7 @@ def train(
             y = batch["mask"].to(device, non_blocking=True)
             if train_cfg.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
+            model.kl_weight = config.model.kl_weight * _kl_warmup_factor(step, train_cfg)
             with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
                 out = train_model(x, y)
             if not torch.isfinite(out.loss):
@@ -531,6 +539,7 @@ def train(
                     )
                     break
     finally:
+        model.kl_weight = config.model.kl_weight
         bar.close()
         history.close()
     distributed.barrier()  # every process returns once rank 0's files are written

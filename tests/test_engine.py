@@ -233,3 +233,21 @@ def test_demo_script_trains_and_draws(tmp_path):
 
     picture = run_demo.main([*TINY, "--steps", "2", "--work-dir", str(tmp_path)])
     assert picture == tmp_path / "demo_samples.png" and picture.stat().st_size > 0
+
+
+def test_kl_warmup_raises_the_kl_weight_linearly(tmp_path, monkeypatch):
+    from cvae_seg.model import CVAE
+
+    original, seen = CVAE.forward, []
+
+    def recording(self, x, y=None):
+        if y is not None and self.training:
+            seen.append(self.kl_weight)
+        return original(self, x, y)
+
+    monkeypatch.setattr(CVAE, "forward", recording)
+    config = _config("train.max_steps=5", "train.kl_warmup_steps=4", "model.kl_weight=2.0")
+    train(config, tmp_path, progress=False)
+    assert seen == [0.5, 1.0, 1.5, 2.0, 2.0]
+    model, _, _ = load_trained(tmp_path / "best.pt", torch.device("cpu"))
+    assert model.kl_weight == 2.0
