@@ -54,7 +54,7 @@ from cvae_seg.data.known_truth import (  # noqa: E402
     true_log_likelihood,
 )
 from cvae_seg.engine import load_trained, select_device, train  # noqa: E402
-from cvae_seg.reporting import atomic_write_text, describe_hardware  # noqa: E402
+from cvae_seg.reporting import atomic_write_text, describe_hardware, mean_stderr  # noqa: E402
 
 OBJECTIVES = ("cnn", "gdnn", "gsnn", "cvae", "hybrid")
 ESTIMATORS = {
@@ -223,19 +223,11 @@ def _elbo_terms(model, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return row[None].expand(len(x), 2)
 
 
-def _mean_stderr(values: list[float]) -> tuple[float, float]:
-    mean = sum(values) / len(values)
-    if len(values) < 2:
-        return mean, float("nan")
-    variance = sum((v - mean) ** 2 for v in values) / (len(values) - 1)
-    return mean, math.sqrt(variance / len(values))
-
-
 def _cell(runs: list[dict], key: str, digits: int = 2) -> str:
     values = [r["test"][key] for r in runs if key in r["test"]]
     if not values:
         return ""
-    mean, stderr = _mean_stderr(values)
+    mean, stderr = mean_stderr(values)
     if math.isnan(stderr):
         return f"{mean:.{digits}f}"
     return f"{mean:.{digits}f} ± {stderr:.{digits}f}"

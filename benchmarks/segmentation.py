@@ -40,7 +40,7 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 from cvae_seg.config import load_config  # noqa: E402
 from cvae_seg.engine import dataset_for, load_trained, make_loader, select_device, train  # noqa: E402
 from cvae_seg.evaluation import evaluate, partial_observation  # noqa: E402
-from cvae_seg.reporting import atomic_write_text, describe_hardware  # noqa: E402
+from cvae_seg.reporting import atomic_write_text, describe_hardware, mean_stderr  # noqa: E402
 
 # (row name, objective, multi-scale, noise injection)
 ROWS = [
@@ -94,14 +94,6 @@ def _overrides(row: tuple, budget: dict, args: argparse.Namespace, seed: int) ->
 
 def _config_name(dataset: str, backbone: str, objective: str) -> str:
     return f"{dataset}_{BACKBONES[backbone]}{objective}.yaml"
-
-
-def _mean_stderr(values: list[float]) -> tuple[float, float]:
-    mean = sum(values) / len(values)
-    if len(values) < 2:
-        return mean, float("nan")
-    variance = sum((v - mean) ** 2 for v in values) / (len(values) - 1)
-    return mean, math.sqrt(variance / len(values))
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -242,7 +234,7 @@ def _markdown(report: dict, dataset: str) -> str:
     for (backbone, row), runs in groups.items():
         cells = []
         for metric in METRICS:
-            mean, error = _mean_stderr([r["val"][metric] for r in runs])
+            mean, error = mean_stderr([r["val"][metric] for r in runs])
             cells.append(f"{mean:.2f}" + ("" if math.isnan(error) else f" ± {error:.2f}"))
         first = runs[0]
         setup = [

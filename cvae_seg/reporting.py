@@ -1,14 +1,15 @@
-"""Small helpers for result files: atomic writes and a hardware description."""
+"""Small helpers for result files: atomic writes, a hardware description, mean ± stderr."""
 
 from __future__ import annotations
 
+import math
 import os
 import platform
 from pathlib import Path
 
 import torch
 
-__all__ = ["atomic_write_text", "describe_hardware"]
+__all__ = ["atomic_write_text", "describe_hardware", "mean_stderr"]
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
@@ -26,3 +27,12 @@ def describe_hardware(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def mean_stderr(values: list[float]) -> tuple[float, float]:
+    """Mean and standard error of the mean over runs (seeds); NaN error for a single run."""
+    mean = sum(values) / len(values)
+    if len(values) < 2:
+        return mean, float("nan")
+    variance = sum((v - mean) ** 2 for v in values) / (len(values) - 1)
+    return mean, math.sqrt(variance / len(values))
