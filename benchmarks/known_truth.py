@@ -54,6 +54,7 @@ from cvae_seg.data.known_truth import (  # noqa: E402
     true_log_likelihood,
 )
 from cvae_seg.engine import load_trained, select_device, train  # noqa: E402
+from cvae_seg.metrics import pairwise_iou_distance  # noqa: E402
 from cvae_seg.reporting import atomic_write_text, describe_hardware, mean_stderr  # noqa: E402
 
 OBJECTIVES = ("cnn", "gdnn", "gsnn", "cvae", "hybrid")
@@ -100,14 +101,11 @@ def total_variation(counts: torch.Tensor | np.ndarray, probs: np.ndarray) -> flo
 
 
 def iou_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """1 - IoU between the foregrounds of binary maps a (n, ...) and b (m, ...): (n, m).
+    """1 - IoU between the foregrounds of binary maps a (n, H, W) and b (m, H, W): (n, m).
 
-    Two empty maps are at distance 0.
+    Two empty maps are at distance 0 (`cvae_seg.metrics.pairwise_iou_distance`, one image).
     """
-    a, b = a.flatten(1).double(), b.flatten(1).double()
-    intersection = a @ b.T
-    union = a.sum(1)[:, None] + b.sum(1)[None] - intersection
-    return torch.where(union > 0, 1 - intersection / union.clamp_min(1), torch.zeros_like(union))
+    return pairwise_iou_distance(a[:, None], b[:, None], num_classes=2)[..., 0].double()
 
 
 def generalized_energy_distance(
