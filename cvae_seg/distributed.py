@@ -54,14 +54,13 @@ def is_main_process() -> bool:
 def init_from_env(device: str | None = None, timeout_s: float = 1800) -> torch.device:
     """Join the process group that torchrun describes (RANK, WORLD_SIZE, MASTER_ADDR, ...).
 
-    NCCL when the processes use GPUs (one per process, chosen by LOCAL_RANK), gloo on CPUs.
-    Returns this process's device; without torchrun, the device that ``device`` names (or
-    the GPU when there is one). Calling it again in an initialised process only returns the
-    device.
+    NCCL when the processes use GPUs (one per process, chosen by LOCAL_RANK), gloo on CPUs
+    (``device="cpu"``, or no GPU). Returns this process's device; calling it again in an
+    initialised process only returns the device.
     """
-    wants_cuda = (device or ("cuda" if torch.cuda.is_available() else "cpu")).startswith("cuda")
     if not launched_by_torchrun():
-        return torch.device(device or ("cuda" if wants_cuda else "cpu"))
+        raise RuntimeError("init_from_env needs torchrun's environment (WORLD_SIZE > 1)")
+    wants_cuda = (device or ("cuda" if torch.cuda.is_available() else "cpu")).startswith("cuda")
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if wants_cuda:
         torch.cuda.set_device(local_rank)
