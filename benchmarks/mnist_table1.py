@@ -63,7 +63,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--out", type=Path, default=Path("results/mnist_table1"))
     parser.add_argument("--device", default=None)
     parser.add_argument("--extra", nargs="*", default=[], help="more config overrides (tests)")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch CPU threads (1 beside other jobs)"
+    )
     args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     budget = BUDGETS[args.budget]
     device = select_device(args.device)
     started = time.perf_counter()

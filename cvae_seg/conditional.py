@@ -18,7 +18,12 @@ import torch
 from torch import nn
 from torch.distributions import Normal, kl_divergence
 
-from cvae_seg.likelihood import importance_log_weights, log_mean_exp, monte_carlo_log_weights
+from cvae_seg.likelihood import (
+    importance_log_weights,
+    latent_log_ratio,
+    log_mean_exp,
+    monte_carlo_log_weights,
+)
 from cvae_seg.objectives import LatentSource, ObjectiveSpec, get_objective
 
 __all__ = ["CVAEOutput", "ConditionalGenerativeModel", "Encoded"]
@@ -57,12 +62,19 @@ class ConditionalGenerativeModel(nn.Module):
     recognition_net: nn.Module | None
     generation_net: nn.Module | None
 
-    def __init__(self, objective: str, alpha: float, kl_weight: float) -> None:
+    def __init__(
+        self, objective: str, alpha: float, kl_weight: float, importance_samples: int = 1
+    ) -> None:
         super().__init__()
         if not 0.0 <= alpha <= 1.0:
             raise ValueError(f"alpha must be in [0, 1], got {alpha}")
         if kl_weight < 0:
             raise ValueError(f"kl_weight must be >= 0, got {kl_weight}")
+        if importance_samples < 1:
+            raise ValueError(f"importance_samples must be >= 1, got {importance_samples}")
+        # > 1: the recognition term trains on the importance-weighted bound with this many
+        # samples (Burda et al. 2016) instead of the one-sample ELBO of the paper
+        self.importance_samples = importance_samples
         self.spec: ObjectiveSpec = get_objective(objective)
         self.objective = objective
         self.alpha = alpha
@@ -143,18 +155,35 @@ class ConditionalGenerativeModel(nn.Module):
             if self.spec.needs_recognition:
                 posterior = self.recognition_net(self._recognition_input(x, y))
             sources = self.spec.terms(self.alpha)
-            z = torch.stack([_draw(src, encoded.prior, posterior) for src, _ in sources])
+            weighted = self.importance_samples > 1 and posterior is not None
+            counts = [self.importance_samples if weighted and src == "posterior" else 1
+                      for src, _ in sources]  # fmt: skip
+            z = torch.cat([_draw(src, encoded.prior, posterior, n)
+                           for (src, _), n in zip(sources, counts, strict=True)])  # fmt: skip
             decoded = self._decode(encoded, z)
-            for (source, weight), source_logits in zip(sources, decoded, strict=True):
-                nll = self._example_nll(source_logits, y).sum() / scored
-                terms[f"nll_{source}"] = nll
-                loss = loss + self._full_weight * weight * nll
-            logits[1] = decoded[0]
             kl_share = self.spec.kl_weight(self.alpha)
-            if kl_share > 0:
-                kl = gaussian_kl(posterior, encoded.prior)  # (B,) nats per example
+            kl = gaussian_kl(posterior, encoded.prior) if kl_share > 0 else None  # (B,) nats
+            start = 0
+            for (source, weight), n in zip(sources, counts, strict=True):
+                source_z, source_logits = z[start : start + n], decoded[start : start + n]
+                start += n
+                example_nll = self._example_nll(
+                    source_logits.flatten(0, 1), y.repeat(n, *([1] * (y.ndim - 1)))
+                ).view(n, -1)  # (n, B)
+                terms[f"nll_{source}"] = example_nll.mean(0).sum() / scored
+                if source == "posterior" and weighted:
+                    # importance-weighted bound (IWAE): -log mean_k p(y|z_k) p(z_k) / q(z_k)
+                    ratio = latent_log_ratio(encoded.prior, posterior, source_z)
+                    bound = log_mean_exp(-example_nll + self.kl_weight * ratio)
+                    terms["iw_bound"] = -bound.sum() / scored
+                    loss = loss + self._full_weight * weight * terms["iw_bound"]
+                else:
+                    loss = loss + self._full_weight * weight * terms[f"nll_{source}"]
+            logits[1] = decoded[0]
+            if kl is not None:
                 terms["kl"] = kl.mean()
-                loss = loss + kl_share * self.kl_weight * kl.sum() / scored
+                if not weighted:  # the weighted bound holds its own KL
+                    loss = loss + kl_share * self.kl_weight * kl.sum() / scored
         terms["loss"] = loss
         return CVAEOutput(loss, {k: v.detach() for k, v in terms.items()}, logits)
 
@@ -262,10 +291,13 @@ class ConditionalGenerativeModel(nn.Module):
             )
 
 
-def _draw(source: LatentSource, prior: Normal, posterior: Normal | None) -> torch.Tensor:
+def _draw(
+    source: LatentSource, prior: Normal, posterior: Normal | None, n: int = 1
+) -> torch.Tensor:
+    """n latents (n, B, *latent) from one source, differentiable (reparameterised)."""
     if source == "prior_mean":
-        return prior.mean
-    return (prior if source == "prior" else posterior).rsample()
+        return prior.mean.unsqueeze(0)
+    return (prior if source == "prior" else posterior).rsample((n,))
 
 
 def gaussian_kl(q: Normal, p: Normal) -> torch.Tensor:

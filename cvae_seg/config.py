@@ -49,6 +49,8 @@ class ModelConfig(_Section):
     recurrent: bool = True
     alpha: float = Field(0.5, ge=0, le=1)
     kl_weight: float = Field(1.0, ge=0)
+    # > 1: train the recognition term on the importance-weighted bound with k samples
+    importance_samples: int = Field(1, ge=1)
     scale_weights: tuple[float, float, float] = (1.0, 1.0, 1.0)
     mlp_hidden: tuple[int, ...] = (1000, 1000)  # arch "mnist_mlp": hidden layers of every MLP
     backbone_kwargs: dict[str, Any] = Field(default_factory=dict)

@@ -78,6 +78,7 @@ def build_model(config: Config, num_classes: int) -> ConditionalGenerativeModel:
             recurrent=model_config.recurrent,
             alpha=model_config.alpha,
             kl_weight=model_config.kl_weight,
+            importance_samples=model_config.importance_samples,
         )
     return create_model(
         model_config.arch,

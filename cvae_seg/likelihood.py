@@ -22,6 +22,7 @@ from torch.distributions import Normal
 __all__ = [
     "LogLikelihoodGivenZ",
     "importance_log_weights",
+    "latent_log_ratio",
     "log_mean_exp",
     "monte_carlo_log_weights",
 ]
@@ -38,6 +39,14 @@ def log_mean_exp(log_weights: torch.Tensor, dim: int = 0) -> torch.Tensor:
 def _latent_log_prob(distribution: Normal, z: torch.Tensor) -> torch.Tensor:
     """Sum of log-densities over the latent dims: (n, B, *latent) -> (n, B)."""
     return distribution.log_prob(z).flatten(2).sum(-1)
+
+
+def latent_log_ratio(prior: Normal, proposal: Normal, z: torch.Tensor) -> torch.Tensor:
+    """log p(z|x) - log q(z|x,y) per sample and example, (n, B), in float32 (AMP-safe)."""
+    z = z.float()
+    prior = Normal(prior.mean.float(), prior.stddev.float())
+    proposal = Normal(proposal.mean.float(), proposal.stddev.float())
+    return _latent_log_prob(prior, z) - _latent_log_prob(proposal, z)
 
 
 def _chunks(total: int, chunk_size: int) -> list[int]:
@@ -70,6 +79,5 @@ def importance_log_weights(
     weights = []
     for n in _chunks(num_samples, chunk_size):
         z = proposal.sample((n,))
-        correction = _latent_log_prob(prior, z) - _latent_log_prob(proposal, z)
-        weights.append(log_likelihood_given_z(z) + correction)
+        weights.append(log_likelihood_given_z(z) + latent_log_ratio(prior, proposal, z))
     return torch.cat(weights)

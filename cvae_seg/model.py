@@ -50,6 +50,8 @@ class CVAE(ConditionalGenerativeModel):
         recurrent: feed the backbone's guess softmax(2 s(x)) to the prior net.
         alpha: the hybrid's weight of the CVAE term.
         kl_weight: extra factor on the KL (1 is the ELBO).
+        importance_samples: k > 1 trains the recognition term on the importance-weighted
+            bound with k samples of q (tighter than the ELBO; k decodes per image).
         scale_weights: loss weights at strides (4, 2, 1); (0, 0, 1) turns multi-scale off.
         ignore_index: label of unlabelled pixels, excluded from every loss and likelihood.
         logvar_bound: log-variances are squashed into (-bound, bound).
@@ -71,12 +73,13 @@ class CVAE(ConditionalGenerativeModel):
         recurrent: bool = True,
         alpha: float = 0.5,
         kl_weight: float = 1.0,
+        importance_samples: int = 1,
         scale_weights: tuple[float, float, float] = (1.0, 1.0, 1.0),
         ignore_index: int | None = None,
         logvar_bound: float = 6.0,
         probe_size: int = 128,
     ) -> None:
-        super().__init__(objective, alpha, kl_weight)
+        super().__init__(objective, alpha, kl_weight, importance_samples)
         if not hasattr(backbone, "segmentation_head"):
             raise TypeError(
                 f"backbone {type(backbone).__name__} has no `segmentation_head`; expected an "

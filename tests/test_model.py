@@ -192,6 +192,33 @@ def test_hybrid_is_the_alpha_mixture_of_cvae_and_gsnn():
     torch.testing.assert_close(terms["loss"], expected)
 
 
+def test_importance_weighted_training_bound_is_the_importance_sampling_estimate():
+    """With k samples the training term is exactly the k-sample IS estimate of log p(y|x)."""
+    model = _unet("cvae", importance_samples=8, scale_weights=(0, 0, 1))
+    model.eval()  # no BatchNorm batch statistics: the two calls see the same networks
+    x, y = _batch(64)
+    torch.manual_seed(5)
+    out = model(x, y)
+    torch.manual_seed(5)
+    estimate = model.log_likelihood(x, y, num_samples=8, method="importance", chunk_size=8)
+    torch.testing.assert_close(-out.terms["iw_bound"] * y.numel(), estimate.sum())
+    torch.testing.assert_close(out.loss, out.terms["iw_bound"])
+
+
+def test_importance_weighted_bound_is_tighter_than_the_elbo():
+    torch.manual_seed(0)
+    elbo_model = _unet("cvae", scale_weights=(0, 0, 1))
+    weighted = copy.deepcopy(elbo_model)
+    weighted.importance_samples = 16
+    x, y = _batch(64)
+    elbo = torch.stack([elbo_model(x, y).loss for _ in range(8)]).mean()
+    bound = torch.stack([weighted(x, y).loss for _ in range(8)]).mean()
+    assert bound < elbo
+    bound.backward()
+    for net in (weighted.prior_net, weighted.recognition_net, weighted.generation_net):
+        assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in net.parameters())
+
+
 def test_deterministic_objectives_give_identical_samples_and_exact_likelihood():
     model = _unet("gdnn")
     x, y = _batch(64)

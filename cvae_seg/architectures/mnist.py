@@ -36,15 +36,17 @@ class QuadrantCVAE(ConditionalGenerativeModel):
         recurrent: bool = True,
         alpha: float = 0.5,
         kl_weight: float = 1.0,
+        importance_samples: int = 1,
         logvar_bound: float = 6.0,
         side: int = 28,
     ) -> None:
-        super().__init__(objective, alpha, kl_weight)
+        super().__init__(objective, alpha, kl_weight, importance_samples)
         self.build_spec = {
             "builder": "QuadrantCVAE",
             "kwargs": dict(observed=observed, objective=objective, hidden=list(hidden),
                            latent_features=latent_features, recurrent=recurrent, alpha=alpha,
-                           kl_weight=kl_weight, logvar_bound=logvar_bound, side=side),
+                           kl_weight=kl_weight, importance_samples=importance_samples,
+                           logvar_bound=logvar_bound, side=side),
         }  # fmt: skip
         mask = torch.from_numpy(quadrant_mask(observed, side)).flatten()
         self.register_buffer("observed_mask", mask, persistent=False)
