@@ -158,23 +158,25 @@ class ConditionalGenerativeModel(nn.Module):
             weighted = self.importance_samples > 1 and posterior is not None
             counts = [self.importance_samples if weighted and src == "posterior" else 1
                       for src, _ in sources]  # fmt: skip
-            z = torch.cat([_draw(src, encoded.prior, posterior, n)
-                           for (src, _), n in zip(sources, counts, strict=True)])  # fmt: skip
+            # one latent tensor per source (the weighted bound hooks the posterior's own)
+            drawn = [_draw(src, encoded.prior, posterior, n)
+                     for (src, _), n in zip(sources, counts, strict=True)]  # fmt: skip
+            z = torch.cat(drawn)
             decoded = self._decode(encoded, z)
             kl_share = self.spec.kl_weight(self.alpha)
             kl = gaussian_kl(posterior, encoded.prior) if kl_share > 0 else None  # (B,) nats
             start = 0
-            for (source, weight), n in zip(sources, counts, strict=True):
-                source_z, source_logits = z[start : start + n], decoded[start : start + n]
+            for (source, weight), n, source_z in zip(sources, counts, drawn, strict=True):
+                source_logits = decoded[start : start + n]
                 start += n
                 example_nll = self._example_nll(
                     source_logits.flatten(0, 1), y.repeat(n, *([1] * (y.ndim - 1)))
                 ).view(n, -1)  # (n, B)
                 terms[f"nll_{source}"] = example_nll.mean(0).sum() / scored
                 if source == "posterior" and weighted:
-                    # importance-weighted bound (IWAE): -log mean_k p(y|z_k) p(z_k) / q(z_k)
-                    ratio = latent_log_ratio(encoded.prior, posterior, source_z)
-                    bound = log_mean_exp(-example_nll + self.kl_weight * ratio)
+                    bound = _importance_weighted_bound(
+                        example_nll, source_z, encoded.prior, posterior, self.kl_weight
+                    )
                     terms["iw_bound"] = -bound.sum() / scored
                     loss = loss + self._full_weight * weight * terms["iw_bound"]
                 else:
@@ -298,6 +300,29 @@ def _draw(
     if source == "prior_mean":
         return prior.mean.unsqueeze(0)
     return (prior if source == "prior" else posterior).rsample((n,))
+
+
+def _importance_weighted_bound(
+    example_nll: torch.Tensor, z: torch.Tensor, prior: Normal, posterior: Normal, beta: float
+) -> torch.Tensor:
+    """log mean_k p(y|x,z_k) (p(z_k|x) / q(z_k|x,y))^beta per example, (B,), z_k ~ q.
+
+    Its value is the k-sample importance-sampling estimate of log p(y|x) (Burda et al. 2016);
+    its gradient is the doubly reparameterised one (DReG, Tucker et al. 2019): q's
+    parameters reach the loss only through z_k, weighted by the squared normalised weights.
+    The plain IWAE gradient starves q as k grows (q collapsed onto the prior on the
+    known-truth task); DReG keeps it learning. torch.distributions has no such estimator.
+    """
+    frozen_q = Normal(posterior.mean.detach(), posterior.stddev.detach())
+    log_weights = -example_nll + beta * latent_log_ratio(prior, frozen_q, z)  # (k, B)
+    bound = log_mean_exp(log_weights)
+    if not z.requires_grad:
+        return bound
+    normalised = torch.softmax(log_weights.detach(), 0)  # (k, B)
+    # the surrogate's gradient reaches z_k with weight w_k; the hook makes it w_k^2
+    z.register_hook(lambda grad: grad * normalised.view(*normalised.shape, *[1] * (z.ndim - 2)))
+    surrogate = (normalised * log_weights).sum(0)
+    return bound.detach() + surrogate - surrogate.detach()
 
 
 def gaussian_kl(q: Normal, p: Normal) -> torch.Tensor:

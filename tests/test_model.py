@@ -219,6 +219,38 @@ def test_importance_weighted_bound_is_tighter_than_the_elbo():
         assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in net.parameters())
 
 
+def test_importance_weighted_gradients_are_the_doubly_reparameterised_ones():
+    """q learns through z with squared weights (DReG); p and the decoder get IWAE's."""
+    torch.manual_seed(1)
+    model = _unet("cvae", importance_samples=4, scale_weights=(0, 0, 1)).eval()
+    x, y = _batch(64)
+    torch.manual_seed(2)
+    model(x, y).loss.backward()
+    got = {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
+
+    def reference(net: str, squared: bool) -> dict[str, torch.Tensor]:
+        model.zero_grad()
+        torch.manual_seed(2)
+        encoded = model._encode(x)
+        q = model.recognition_net(model._recognition_input(x, y))
+        z = q.rsample((4,))
+        frozen = Normal(q.mean.detach(), q.stddev.detach())
+        z_used = z if squared else z.detach()
+        nll = model._example_nll(model._decode(encoded, z_used).flatten(0, 1), y.repeat(4, 1, 1))
+        log_w = -nll.view(4, -1) + (
+            encoded.prior.log_prob(z_used) - frozen.log_prob(z_used)
+        ).flatten(2).sum(-1)
+        w = torch.softmax(log_w.detach(), 0)
+        (-((w**2 if squared else w) * log_w).sum() / y.numel()).backward()
+        return {n: p.grad for n, p in model.named_parameters() if n.startswith(net)}
+
+    for name, grad in reference("recognition_net", squared=True).items():
+        torch.testing.assert_close(got[name], grad, rtol=1e-4, atol=1e-7)
+    for net in ("generation_net", "prior_net"):
+        for name, grad in reference(net, squared=False).items():
+            torch.testing.assert_close(got[name], grad, rtol=1e-4, atol=1e-7)
+
+
 def test_deterministic_objectives_give_identical_samples_and_exact_likelihood():
     model = _unet("gdnn")
     x, y = _batch(64)
