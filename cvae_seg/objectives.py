@@ -13,7 +13,8 @@ hybrid    q sample (alpha) + p sample (1-alpha)  alpha               yes
 ========  =====================================  ==================  =============
 
 The same table drives the segmentation model and the MNIST MLPs, so both share one meaning
-of "gsnn" or "hybrid".
+of "gsnn" or "hybrid". With ``importance_samples=k > 1`` the recognition term (and its KL)
+becomes the k-sample importance-weighted bound (see `ConditionalGenerativeModel`).
 """
 
 from __future__ import annotations

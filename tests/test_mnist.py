@@ -91,6 +91,23 @@ def test_model_scores_only_the_hidden_pixels():
     torch.testing.assert_close(digits[1, :, :14], x[:, 0, :14].expand(5, 14, 28))
 
 
+def test_config_turns_on_the_importance_weighted_bound_for_the_mlps():
+    from cvae_seg.engine import build_model
+
+    config = load_config(
+        ROOT / "configs" / "mnist_q2_cvae.yaml",
+        ["model.mlp_hidden=[32]", "model.latent_channels=4", "model.importance_samples=6"],
+    )
+    model = build_model(config, 1).eval()
+    assert model.importance_samples == 6
+    x, y = torch.rand(5, 1, 28, 28), torch.rand(5, 28, 28)
+    torch.manual_seed(0)
+    out = model(x, y)
+    torch.manual_seed(0)
+    estimate = model.log_likelihood(x, y, num_samples=6, method="importance", chunk_size=6)
+    torch.testing.assert_close(-out.terms["iw_bound"] * 5 * 392, estimate.sum())
+
+
 @needs_mnist
 def test_short_training_puts_the_cvae_below_the_nn_and_estimators_agree(tmp_path):
     overrides = [
