@@ -172,3 +172,28 @@ def test_tools_on_a_tiny_mnist_model(tmp_path):
     from PIL import Image
 
     assert Image.open(picture).size == (6 * 30 * 3, 3 * 30 * 3 + 16)  # truth, NN, 4 samples
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import likelihood_convergence
+
+    report = likelihood_convergence.main(
+        [config, str(tmp_path / "cvae" / "best.pt"), *tiny, "--images", "12", "--samples", "40",
+         "--batch", "5", "--out", str(tmp_path / "convergence.json")]
+    )  # fmt: skip
+    assert report["images"] == 12 and sorted(report["nll_by_samples"]) == [10, 40]
+    assert report["nll_by_samples"][10]["blocks"] == 4
+    assert (tmp_path / "convergence.json").is_file()
+
+
+def test_block_estimates_average_log_mean_exp_over_disjoint_blocks():
+    import sys
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from likelihood_convergence import block_estimates
+
+    # weights 1 and 3 alternate: blocks of 2 average to 2 exactly; single samples to 1 or 3
+    weights = torch.tensor([1.0, 3.0] * 4).log().unsqueeze(1)  # (8, 1)
+    result = block_estimates(weights, [1, 2, 8])
+    assert result[2]["nll"] == pytest.approx(-math.log(2)) and result[2]["block_std"] == 0
+    assert result[8]["nll"] == pytest.approx(-math.log(2)) and result[8]["blocks"] == 1
+    assert result[1]["nll"] == pytest.approx(-(math.log(1) + math.log(3)) / 2)

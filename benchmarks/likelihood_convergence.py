@@ -1,0 +1,93 @@
+"""How far an importance-sampled (or Monte Carlo) CLL is from its limit, for one checkpoint.
+
+    python benchmarks/likelihood_convergence.py CONFIG CHECKPOINT [overrides ...]
+        [--split test] [--images 500] [--samples 5000] [--method importance] [--out FILE.json]
+
+Draws ``--samples`` log-weights per example once, then cuts them into disjoint blocks of
+S = 10, 100, 1,000, ... samples: the mean negative CLL over the first ``--images`` examples
+for each S (with the spread between blocks) shows how much of a reported number is the
+estimator's looseness rather than the model's. Answers "is S = 100 enough?" for Table 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+from cvae_seg.config import load_config  # noqa: E402
+from cvae_seg.engine import dataset_for, load_trained, select_device  # noqa: E402
+from cvae_seg.likelihood import log_mean_exp  # noqa: E402
+from cvae_seg.reporting import atomic_write_text, describe_hardware  # noqa: E402
+
+
+def block_estimates(log_weights: torch.Tensor, sizes: list[int]) -> dict[int, dict]:
+    """Mean negative CLL over examples for every block size S of (total, B) log-weights."""
+    total = log_weights.shape[0]
+    result = {}
+    for size in sizes:
+        blocks = log_weights[: (total // size) * size].view(total // size, size, -1)
+        nll = -log_mean_exp(blocks, dim=1).mean(1)  # (blocks,)
+        spread = float(nll.std()) if len(nll) > 1 else None
+        result[size] = {"nll": float(nll.mean()), "block_std": spread, "blocks": len(nll)}
+    return result
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("config")
+    parser.add_argument("checkpoint")
+    parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. data.root=...")
+    parser.add_argument("--split", choices=["train", "val", "test"], default="test")
+    parser.add_argument("--images", type=int, default=500)
+    parser.add_argument("--samples", type=int, default=5000)
+    parser.add_argument("--method", choices=["importance", "monte_carlo"], default="importance")
+    parser.add_argument("--batch", type=int, default=100)
+    parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--device", default=None)
+    parser.add_argument("--threads", type=int, default=None)
+    args = parser.parse_intermixed_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = select_device(args.device)
+    config = load_config(args.config, args.overrides)
+    model, _, _ = load_trained(args.checkpoint, device)
+    dataset = dataset_for(config, args.split)
+    count = min(args.images, len(dataset))
+    torch.manual_seed(0)
+    weights = []
+    for start in range(0, count, args.batch):
+        items = [dataset[i] for i in range(start, min(start + args.batch, count))]
+        x = torch.stack([item["image"] for item in items]).to(device)
+        y = torch.stack([item["mask"] for item in items]).to(device)
+        weights.append(
+            model.log_likelihood_weights(x, y, args.samples, args.method, chunk_size=500).cpu()
+        )
+    sizes = [s for s in (10, 100, 1000, 10000) if s < args.samples] + [args.samples]
+    report = {
+        "checkpoint": str(args.checkpoint),
+        "split": args.split,
+        "images": count,
+        "method": args.method,
+        "hardware": describe_hardware(device),
+        "nll_by_samples": block_estimates(torch.cat(weights, 1), sizes),
+    }
+    text = json.dumps(report, indent=2)
+    if args.out is not None:
+        atomic_write_text(args.out, text)
+    print(text)
+    return report
+
+
+if __name__ == "__main__":
+    main()
