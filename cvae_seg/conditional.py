@@ -310,8 +310,9 @@ def _importance_weighted_bound(
     Its value is the k-sample importance-sampling estimate of log p(y|x) (Burda et al. 2016);
     its gradient is the doubly reparameterised one (DReG, Tucker et al. 2019): q's
     parameters reach the loss only through z_k, weighted by the squared normalised weights.
-    The plain IWAE gradient starves q as k grows (q collapsed onto the prior on the
-    known-truth task); DReG keeps it learning. torch.distributions has no such estimator.
+    The plain IWAE gradient's signal for q fades as k grows (Rainforth et al. 2018); DReG's
+    does not, though q may still settle on the prior when k prior-like samples already
+    explain y (README, known truth). torch.distributions has no such estimator.
     """
     frozen_q = Normal(posterior.mean.detach(), posterior.stddev.detach())
     log_weights = -example_nll + beta * latent_log_ratio(prior, frozen_q, z)  # (k, B)
