@@ -169,9 +169,8 @@ class ConditionalGenerativeModel(nn.Module):
             for (source, weight), n, source_z in zip(sources, counts, drawn, strict=True):
                 source_logits = decoded[start : start + n]
                 start += n
-                example_nll = self._example_nll(
-                    source_logits.flatten(0, 1), y.repeat(n, *([1] * (y.ndim - 1)))
-                ).view(n, -1)  # (n, B)
+                targets = y if n == 1 else y.repeat(n, *([1] * (y.ndim - 1)))
+                example_nll = self._example_nll(source_logits.flatten(0, 1), targets).view(n, -1)
                 terms[f"nll_{source}"] = example_nll.mean(0).sum() / scored
                 if source == "posterior" and weighted:
                     bound = _importance_weighted_bound(

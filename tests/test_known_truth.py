@@ -177,3 +177,12 @@ def test_benchmark_runs_end_to_end(tmp_path):
     markdown = out.with_suffix(".md").read_text()
     assert "| 2 | cvae |" in markdown and "Command:" in markdown
     assert (tmp_path / "samples.png").stat().st_size > 0
+
+    checkpoint = next((tmp_path / "work").glob("ci*/K2/cvae/seed0/best.pt"))
+    diagnosis = benchmark.main(["--budget", "ci", "--diagnose", str(checkpoint)])
+    per_mode = diagnosis["per_mode"]
+    assert [m["pi"] for m in per_mode] == pytest.approx(list(benchmark.default_mode_probs(2)))
+    assert sum(m["pairs"] for m in per_mode) == report["budget_settings"]["test"]
+    for mode in per_mode:
+        assert mode["pairs"] == 0 or math.isfinite(mode["nll_importance"])
+    assert diagnosis["occluded_nll_at_q_mean"] >= 0 and diagnosis["visible_nll_at_q_mean"] >= 0
