@@ -165,10 +165,10 @@ class ConditionalGenerativeModel(nn.Module):
             decoded = self._decode(encoded, z)
             kl_share = self.spec.kl_weight(self.alpha)
             kl = gaussian_kl(posterior, encoded.prior) if kl_share > 0 else None  # (B,) nats
-            start = 0
-            for (source, weight), n, source_z in zip(sources, counts, drawn, strict=True):
-                source_logits = decoded[start : start + n]
-                start += n
+            for (source, weight), source_z, source_logits in zip(
+                sources, drawn, decoded.split(counts), strict=True
+            ):
+                n = len(source_z)
                 targets = y if n == 1 else y.repeat(n, *([1] * (y.ndim - 1)))
                 example_nll = self._example_nll(source_logits.flatten(0, 1), targets).view(n, -1)
                 terms[f"nll_{source}"] = example_nll.mean(0).sum() / scored
