@@ -53,11 +53,19 @@ class ModelConfig(_Section):
     importance_samples: int = Field(1, ge=1)
     scale_weights: tuple[float, float, float] = (1.0, 1.0, 1.0)
     mlp_hidden: tuple[int, ...] = (1000, 1000)  # arch "mnist_mlp": hidden layers of every MLP
+    mlp_dropout: float = Field(0.0, ge=0, lt=1)  # arch "mnist_mlp": dropout after each hidden layer
     backbone_kwargs: dict[str, Any] = Field(default_factory=dict)
 
     def cvae_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of `cvae_seg.CVAE` (everything but the backbone's)."""
-        backbone = {"arch", "encoder_name", "encoder_weights", "backbone_kwargs", "mlp_hidden"}
+        backbone = {
+            "arch",
+            "encoder_name",
+            "encoder_weights",
+            "backbone_kwargs",
+            "mlp_hidden",
+            "mlp_dropout",
+        }
         return {k: v for k, v in self.model_dump().items() if k not in backbone}
 
 

@@ -191,13 +191,15 @@ def resize(features: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(features, size=size, mode="bilinear", align_corners=False)
 
 
-def _mlp(sizes: tuple[int, ...]) -> nn.Sequential:
-    """Linear layers of the given sizes with ReLUs between them (none after the last)."""
+def _mlp(sizes: tuple[int, ...], dropout: float = 0.0) -> nn.Sequential:
+    """Linear layers of these sizes, ReLU (and dropout) between them, none after the last."""
     layers: list[nn.Module] = []
     for i, (n_in, n_out) in enumerate(itertools.pairwise(sizes)):
         layers.append(nn.Linear(n_in, n_out))
         if i < len(sizes) - 2:
             layers.append(nn.ReLU(True))
+            if dropout > 0:
+                layers.append(nn.Dropout(dropout))
     return nn.Sequential(*layers)
 
 
@@ -214,9 +216,10 @@ class GaussianMLP(nn.Module):
         latent_features: int = 200,
         hidden: tuple[int, ...] = (1000, 1000),
         logvar_bound: float = 6.0,
+        dropout: float = 0.0,
     ) -> None:
         super().__init__()
-        self.body = _mlp((in_features, *hidden, 2 * latent_features))
+        self.body = _mlp((in_features, *hidden, 2 * latent_features), dropout)
         self.logvar_bound = logvar_bound
 
     def forward(self, inputs: torch.Tensor) -> Normal:
@@ -238,11 +241,13 @@ class MLPGenerationNet(nn.Module):
         latent_features: int,
         out_features: int,
         hidden: tuple[int, ...] = (1000, 1000),
+        dropout: float = 0.0,
     ) -> None:
         super().__init__()
         self.context = nn.Linear(in_features, hidden[0])
         self.latent = nn.Linear(latent_features, hidden[0], bias=False)
-        self.rest = nn.Sequential(nn.ReLU(True), _mlp((*hidden, out_features)))
+        first: list[nn.Module] = [nn.ReLU(True)] + ([nn.Dropout(dropout)] if dropout > 0 else [])
+        self.rest = nn.Sequential(*first, _mlp((*hidden, out_features), dropout))
 
     def prepare(self, inputs: torch.Tensor) -> torch.Tensor:
         return self.context(inputs)

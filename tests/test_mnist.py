@@ -108,6 +108,33 @@ def test_config_turns_on_the_importance_weighted_bound_for_the_mlps():
     torch.testing.assert_close(-out.terms["iw_bound"] * 5 * 392, estimate.sum())
 
 
+
+def test_mlp_dropout_regularises_training_only_and_survives_save_load(tmp_path):
+    from cvae_seg.engine import build_model
+    from cvae_seg.hub import from_pretrained
+
+    config = load_config(
+        ROOT / "configs" / "mnist_q1_cvae.yaml",
+        ["model.mlp_hidden=[32,32]", "model.latent_channels=4", "model.mlp_dropout=0.5"],
+    )
+    model = build_model(config, 1)
+    dropouts = [m for m in model.modules() if isinstance(m, torch.nn.Dropout)]
+    # after each hidden layer of the NN, prior, recognition and generation MLPs
+    assert len(dropouts) == 8 and all(m.p == 0.5 for m in dropouts)
+    x = torch.rand(4, 1, 28, 28)
+    observed = torch.ones(4, 196)
+    model.train()
+    assert not torch.equal(model.baseline(observed), model.baseline(observed))
+    model.eval()
+    model.save_pretrained(tmp_path / "dropout")
+    loaded = from_pretrained(tmp_path / "dropout").eval()
+    assert sum(isinstance(m, torch.nn.Dropout) for m in loaded.modules()) == 8
+    torch.testing.assert_close(loaded.predict(x), model.predict(x))
+    torch.manual_seed(0)
+    first = model.sample(x, num_samples=2)
+    torch.manual_seed(0)
+    torch.testing.assert_close(loaded.sample(x, num_samples=2), first)
+
 @needs_mnist
 def test_short_training_puts_the_cvae_below_the_nn_and_estimators_agree(tmp_path):
     overrides = [

@@ -39,6 +39,7 @@ class QuadrantCVAE(ConditionalGenerativeModel):
         importance_samples: int = 1,
         logvar_bound: float = 6.0,
         side: int = 28,
+        dropout: float = 0.0,
     ) -> None:
         super().__init__(objective, alpha, kl_weight, importance_samples)
         self.build_spec = {
@@ -46,7 +47,7 @@ class QuadrantCVAE(ConditionalGenerativeModel):
             "kwargs": dict(observed=observed, objective=objective, hidden=list(hidden),
                            latent_features=latent_features, recurrent=recurrent, alpha=alpha,
                            kl_weight=kl_weight, importance_samples=importance_samples,
-                           logvar_bound=logvar_bound, side=side),
+                           logvar_bound=logvar_bound, side=side, dropout=dropout),
         }  # fmt: skip
         mask = torch.from_numpy(quadrant_mask(observed, side)).flatten()
         self.register_buffer("observed_mask", mask, persistent=False)
@@ -54,16 +55,16 @@ class QuadrantCVAE(ConditionalGenerativeModel):
         self.side = side
         self.recurrent = recurrent
         n_in, n_out = int(mask.sum()), int((~mask).sum())
-        self.baseline = _mlp((n_in, *hidden, n_out))
+        self.baseline = _mlp((n_in, *hidden, n_out), dropout)
         if self.spec.uses_latent:
             self.prior_net = GaussianMLP(
-                n_in + (n_out if recurrent else 0), latent_features, hidden, logvar_bound
+                n_in + (n_out if recurrent else 0), latent_features, hidden, logvar_bound, dropout
             )
             if self.spec.needs_recognition:
                 self.recognition_net = GaussianMLP(
-                    n_in + n_out, latent_features, hidden, logvar_bound
+                    n_in + n_out, latent_features, hidden, logvar_bound, dropout
                 )
-            self.generation_net = MLPGenerationNet(n_in, latent_features, n_out, hidden)
+            self.generation_net = MLPGenerationNet(n_in, latent_features, n_out, hidden, dropout)
 
     def _flat(self, images: torch.Tensor, name: str) -> torch.Tensor:
         flat = images.reshape(images.shape[0], -1)
