@@ -242,11 +242,51 @@ def diagnose_run(model, config: Config, budget: dict, device: torch.device) -> d
         per_mode.append({"pi": float(pi), "true_nll": -math.log(pi),
                          "nll_importance": float(-ll[chosen].mean()) if chosen.any() else None,
                          "pairs": int(chosen.sum())})  # fmt: skip
+    mass, sharpness, marginal = prior_decomposition(
+        model, x[: budget["mode_inputs"]], truth.candidates[: budget["mode_inputs"]],
+        budget["mode_samples"],
+    )  # fmt: skip
+    for k, row in enumerate(per_mode):
+        row.update(prior_mass=mass[k], sharpness=sharpness[k], monte_carlo_p=marginal[k])
     return {
         "per_mode": per_mode,
         "visible_nll_at_q_mean": float((cross_entropy * ~hidden).flatten(1).sum(1).mean()),
         "occluded_nll_at_q_mean": float((cross_entropy * hidden).flatten(1).sum(1).mean()),
     }
+
+
+@torch.no_grad()
+def prior_decomposition(
+    model, x: torch.Tensor, candidates: np.ndarray, num_samples: int
+) -> tuple[list[float], list[float], list[float]]:
+    """Split the model's p(y_k|x) into where its prior sends z and how sharp the decoder is.
+
+    For S prior samples per input, region k holds the z whose decoded map explains candidate
+    k best. Per shape, pooled over inputs: the prior's mass on region k, the mean p(y_k|x,z)
+    inside it (1 for a perfectly sharp decoder; NaN if no sample fell there), and the Monte
+    Carlo p(y_k|x).
+    p(y_k|x) is about mass x sharpness, so an NLL above H is either mass on the wrong shapes
+    (and the TV shows it) or probability lost inside the right region.
+    """
+    num_modes = candidates.shape[1]
+    hits, inside, marginal = (np.zeros(num_modes) for _ in range(3))
+    for i in range(len(x)):
+        log_probs = torch.log_softmax(model.sample(x[i : i + 1], num_samples)[:, 0].float(), 1)
+        labels = torch.from_numpy(candidates[i]).long().to(log_probs.device)  # (K, H, W)
+        # log p(y_k|x,z_s) for every sample and candidate: (S, K)
+        scores = torch.stack(
+            [log_probs.gather(1, c.expand(num_samples, 1, *c.shape)).flatten(1).sum(1)
+             for c in labels], 1
+        )  # fmt: skip
+        region = scores.argmax(1)
+        probs = scores.double().exp()
+        for k in range(num_modes):
+            chosen = region == k
+            hits[k] += float(chosen.sum())
+            inside[k] += float(probs[chosen, k].sum())
+            marginal[k] += float(probs[:, k].mean())
+    sharpness = np.divide(inside, hits, out=np.full(num_modes, np.nan), where=hits > 0)
+    return (hits / hits.sum()).tolist(), sharpness.tolist(), (marginal / len(x)).tolist()
 
 
 def _elbo_terms(model, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

@@ -186,3 +186,40 @@ def test_benchmark_runs_end_to_end(tmp_path):
     for mode in per_mode:
         assert mode["pairs"] == 0 or math.isfinite(mode["nll_importance"])
     assert diagnosis["occluded_nll_at_q_mean"] >= 0 and diagnosis["visible_nll_at_q_mean"] >= 0
+    assert sum(m["prior_mass"] for m in per_mode) == pytest.approx(1.0)
+    assert all(0 <= m["monte_carlo_p"] <= 1 for m in per_mode)
+
+
+class _ScriptedSampler:
+    """Draws exactly the given label maps (logits +-20), in turn: a perfectly sharp decoder."""
+
+    def __init__(self, maps: torch.Tensor) -> None:
+        self.maps = maps
+
+    def sample(self, x: torch.Tensor, num_samples: int) -> torch.Tensor:
+        picks = self.maps[torch.arange(num_samples) % len(self.maps)]  # (S, H, W)
+        one_hot = torch.nn.functional.one_hot(picks.long(), 2).permute(0, 3, 1, 2).float()
+        return (40 * one_hot - 20)[:, None]  # (S, 1, 2, H, W)
+
+
+def test_prior_decomposition_separates_mass_from_sharpness():
+    a = np.zeros((4, 4), dtype=np.uint8)
+    b = a.copy()
+    b[1:3, 2:] = 1
+    candidates = np.stack([a, b])[None]  # one input, K = 2
+    hedge = torch.from_numpy(b).clone()
+    hedge[1, 2] = 0  # one pixel off candidate b: explains b best, but p(b|z) ~ 0
+    sharp = benchmark.prior_decomposition(
+        _ScriptedSampler(torch.from_numpy(np.stack([a, a, a, b]))), torch.zeros(1, 3, 4, 4),
+        candidates, 8,
+    )  # fmt: skip
+    assert sharp[0] == pytest.approx([0.75, 0.25])  # prior mass per shape
+    assert sharp[1] == pytest.approx([1.0, 1.0])  # sharpness inside each region
+    assert sharp[2] == pytest.approx([0.75, 0.25])  # Monte Carlo p(y_k|x)
+    blurred = benchmark.prior_decomposition(
+        _ScriptedSampler(torch.stack([torch.from_numpy(a), hedge])), torch.zeros(1, 3, 4, 4),
+        candidates, 8,
+    )  # fmt: skip
+    assert blurred[0] == pytest.approx([0.5, 0.5])
+    assert blurred[1][0] == pytest.approx(1.0) and blurred[1][1] < 1e-6
+    assert blurred[2][1] < 1e-6
