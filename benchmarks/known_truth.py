@@ -242,7 +242,7 @@ def diagnose_run(model, config: Config, budget: dict, device: torch.device) -> d
         per_mode.append({"pi": float(pi), "true_nll": -math.log(pi),
                          "nll_importance": float(-ll[chosen].mean()) if chosen.any() else None,
                          "pairs": int(chosen.sum())})  # fmt: skip
-    mass, sharpness, marginal = prior_decomposition(
+    mass, sharpness, marginal, in_between = prior_decomposition(
         model, x[: budget["mode_inputs"]], truth.candidates[: budget["mode_inputs"]],
         budget["mode_samples"],
     )  # fmt: skip
@@ -250,6 +250,7 @@ def diagnose_run(model, config: Config, budget: dict, device: torch.device) -> d
         row.update(prior_mass=mass[k], sharpness=sharpness[k], monte_carlo_p=marginal[k])
     return {
         "per_mode": per_mode,
+        "prior_samples_in_between": in_between,
         "visible_nll_at_q_mean": float((cross_entropy * ~hidden).flatten(1).sum(1).mean()),
         "occluded_nll_at_q_mean": float((cross_entropy * hidden).flatten(1).sum(1).mean()),
     }
@@ -258,18 +259,20 @@ def diagnose_run(model, config: Config, budget: dict, device: torch.device) -> d
 @torch.no_grad()
 def prior_decomposition(
     model, x: torch.Tensor, candidates: np.ndarray, num_samples: int
-) -> tuple[list[float], list[float], list[float]]:
+) -> tuple[list[float], list[float], list[float], float]:
     """Split the model's p(y_k|x) into where its prior sends z and how sharp the decoder is.
 
     For S prior samples per input, region k holds the z whose decoded map explains candidate
     k best. Per shape, pooled over inputs: the prior's mass on region k, the mean p(y_k|x,z)
     inside it (1 for a perfectly sharp decoder; NaN if no sample fell there), and the Monte
-    Carlo p(y_k|x).
-    p(y_k|x) is about mass x sharpness, so an NLL above H is either mass on the wrong shapes
-    (and the TV shows it) or probability lost inside the right region.
+    Carlo p(y_k|x); and the share of samples that no candidate explains with p > 1/2 (maps
+    between shapes: the prior's mass on the regions' borders). p(y_k|x) is about mass x
+    sharpness, so an NLL above H is either mass on the wrong shapes (the TV shows it) or
+    probability lost inside the right region.
     """
     num_modes = candidates.shape[1]
     hits, inside, marginal = (np.zeros(num_modes) for _ in range(3))
+    in_between = 0
     for i in range(len(x)):
         log_probs = torch.log_softmax(model.sample(x[i : i + 1], num_samples)[:, 0].float(), 1)
         labels = torch.from_numpy(candidates[i]).long().to(log_probs.device)  # (K, H, W)
@@ -280,13 +283,19 @@ def prior_decomposition(
         )  # fmt: skip
         region = scores.argmax(1)
         probs = scores.double().exp()
+        in_between += int((probs.max(1).values < 0.5).sum())
         for k in range(num_modes):
             chosen = region == k
             hits[k] += float(chosen.sum())
             inside[k] += float(probs[chosen, k].sum())
             marginal[k] += float(probs[:, k].mean())
     sharpness = np.divide(inside, hits, out=np.full(num_modes, np.nan), where=hits > 0)
-    return (hits / hits.sum()).tolist(), sharpness.tolist(), (marginal / len(x)).tolist()
+    return (
+        (hits / hits.sum()).tolist(),
+        sharpness.tolist(),
+        (marginal / len(x)).tolist(),
+        float(in_between / hits.sum()),
+    )
 
 
 def _elbo_terms(model, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

@@ -188,6 +188,7 @@ def test_benchmark_runs_end_to_end(tmp_path):
     assert diagnosis["occluded_nll_at_q_mean"] >= 0 and diagnosis["visible_nll_at_q_mean"] >= 0
     assert sum(m["prior_mass"] for m in per_mode) == pytest.approx(1.0)
     assert all(0 <= m["monte_carlo_p"] <= 1 for m in per_mode)
+    assert 0 <= diagnosis["prior_samples_in_between"] <= 1
 
 
 class _ScriptedSampler:
@@ -223,3 +224,4 @@ def test_prior_decomposition_separates_mass_from_sharpness():
     assert blurred[0] == pytest.approx([0.5, 0.5])
     assert blurred[1][0] == pytest.approx(1.0) and blurred[1][1] < 1e-6
     assert blurred[2][1] < 1e-6
+    assert sharp[3] == 0 and blurred[3] == pytest.approx(0.5)  # share of in-between samples

@@ -108,7 +108,6 @@ def test_config_turns_on_the_importance_weighted_bound_for_the_mlps():
     torch.testing.assert_close(-out.terms["iw_bound"] * 5 * 392, estimate.sum())
 
 
-
 def test_mlp_dropout_regularises_training_only_and_survives_save_load(tmp_path):
     from cvae_seg.engine import build_model
     from cvae_seg.hub import from_pretrained
@@ -134,6 +133,7 @@ def test_mlp_dropout_regularises_training_only_and_survives_save_load(tmp_path):
     first = model.sample(x, num_samples=2)
     torch.manual_seed(0)
     torch.testing.assert_close(loaded.sample(x, num_samples=2), first)
+
 
 @needs_mnist
 def test_short_training_puts_the_cvae_below_the_nn_and_estimators_agree(tmp_path):
