@@ -218,9 +218,10 @@ def diagnose_run(model, config: Config, budget: dict, device: torch.device) -> d
     """Where a CVAE's excess NLL sits: per true shape, and visible vs occluded pixels.
 
     Per shape k: the importance-sampled NLL of its test pairs beside -log pi_k (their gap is
-    the mass the model misses on that shape). At q's mean: the summed cross-entropy on the
-    visible and on the occluded pixels (large occluded values with right argmax modes mean
-    the decoder is not sharp).
+    the mass the model misses on that shape), and its `prior_decomposition`. At q's mean: the
+    summed cross-entropy on the visible and on the occluded pixels (pixel sharpness; only
+    telling where q is narrow, as under the ELBO: an IW-trained q is broad and its mean is
+    not a typical latent).
     """
     truth, x, y = _test_set(config)
     x, y = x.to(device), y.to(device)
