@@ -191,15 +191,18 @@ def resize(features: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(features, size=size, mode="bilinear", align_corners=False)
 
 
+def _activation(dropout: float) -> list[nn.Module]:
+    """What follows every hidden linear layer of the MLPs: a ReLU, then dropout if asked."""
+    return [nn.ReLU(True), nn.Dropout(dropout)] if dropout > 0 else [nn.ReLU(True)]
+
+
 def _mlp(sizes: tuple[int, ...], dropout: float = 0.0) -> nn.Sequential:
     """Linear layers of these sizes, ReLU (and dropout) between them, none after the last."""
     layers: list[nn.Module] = []
     for i, (n_in, n_out) in enumerate(itertools.pairwise(sizes)):
         layers.append(nn.Linear(n_in, n_out))
         if i < len(sizes) - 2:
-            layers.append(nn.ReLU(True))
-            if dropout > 0:
-                layers.append(nn.Dropout(dropout))
+            layers += _activation(dropout)
     return nn.Sequential(*layers)
 
 
@@ -246,8 +249,7 @@ class MLPGenerationNet(nn.Module):
         super().__init__()
         self.context = nn.Linear(in_features, hidden[0])
         self.latent = nn.Linear(latent_features, hidden[0], bias=False)
-        first: list[nn.Module] = [nn.ReLU(True)] + ([nn.Dropout(dropout)] if dropout > 0 else [])
-        self.rest = nn.Sequential(*first, _mlp((*hidden, out_features), dropout))
+        self.rest = nn.Sequential(*_activation(dropout), _mlp((*hidden, out_features), dropout))
 
     def prepare(self, inputs: torch.Tensor) -> torch.Tensor:
         return self.context(inputs)
