@@ -125,6 +125,16 @@ def generalized_energy_distance(
     return float(2 * cross - within_samples - within_truth)
 
 
+def tightest_nll(result: dict, objective: str) -> float:
+    """The lowest of an objective's NLL estimates in ``result`` (keys ``nll_<method>``).
+
+    The sampling estimates are upper bounds on the model's NLL in expectation (Jensen), so the
+    lower one is the tighter: importance sampling while q is informative, Monte Carlo once q
+    has fallen onto the prior and proposes worse than the prior itself.
+    """
+    return min(result[f"nll_{method}"] for method in ESTIMATORS[objective])
+
+
 # ----------------------------------------------------------------------------- runs
 def _config(args: argparse.Namespace, budget: dict, k: int, objective: str, seed: int) -> Config:
     probs = list(default_mode_probs(k))
@@ -181,8 +191,7 @@ def evaluate_run(model, config: Config, budget: dict, device: torch.device) -> d
             size=50,
         )
         result[f"nll_{method}"] = float(-ll.double().mean())
-    # the tightest estimate this objective has (exact, else importance, else Monte Carlo)
-    result["nll_ratio"] = result[f"nll_{ESTIMATORS[objective][0]}"] / result["true_nll"]
+    result["nll_ratio"] = tightest_nll(result, objective) / result["true_nll"]
 
     prediction = _batched(lambda a: model.predict(a).argmax(1), x, size=100)
     visible = ~torch.from_numpy(truth.hidden).to(device)
@@ -355,7 +364,7 @@ def _markdown(report: dict) -> str:
         f"{report['seeds']}; {budget['steps']} updates of batch {budget['batch']} on "
         f"{budget['train']} training pairs per model. NLL in nats per image (IS: importance "
         f"sampling, S={budget['is']}; MC: Monte Carlo from the prior, S={budget['mc']}); NLL / "
-        f"true uses IS where there is a recognition net, MC for gsnn. TV and GED from "
+        f"true uses the lower (tighter) of the estimates, exact for cnn and gdnn. TV and GED from "
         f"{budget['mode_samples']} samples on each of the first {budget['mode_inputs']} test "
         f"inputs (GED from the first {budget['ged_samples']}; a sample farther than "
         f"{MISS_FRACTION:.0%} of the occluded pixels from every candidate is a miss). "

@@ -152,6 +152,14 @@ def test_generalized_energy_distance_by_hand():
     assert abs(benchmark.generalized_energy_distance(many, candidates, probs)) < 1e-3
 
 
+def test_nll_ratio_takes_the_tighter_estimate():
+    # q fallen onto the prior: Monte Carlo from the prior is the better (lower) bound
+    collapsed = {"nll_importance": 1.48, "nll_monte_carlo": 1.44}
+    assert benchmark.tightest_nll(collapsed, "cvae") == 1.44
+    assert benchmark.tightest_nll({"nll_importance": 1.2, "nll_monte_carlo": 1.5}, "hybrid") == 1.2
+    assert benchmark.tightest_nll({"nll_exact": 2.0, "nll_monte_carlo": 1.0}, "cnn") == 2.0
+
+
 def test_benchmark_runs_end_to_end(tmp_path):
     out = tmp_path / "known_truth_ci"
     report = benchmark.main(
@@ -174,6 +182,8 @@ def test_benchmark_runs_end_to_end(tmp_path):
         assert test["true_nll"] > 0 and math.isfinite(test["ged"])
         assert 0 <= test["tv_mean"] <= 1 and math.isclose(sum(test["frequencies"]), 1.0)
         assert ("nll_importance" in test) == (run["objective"] in ("cvae", "hybrid"))
+        estimates = [v for key, v in test.items() if key.startswith("nll_") and key != "nll_ratio"]
+        assert test["nll_ratio"] == pytest.approx(min(estimates) / test["true_nll"])
     markdown = out.with_suffix(".md").read_text()
     assert "| 2 | cvae |" in markdown and "Command:" in markdown
     assert (tmp_path / "samples.png").stat().st_size > 0
