@@ -201,6 +201,15 @@ def test_benchmark_runs_end_to_end(tmp_path):
     assert 0 <= diagnosis["prior_samples_in_between"] <= 1
 
 
+def test_benchmark_trains_from_the_given_config(tmp_path):
+    config = Path(benchmark.ROOT) / "configs" / "known_truth_iw.yaml"
+    args = ["--budget", "ci", "--objectives", "cvae", "--config", str(config)]
+    benchmark.main([*args, "--work-dir", str(tmp_path), "--out", str(tmp_path / "iw")])
+    run_config = load_config(next(tmp_path.glob("ci*/K2/cvae/seed0/config.yaml")))
+    assert run_config.model.importance_samples == load_config(config).model.importance_samples > 1
+    assert run_config.train.kl_warmup_steps > 0
+
+
 class _ScriptedSampler:
     """Draws exactly the given label maps (logits +-20), in turn: a perfectly sharp decoder."""
 
