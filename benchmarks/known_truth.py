@@ -25,7 +25,8 @@ Writes OUT.json and OUT.md after every run (mean and standard error over seeds) 
 grid of the first seed's CVAE and CNN. Budgets: ``ci`` (seconds, for the tests), ``cpu`` (the
 README's table: 30 runs of 1,500 updates, 44 minutes on 2 CPU cores with --threads 1),
 ``gpu`` (4,000 updates, three seeds, more samples; untested so far). ``--steps`` overrides
-the budget's updates (runs go to WORK/<budget>_<steps>steps).
+the budget's updates (runs go to WORK/<budget>_<steps>steps). ``--merge A.json B.json --out
+OUT`` joins reports of seeds run as separate jobs into one table.
 """
 
 from __future__ import annotations
@@ -376,6 +377,44 @@ def _markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def merge_reports(paths: list[Path]) -> dict:
+    """One report from several runs of this script (seeds run as parallel jobs).
+
+    The reports must share the budget's settings and the miss threshold; a (K, objective,
+    seed) may appear only once. The NLL ratio is recomputed with `tightest_nll`, so reports
+    written before it took the tighter estimate read the same as new ones.
+    """
+    reports = [json.loads(Path(path).read_text()) for path in paths]
+    first = reports[0]
+    for path, report in zip(paths, reports, strict=True):
+        for key in ("budget_settings", "miss_fraction"):
+            if report[key] != first[key]:
+                raise ValueError(f"{path}: {key} {report[key]} differs from {paths[0]}'s")
+    runs, seen = [], set()
+    for path, report in zip(paths, reports, strict=True):
+        for run in report["runs"]:
+            key = (run["k"], run["objective"], run["seed"])
+            if key in seen:
+                raise ValueError(f"{path}: K={key[0]} {key[1]} seed {key[2]} is already merged")
+            seen.add(key)
+            test = run["test"]
+            test["nll_ratio"] = tightest_nll(test, run["objective"]) / test["true_nll"]
+            runs.append(run)
+
+    def joined(key: str) -> str:
+        return "; ".join(dict.fromkeys(str(report[key]) for report in reports))
+
+    return {
+        **first,
+        **{key: joined(key) for key in ("command", "date", "hardware", "torch")},
+        "tasks": sorted({run["k"] for run in runs}),
+        "seeds": sorted({run["seed"] for run in runs}),
+        "seconds": sum(report["seconds"] for report in reports),
+        "merged_from": [str(path) for path in paths],
+        "runs": runs,
+    }
+
+
 # ------------------------------------------------------------------------- figure
 def sample_figure(runs_dir: Path, tasks: list[int], device: torch.device, num_samples: int = 6):
     """One row per task: input, the K truths with their probabilities, CVAE samples, CNN."""
@@ -435,7 +474,18 @@ def main(argv: list[str] | None = None) -> dict:
         "--diagnose", type=Path, default=None, metavar="CHECKPOINT",
         help="only print where a trained CVAE's excess NLL sits (per shape, visible/occluded)",
     )  # fmt: skip
+    parser.add_argument(
+        "--merge", type=Path, nargs="+", default=None, metavar="REPORT",
+        help="only merge these OUT.json reports (e.g. seeds run in parallel) into --out",
+    )  # fmt: skip
     args = parser.parse_args(argv)
+    if args.merge is not None:
+        if args.out is None:
+            parser.error("--merge needs --out")
+        report = merge_reports(args.merge)
+        atomic_write_text(args.out.with_suffix(".json"), json.dumps(report, indent=2))
+        atomic_write_text(args.out.with_suffix(".md"), _markdown(report))
+        return report
     if args.threads:
         torch.set_num_threads(args.threads)
     budget = dict(BUDGETS[args.budget])

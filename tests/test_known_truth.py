@@ -210,6 +210,33 @@ def test_benchmark_trains_from_the_given_config(tmp_path):
     assert run_config.train.kl_warmup_steps > 0
 
 
+def test_merge_joins_seeds_run_as_separate_jobs(tmp_path):
+    def report(seeds: list[int], importance: float, steps: int = 8) -> Path:
+        test = {"nll_importance": importance, "nll_monte_carlo": 0.7, "true_nll": 0.5,
+                "entropy": 0.61, "nll_ratio": importance / 0.5}  # fmt: skip
+        runs = [{"k": 2, "objective": "cvae", "seed": s, "test": dict(test)} for s in seeds]
+        path = tmp_path / f"seeds{seeds}_{steps}.json"
+        path.write_text(json.dumps({
+            "command": f"run {seeds}", "date": "2026-11-24", "hardware": "cpu", "torch": "2",
+            "budget_settings": {**benchmark.BUDGETS["ci"], "steps": steps},
+            "miss_fraction": benchmark.MISS_FRACTION, "tasks": [2], "seeds": seeds,
+            "seconds": 60.0, "runs": runs,
+        }))  # fmt: skip
+        return path
+
+    first, second = report([0], 0.8), report([1, 2], 0.6)
+    merged = benchmark.main(["--merge", str(first), str(second), "--out", str(tmp_path / "all")])
+    assert merged["seeds"] == [0, 1, 2] and merged["seconds"] == 120.0
+    assert merged["command"] == "run [0]; run [1, 2]" and merged["date"] == "2026-11-24"
+    # seed 0's ratio was written from its importance estimate; merging takes the tighter MC
+    assert [r["test"]["nll_ratio"] for r in merged["runs"]] == pytest.approx([1.4, 1.2, 1.2])
+    assert "| 2 | cvae |" in (tmp_path / "all.md").read_text()
+    with pytest.raises(ValueError, match="already merged"):
+        benchmark.merge_reports([first, first])
+    with pytest.raises(ValueError, match="budget_settings"):
+        benchmark.merge_reports([first, report([3], 0.6, steps=16)])
+
+
 class _ScriptedSampler:
     """Draws exactly the given label maps (logits +-20), in turn: a perfectly sharp decoder."""
 
