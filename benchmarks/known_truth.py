@@ -377,6 +377,12 @@ def _markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def write_report(report: dict, out: Path) -> None:
+    """OUT.json and its markdown table OUT.md, each written atomically."""
+    atomic_write_text(out.with_suffix(".json"), json.dumps(report, indent=2))
+    atomic_write_text(out.with_suffix(".md"), _markdown(report))
+
+
 def merge_reports(paths: list[Path]) -> dict:
     """One report from several runs of this script (seeds run as parallel jobs).
 
@@ -483,8 +489,7 @@ def main(argv: list[str] | None = None) -> dict:
         if args.out is None:
             parser.error("--merge needs --out")
         report = merge_reports(args.merge)
-        atomic_write_text(args.out.with_suffix(".json"), json.dumps(report, indent=2))
-        atomic_write_text(args.out.with_suffix(".md"), _markdown(report))
+        write_report(report, args.out)
         return report
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -531,8 +536,7 @@ def main(argv: list[str] | None = None) -> dict:
                 report["runs"].append(run)
                 report["seconds"] = round(time.perf_counter() - started, 1)
                 print(k, objective, seed, run["seconds"], "s", _brief(test), flush=True)
-                atomic_write_text(out.with_suffix(".json"), json.dumps(report, indent=2))
-                atomic_write_text(out.with_suffix(".md"), _markdown(report))
+                write_report(report, out)
     if args.figure is not None and {"cvae", "cnn"} <= set(args.objectives) and 0 in seeds:
         args.figure.parent.mkdir(parents=True, exist_ok=True)
         sample_figure(runs_dir, tasks, device).save(args.figure, optimize=True)
