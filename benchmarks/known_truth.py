@@ -372,7 +372,8 @@ def _markdown(report: dict) -> str:
         f"inputs (GED from the first {budget['ged_samples']}; a sample farther than "
         f"{MISS_FRACTION:.0%} of the occluded pixels from every candidate is a miss). "
         f"Command: `{report['command']}`; {report['hardware']}, torch {report['torch']}, "
-        f"{report['date']}, {report['seconds'] / 60:.1f} minutes in all.",
+        f"{report['date']}, {report['seconds'] / 60:.1f} minutes in all"
+        + (" (summed over the merged jobs)." if "merged_from" in report else "."),
     ]
     return "\n".join(lines) + "\n"
 

@@ -230,7 +230,8 @@ def test_merge_joins_seeds_run_as_separate_jobs(tmp_path):
     assert merged["command"] == "run [0]; run [1, 2]" and merged["date"] == "2026-11-24"
     # seed 0's ratio was written from its importance estimate; merging takes the tighter MC
     assert [r["test"]["nll_ratio"] for r in merged["runs"]] == pytest.approx([1.4, 1.2, 1.2])
-    assert "| 2 | cvae |" in (tmp_path / "all.md").read_text()
+    table = (tmp_path / "all.md").read_text()
+    assert "| 2 | cvae |" in table and "2.0 minutes in all (summed over the merged jobs)" in table
     with pytest.raises(ValueError, match="already merged"):
         benchmark.merge_reports([first, first])
     with pytest.raises(ValueError, match="budget_settings"):
