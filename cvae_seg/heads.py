@@ -126,9 +126,7 @@ class LightGenerationNet(nn.Module):
         """z (S, B, Cz, h, w), context (B, hidden, hg, wg) -> scores (S*B, classes, hg, wg)."""
         samples, batch = z.shape[:2]
         projected = self.latent(z.flatten(0, 1))
-        projected = F.interpolate(
-            projected, size=context.shape[-2:], mode="bilinear", align_corners=False
-        )
+        projected = upsample_bilinear(projected, tuple(context.shape[-2:]))
         hidden = projected.unflatten(0, (samples, batch)) + context.unsqueeze(0)
         return self.refine(hidden.flatten(0, 1))
 
@@ -188,7 +186,30 @@ def resize(features: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         return features
     if features.shape[-2] >= size[0] and features.shape[-1] >= size[1]:
         return F.adaptive_avg_pool2d(features, size)
-    return F.interpolate(features, size=size, mode="bilinear", align_corners=False)
+    return upsample_bilinear(features, size)
+
+
+def upsample_bilinear(features: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """``F.interpolate(features, size, mode="bilinear", align_corners=False)``, faster on CPU.
+
+    Why not interpolate itself everywhere: on the CPU its backward scatters pixel by pixel and
+    dominated the importance-weighted training step (800 latent maps per batch; 11x slower
+    than this on a 1x1 -> 8x8 upsampling). Bilinear upsampling is separable, so here it is two
+    small matrix products whose weights come from torch's own 1-D linear interpolation of an
+    identity matrix: the same rule, equal to float rounding (tested). Other devices keep
+    interpolate.
+    """
+    if features.device.type != "cpu":
+        return F.interpolate(features, size=size, mode="bilinear", align_corners=False)
+    rows = _linear_weights(features.shape[-2], size[0], features.dtype)
+    cols = _linear_weights(features.shape[-1], size[1], features.dtype)
+    return torch.einsum("nchw,hH,wW->ncHW", features, rows, cols)
+
+
+def _linear_weights(size_in: int, size_out: int, dtype: torch.dtype) -> torch.Tensor:
+    """(size_in, size_out): column j holds the weights of output j over the inputs."""
+    identity = torch.eye(size_in, dtype=dtype).unsqueeze(0)
+    return F.interpolate(identity, size=size_out, mode="linear", align_corners=False)[0]
 
 
 def _activation(dropout: float) -> list[nn.Module]:

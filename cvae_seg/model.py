@@ -15,7 +15,6 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from cvae_seg.conditional import (
@@ -24,7 +23,12 @@ from cvae_seg.conditional import (
     Encoded,
     inference_mode,
 )
-from cvae_seg.heads import GaussianConvNet, LightGenerationNet, Sohn2015GenerationNet
+from cvae_seg.heads import (
+    GaussianConvNet,
+    LightGenerationNet,
+    Sohn2015GenerationNet,
+    upsample_bilinear,
+)
 from cvae_seg.likelihood import log_mean_exp
 from cvae_seg.multiscale import (
     MultiScaleHeads,
@@ -165,7 +169,7 @@ class CVAE(ConditionalGenerativeModel):
         scores = self.generation_net(z, encoded.context)
         size = encoded.logits.shape[-2:]
         if scores.shape[-2:] != size:
-            scores = F.interpolate(scores, size=size, mode="bilinear", align_corners=False)
+            scores = upsample_bilinear(scores, tuple(size))
         return encoded.logits.unsqueeze(0) + scores.unflatten(0, tuple(z.shape[:2]))
 
     def _check_target(self, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

@@ -1,7 +1,10 @@
 """Soft coarse targets and the multi-scale heads."""
 
+import pytest
 import torch
+import torch.nn.functional as F
 
+from cvae_seg.heads import upsample_bilinear
 from cvae_seg.multiscale import MultiScaleHeads, one_hot_labels, soft_coarse_targets, soft_nll
 
 
@@ -35,3 +38,18 @@ def test_heads_pool_or_upsample_any_decoder_to_their_stride():
         assert out[4].shape == (2, 3, 16, 16) and out[2].shape == (2, 3, 32, 32)
     odd = heads(torch.randn(1, 8, 30, 30), (30, 30))
     assert odd[4].shape[-2:] == (8, 8) and odd[2].shape[-2:] == (15, 15)
+
+
+@pytest.mark.parametrize(
+    ("shape", "size"), [((6, 3, 1, 1), (8, 8)), ((4, 2, 8, 8), (32, 32)), ((2, 5, 7, 3), (20, 9))]
+)
+def test_cpu_bilinear_upsampling_equals_interpolate_with_its_gradient(shape, size):
+    """The matmul form used on the CPU is torch's bilinear rule, forward and backward."""
+    x = torch.randn(*shape, dtype=torch.float64, requires_grad=True)
+    ours = upsample_bilinear(x, size)
+    reference = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+    torch.testing.assert_close(ours, reference)
+    weight = torch.randn_like(reference)
+    (grad_ours,) = torch.autograd.grad((ours * weight).sum(), x)
+    (grad_reference,) = torch.autograd.grad((reference * weight).sum(), x)
+    torch.testing.assert_close(grad_ours, grad_reference)
