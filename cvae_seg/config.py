@@ -51,6 +51,8 @@ class ModelConfig(_Section):
     kl_weight: float = Field(1.0, ge=0)
     # > 1: train the recognition term on the importance-weighted bound with k samples
     importance_samples: int = Field(1, ge=1)
+    # log-variances of q and p are squashed into (-bound, bound): std at most exp(bound / 2)
+    logvar_bound: float = Field(6.0, gt=0)
     scale_weights: tuple[float, float, float] = (1.0, 1.0, 1.0)
     mlp_hidden: tuple[int, ...] = (1000, 1000)  # arch "mnist_mlp": hidden layers of every MLP
     mlp_dropout: float = Field(0.0, ge=0, lt=1)  # arch "mnist_mlp": dropout after each hidden layer

@@ -251,3 +251,12 @@ def test_kl_warmup_raises_the_kl_weight_linearly(tmp_path, monkeypatch):
     assert seen == [0.5, 1.0, 1.5, 2.0, 2.0]
     model, _, _ = load_trained(tmp_path / "best.pt", torch.device("cpu"))
     assert model.kl_weight == 2.0
+
+
+@pytest.mark.parametrize("arch", ["Unet", "mnist_mlp"])
+def test_config_log_variance_bound_reaches_both_gaussian_nets(arch):
+    """model.logvar_bound (the cap on the std of q and p) is not lost between config and nets."""
+    from cvae_seg.engine import build_model
+
+    model = build_model(_config(f"model.arch={arch}", "model.logvar_bound=9"), 2)
+    assert model.prior_net.logvar_bound == model.recognition_net.logvar_bound == 9
