@@ -233,7 +233,9 @@ def diagnose_run(model, config: Config, budget: dict, device: torch.device) -> d
     the mass the model misses on that shape), and its `prior_decomposition`. At q's mean: the
     summed cross-entropy on the visible and on the occluded pixels (pixel sharpness; only
     telling where q is narrow, as under the ELBO: an IW-trained q is broad and its mean is
-    not a typical latent).
+    not a typical latent). The prior's std per latent channel (mean over the test inputs)
+    shows how many axes of z the model uses to tell the shapes apart, and how far it has
+    widened them towards ``model.logvar_bound``.
     """
     truth, x, y = _test_set(config)
     x, y = x.to(device), y.to(device)
@@ -246,6 +248,7 @@ def diagnose_run(model, config: Config, budget: dict, device: torch.device) -> d
         lambda a, b: model.recognition_net(model._recognition_input(a, b)).mean, x, y, size=50
     )
     logits = model.decode(x, posterior_mean.unsqueeze(0))[0]
+    prior_std = _batched(lambda a: model._encode(a).prior.stddev, x, size=50)
     cross_entropy = torch.nn.functional.cross_entropy(logits, y, reduction="none")
     hidden = torch.from_numpy(truth.hidden).to(device)
     modes = torch.from_numpy(truth.modes).to(device)
@@ -264,6 +267,9 @@ def diagnose_run(model, config: Config, budget: dict, device: torch.device) -> d
     return {
         "per_mode": per_mode,
         "prior_samples_in_between": in_between,
+        "prior_std_per_channel": [
+            round(float(v), 3) for v in prior_std.transpose(0, 1).flatten(1).mean(1)
+        ],
         "visible_nll_at_q_mean": float((cross_entropy * ~hidden).flatten(1).sum(1).mean()),
         "occluded_nll_at_q_mean": float((cross_entropy * hidden).flatten(1).sum(1).mean()),
     }

@@ -198,6 +198,10 @@ def test_benchmark_runs_end_to_end(tmp_path):
     assert diagnosis["occluded_nll_at_q_mean"] >= 0 and diagnosis["visible_nll_at_q_mean"] >= 0
     assert sum(m["prior_mass"] for m in per_mode) == pytest.approx(1.0)
     assert all(0 <= m["monte_carlo_p"] <= 1 for m in per_mode)
+    config = benchmark.load_config(checkpoint.parent / "config.yaml")
+    bound_std = math.exp(config.model.logvar_bound / 2)
+    assert len(diagnosis["prior_std_per_channel"]) == config.model.latent_channels
+    assert all(0 < std < bound_std for std in diagnosis["prior_std_per_channel"])
     assert 0 <= diagnosis["prior_samples_in_between"] <= 1
 
 
