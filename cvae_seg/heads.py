@@ -29,6 +29,7 @@ __all__ = [
     "Sohn2015GenerationNet",
     "bounded_log_variance",
     "num_halvings",
+    "upsample_bilinear",
 ]
 
 
