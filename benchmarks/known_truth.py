@@ -57,6 +57,7 @@ from cvae_seg.data.known_truth import (  # noqa: E402
     true_log_likelihood,
 )
 from cvae_seg.engine import load_trained, select_device, train  # noqa: E402
+from cvae_seg.latent import GaussianMixture  # noqa: E402
 from cvae_seg.metrics import pairwise_iou_distance  # noqa: E402
 from cvae_seg.reporting import atomic_write_text, describe_hardware, mean_stderr  # noqa: E402
 
@@ -141,6 +142,8 @@ def tightest_nll(result: dict, objective: str) -> float:
 # ----------------------------------------------------------------------------- runs
 def _config(args: argparse.Namespace, budget: dict, k: int, objective: str, seed: int) -> Config:
     probs = list(default_mode_probs(k))
+    # a mixture prior learns only through a KL term: objectives without one keep the Gaussian
+    own_prior = [] if objective in ("cvae", "hybrid") else ["model.prior_components=1"]
     return load_config(
         args.config,
         [
@@ -152,6 +155,7 @@ def _config(args: argparse.Namespace, budget: dict, k: int, objective: str, seed
             f"train.max_steps={budget['steps']}",
             f"train.eval_interval={budget['steps']}",
             f"train.seed={seed}",
+            *own_prior,
             *args.extra,
         ],
     )
@@ -248,7 +252,6 @@ def diagnose_run(model, config: Config, budget: dict, device: torch.device) -> d
         lambda a, b: model.recognition_net(model._recognition_input(a, b)).mean, x, y, size=50
     )
     logits = model.decode(x, posterior_mean.unsqueeze(0))[0]
-    prior_std = _batched(lambda a: model._encode(a).prior.stddev, x, size=50)
     cross_entropy = torch.nn.functional.cross_entropy(logits, y, reduction="none")
     hidden = torch.from_numpy(truth.hidden).to(device)
     modes = torch.from_numpy(truth.modes).to(device)
@@ -267,12 +270,31 @@ def diagnose_run(model, config: Config, budget: dict, device: torch.device) -> d
     return {
         "per_mode": per_mode,
         "prior_samples_in_between": in_between,
-        "prior_std_per_channel": [
-            round(float(v), 3) for v in prior_std.transpose(0, 1).flatten(1).mean(1)
-        ],
+        **_prior_summary(model, x),
         "visible_nll_at_q_mean": float((cross_entropy * ~hidden).flatten(1).sum(1).mean()),
         "occluded_nll_at_q_mean": float((cross_entropy * hidden).flatten(1).sum(1).mean()),
     }
+
+
+def _prior_summary(model, x: torch.Tensor) -> dict:
+    """The prior's std per latent channel (mean over inputs, and over components weighted
+    by the mixture weights), and for a mixture its weights, heaviest first (mean over inputs).
+    """
+    priors = [model._encode(x[i : i + 50]).prior for i in range(0, len(x), 50)]
+    if not isinstance(priors[0], GaussianMixture):
+        std = torch.cat([p.stddev for p in priors])  # (N, C, h, w)
+        return {"prior_std_per_channel": _rounded(std.transpose(0, 1).flatten(1).mean(1))}
+    weights = torch.cat([p.mixture_distribution.probs for p in priors])  # (N, M)
+    std = torch.cat([p.components.scale for p in priors]).flatten(3).mean(3)  # (N, M, C)
+    per_channel = (weights[..., None] * std).sum(1).mean(0)
+    return {
+        "prior_std_per_channel": _rounded(per_channel),
+        "prior_component_weights": _rounded(weights.mean(0).sort(descending=True).values),
+    }
+
+
+def _rounded(values: torch.Tensor) -> list[float]:
+    return [round(float(v), 3) for v in values]
 
 
 @torch.no_grad()

@@ -16,8 +16,9 @@ from typing import Any, Literal
 
 import torch
 from torch import nn
-from torch.distributions import Normal, kl_divergence
+from torch.distributions import Normal
 
+from cvae_seg.latent import LatentDistribution, latent_kl, latent_point
 from cvae_seg.likelihood import (
     importance_log_weights,
     latent_log_ratio,
@@ -50,7 +51,7 @@ class Encoded:
     """Everything computed once per input and shared by all latent samples."""
 
     logits: torch.Tensor  # s(x)
-    prior: Normal | None
+    prior: LatentDistribution | None
     context: Any = None  # whatever the generation net reuses across samples
     features: Any = None  # whatever auxiliary heads read
 
@@ -130,7 +131,7 @@ class ConditionalGenerativeModel(nn.Module):
         """s(x) for the CNN, s(x) + g(E[z|x]) otherwise: the paper's prediction."""
         if not self.spec.uses_latent:
             return encoded.logits
-        return self._decode(encoded, encoded.prior.mean.unsqueeze(0))[0]
+        return self._decode(encoded, latent_point(encoded.prior).unsqueeze(0))[0]
 
     def _example_nll(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """-log p(y|x,z) per example: logits (N, ...), y (N, ...) -> (N,)."""
@@ -164,7 +165,10 @@ class ConditionalGenerativeModel(nn.Module):
             z = torch.cat(drawn)
             decoded = self._decode(encoded, z)
             kl_share = self.spec.kl_weight(self.alpha)
-            kl = gaussian_kl(posterior, encoded.prior) if kl_share > 0 else None  # (B,) nats
+            kl = None
+            if kl_share > 0:  # (B,) nats; a mixture prior's is estimated at q's samples
+                posterior_z = drawn[[src for src, _ in sources].index("posterior")]
+                kl = latent_kl(posterior, encoded.prior, posterior_z)
             for (source, weight), source_z, source_logits in zip(
                 sources, drawn, decoded.split(counts), strict=True
             ):
@@ -293,16 +297,20 @@ class ConditionalGenerativeModel(nn.Module):
 
 
 def _draw(
-    source: LatentSource, prior: Normal, posterior: Normal | None, n: int = 1
+    source: LatentSource, prior: LatentDistribution, posterior: Normal | None, n: int = 1
 ) -> torch.Tensor:
     """n latents (n, B, *latent) from one source, differentiable (reparameterised)."""
     if source == "prior_mean":
-        return prior.mean.unsqueeze(0)
+        return latent_point(prior).unsqueeze(0)
     return (prior if source == "prior" else posterior).rsample((n,))
 
 
 def _importance_weighted_bound(
-    example_nll: torch.Tensor, z: torch.Tensor, prior: Normal, posterior: Normal, beta: float
+    example_nll: torch.Tensor,
+    z: torch.Tensor,
+    prior: LatentDistribution,
+    posterior: Normal,
+    beta: float,
 ) -> torch.Tensor:
     """log mean_k p(y|x,z_k) (p(z_k|x) / q(z_k|x,y))^beta per example, (B,), z_k ~ q.
 
@@ -323,13 +331,6 @@ def _importance_weighted_bound(
     z.register_hook(lambda grad: grad * normalised.view(*normalised.shape, *[1] * (z.ndim - 2)))
     surrogate = (normalised * log_weights).sum(0)
     return bound.detach() + surrogate - surrogate.detach()
-
-
-def gaussian_kl(q: Normal, p: Normal) -> torch.Tensor:
-    """KL(q || p) summed over latent dims, (B,), in float32 so that AMP cannot overflow it."""
-    q32 = Normal(q.mean.float(), q.stddev.float())
-    p32 = Normal(p.mean.float(), p.stddev.float())
-    return kl_divergence(q32, p32).flatten(1).sum(1)
 
 
 class inference_mode:

@@ -53,6 +53,8 @@ class ModelConfig(_Section):
     importance_samples: int = Field(1, ge=1)
     # log-variances of q and p are squashed into (-bound, bound): std at most exp(bound / 2)
     logvar_bound: float = Field(6.0, gt=0)
+    # > 1: the prior p(z|x) is a mixture of this many Gaussians (conv priors only; 1: paper)
+    prior_components: int = Field(1, ge=1)
     scale_weights: tuple[float, float, float] = (1.0, 1.0, 1.0)
     mlp_hidden: tuple[int, ...] = (1000, 1000)  # arch "mnist_mlp": hidden layers of every MLP
     mlp_dropout: float = Field(0.0, ge=0, lt=1)  # arch "mnist_mlp": dropout after each hidden layer

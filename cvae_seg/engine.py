@@ -70,6 +70,11 @@ def build_model(config: Config, num_classes: int) -> ConditionalGenerativeModel:
     """The model that a config describes, for a data set of ``num_classes`` classes."""
     model_config = config.model
     if model_config.arch == "mnist_mlp":
+        if model_config.prior_components > 1:
+            raise ValueError(
+                f"model.prior_components={model_config.prior_components}: the mixture prior "
+                "exists for the conv prior net only; arch 'mnist_mlp' takes 1"
+            )
         return QuadrantCVAE(
             observed=config.data.mnist_observed,
             objective=model_config.objective,

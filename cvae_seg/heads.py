@@ -21,6 +21,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.distributions import Normal
 
+from cvae_seg.latent import GaussianMixture
+
 __all__ = [
     "GaussianConvNet",
     "GaussianMLP",
@@ -60,7 +62,10 @@ class GaussianConvNet(nn.Module):
     (see README, speed).
 
     Input (B, in_channels, H, W) -> Normal with mean and scale of shape
-    (B, latent_channels, ceil(H / latent_stride), ceil(W / latent_stride)).
+    (B, latent_channels, ceil(H / latent_stride), ceil(W / latent_stride)). With
+    ``components`` M > 1 (priors only): a `GaussianMixture` of M such Gaussians, its weights
+    read from the globally pooled features, its component means initialised one unit apart
+    so that the components start distinct.
     """
 
     def __init__(
@@ -71,8 +76,11 @@ class GaussianConvNet(nn.Module):
         widths: tuple[int, ...] = (64, 96, 128),
         kernel_sizes: tuple[int, ...] = (3, 3, 3),
         logvar_bound: float = 6.0,
+        components: int = 1,
     ) -> None:
         super().__init__()
+        if components < 1:
+            raise ValueError(f"components must be >= 1, got {components}")
         if not widths:
             raise ValueError("widths must name at least one channel count")
         if len(kernel_sizes) != len(widths):
@@ -87,14 +95,25 @@ class GaussianConvNet(nn.Module):
             layers += [nn.Conv2d(channels, width, kernel, stride, kernel // 2), nn.ReLU(True)]
             channels = width
         self.body = nn.Sequential(*layers)
-        self.to_params = nn.Conv2d(channels, 2 * latent_channels, 3, padding=1)
+        self.to_params = nn.Conv2d(channels, 2 * components * latent_channels, 3, padding=1)
+        self.to_weights = nn.Linear(channels, components) if components > 1 else None
+        if components > 1:
+            with torch.no_grad():  # the mean biases: component m starts at its own point
+                self.to_params.bias[: components * latent_channels].normal_()
         self.latent_channels = latent_channels
+        self.components = components
         self.logvar_bound = logvar_bound
 
-    def forward(self, inputs: torch.Tensor) -> Normal:
-        mean, raw_logvar = self.to_params(self.body(inputs)).chunk(2, dim=1)
-        logvar = bounded_log_variance(raw_logvar, self.logvar_bound)
-        return Normal(mean, torch.exp(0.5 * logvar))
+    def forward(self, inputs: torch.Tensor) -> Normal | GaussianMixture:
+        features = self.body(inputs)
+        mean, raw_logvar = self.to_params(features).chunk(2, dim=1)
+        std = torch.exp(0.5 * bounded_log_variance(raw_logvar, self.logvar_bound))
+        if self.to_weights is None:
+            return Normal(mean, std)
+        per_component = (self.components, self.latent_channels)
+        logits = self.to_weights(features.mean((-2, -1)))
+        return GaussianMixture(logits, mean.unflatten(1, per_component),
+                               std.unflatten(1, per_component))  # fmt: skip
 
 
 class LightGenerationNet(nn.Module):

@@ -17,7 +17,8 @@ import math
 from collections.abc import Callable
 
 import torch
-from torch.distributions import Normal
+
+from cvae_seg.latent import LatentDistribution, latent_log_density
 
 __all__ = [
     "LogLikelihoodGivenZ",
@@ -36,17 +37,11 @@ def log_mean_exp(log_weights: torch.Tensor, dim: int = 0) -> torch.Tensor:
     return torch.logsumexp(log_weights, dim=dim) - math.log(log_weights.shape[dim])
 
 
-def _latent_log_prob(distribution: Normal, z: torch.Tensor) -> torch.Tensor:
-    """Sum of log-densities over the latent dims: (n, B, *latent) -> (n, B)."""
-    return distribution.log_prob(z).flatten(2).sum(-1)
-
-
-def latent_log_ratio(prior: Normal, proposal: Normal, z: torch.Tensor) -> torch.Tensor:
+def latent_log_ratio(
+    prior: LatentDistribution, proposal: LatentDistribution, z: torch.Tensor
+) -> torch.Tensor:
     """log p(z|x) - log q(z|x,y) per sample and example, (n, B), in float32 (AMP-safe)."""
-    z = z.float()
-    prior = Normal(prior.mean.float(), prior.stddev.float())
-    proposal = Normal(proposal.mean.float(), proposal.stddev.float())
-    return _latent_log_prob(prior, z) - _latent_log_prob(proposal, z)
+    return latent_log_density(prior, z) - latent_log_density(proposal, z)
 
 
 def _chunks(total: int, chunk_size: int) -> list[int]:
@@ -59,7 +54,7 @@ def _chunks(total: int, chunk_size: int) -> list[int]:
 
 def monte_carlo_log_weights(
     log_likelihood_given_z: LogLikelihoodGivenZ,
-    prior: Normal,
+    prior: LatentDistribution,
     num_samples: int,
     chunk_size: int = 16,
 ) -> torch.Tensor:
@@ -70,8 +65,8 @@ def monte_carlo_log_weights(
 
 def importance_log_weights(
     log_likelihood_given_z: LogLikelihoodGivenZ,
-    proposal: Normal,
-    prior: Normal,
+    proposal: LatentDistribution,
+    prior: LatentDistribution,
     num_samples: int,
     chunk_size: int = 16,
 ) -> torch.Tensor:

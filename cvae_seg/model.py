@@ -59,6 +59,8 @@ class CVAE(ConditionalGenerativeModel):
         scale_weights: loss weights at strides (4, 2, 1); (0, 0, 1) turns multi-scale off.
         ignore_index: label of unlabelled pixels, excluded from every loss and likelihood.
         logvar_bound: log-variances are squashed into (-bound, bound).
+        prior_components: M > 1 makes p(z|x) a mixture of M Gaussians (`cvae_seg.latent`),
+            which can hold separated modes; 1 is the paper's Gaussian.
         probe_size: side of the zero image used once to learn the decoder's width.
     """
 
@@ -81,6 +83,7 @@ class CVAE(ConditionalGenerativeModel):
         scale_weights: tuple[float, float, float] = (1.0, 1.0, 1.0),
         ignore_index: int | None = None,
         logvar_bound: float = 6.0,
+        prior_components: int = 1,
         probe_size: int = 128,
     ) -> None:
         super().__init__(objective, alpha, kl_weight, importance_samples)
@@ -93,6 +96,12 @@ class CVAE(ConditionalGenerativeModel):
             raise ValueError(
                 f"scale_weights must be three non-negative weights for strides (4, 2, 1), got "
                 f"{scale_weights}"
+            )
+        if prior_components > 1 and not self.spec.needs_recognition:
+            raise ValueError(
+                f"prior_components={prior_components} needs an objective with a KL term "
+                f"(cvae or hybrid): its weights learn only through log p(z|x), which "
+                f"{objective!r} never evaluates"
             )
         if generation not in ("light", "sohn2015"):
             raise ValueError(f"generation must be 'light' or 'sohn2015', got {generation!r}")
@@ -122,7 +131,7 @@ class CVAE(ConditionalGenerativeModel):
                 logvar_bound=logvar_bound,
             )
             prior_in = self.in_channels + (self.num_classes if recurrent else 0)
-            self.prior_net = GaussianConvNet(prior_in, **gaussian)
+            self.prior_net = GaussianConvNet(prior_in, components=prior_components, **gaussian)
             if self.spec.needs_recognition:
                 self.recognition_net = GaussianConvNet(
                     self.in_channels + self.num_classes, **gaussian

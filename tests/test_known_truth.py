@@ -276,3 +276,22 @@ def test_prior_decomposition_separates_mass_from_sharpness():
     assert blurred[1][0] == pytest.approx(1.0) and blurred[1][1] < 1e-6
     assert blurred[2][1] < 1e-6
     assert sharp[3] == 0 and blurred[3] == pytest.approx(0.5)  # share of in-between samples
+
+
+def test_mixture_config_reaches_the_objectives_with_a_kl_only(tmp_path):
+    """cvae and hybrid get the mixture prior; the others, which could not train its weights,
+    keep the Gaussian; --diagnose reports the mixture's weights."""
+    config = Path(benchmark.ROOT) / "configs" / "known_truth_mixture.yaml"
+    components = load_config(config).model.prior_components
+    assert components > 1
+    args = ["--budget", "ci", "--objectives", "gsnn", "hybrid", "--config", str(config)]
+    benchmark.main([*args, "--work-dir", str(tmp_path), "--out", str(tmp_path / "mix")])
+    for objective, expected in (("gsnn", 1), ("hybrid", components)):
+        run_config = load_config(next(tmp_path.glob(f"ci*/K2/{objective}/seed0/config.yaml")))
+        assert run_config.model.prior_components == expected
+    checkpoint = next(tmp_path.glob("ci*/K2/hybrid/seed0/best.pt"))
+    diagnosis = benchmark.main(["--budget", "ci", "--diagnose", str(checkpoint)])
+    weights = diagnosis["prior_component_weights"]
+    assert len(weights) == components and sum(weights) == pytest.approx(1.0, abs=0.01)
+    assert weights == sorted(weights, reverse=True)
+    assert len(diagnosis["prior_std_per_channel"]) == load_config(config).model.latent_channels

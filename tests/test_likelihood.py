@@ -8,6 +8,7 @@ from torch import nn
 from torch.distributions import Normal
 
 from cvae_seg import CVAE
+from cvae_seg.latent import GaussianMixture, latent_log_density
 from cvae_seg.likelihood import importance_log_weights, log_mean_exp, monte_carlo_log_weights
 
 # A 1-D latent and five binary pixels with p(y_i = 1 | z) = sigmoid(a_i z + b_i).
@@ -26,14 +27,20 @@ def _log_likelihood_given_z(z: torch.Tensor) -> torch.Tensor:
     return log_p.sum(-1)
 
 
-def _quadrature(log_likelihood_given_z, prior: Normal, half_width=10.0, points=20001):
-    """log ∫ p(y|z) p(z) dz on a fine grid around the prior, for a scalar latent."""
-    mean, std = prior.mean.reshape(()), prior.stddev.reshape(())
-    grid = torch.linspace(-half_width, half_width, points, dtype=torch.float64) * std + mean
-    log_integrand = log_likelihood_given_z(grid.view(-1, 1, 1).to(prior.mean.dtype)).double()
-    log_integrand = log_integrand.squeeze(-1) + prior.log_prob(grid.view(-1, 1, 1)).double().view(
-        -1
-    )
+def _quadrature(log_likelihood_given_z, prior, half_width=10.0, points=20001):
+    """log ∫ p(y|z) p(z) dz on a fine grid around the prior, for a scalar latent.
+
+    ``prior`` is a Normal or a GaussianMixture; the grid spans every component."""
+    if isinstance(prior, GaussianMixture):
+        means, stds, shape = prior.components.loc, prior.components.scale, (1, 1, 1, 1)
+    else:
+        means, stds, shape = prior.mean, prior.stddev, tuple(prior.mean.shape)
+    low = float((means - half_width * stds).min())
+    high = float((means + half_width * stds).max())
+    grid = torch.linspace(low, high, points, dtype=torch.float64)
+    z = grid.view(-1, *shape)
+    log_integrand = log_likelihood_given_z(z.to(means.dtype)).double().squeeze(-1)
+    log_integrand = log_integrand + latent_log_density(prior, z).double().view(-1)
     step = grid[1] - grid[0]
     return torch.logsumexp(log_integrand, 0) + torch.log(step)
 
@@ -111,9 +118,11 @@ class _TinyBackbone(nn.Module):
         return self.segmentation_head(self.decoder(x))
 
 
+@pytest.mark.parametrize("components", [1, 3])
 @pytest.mark.parametrize("method", ["monte_carlo", "importance"])
-def test_model_log_likelihood_matches_quadrature_over_its_latent(method):
-    """With a 1x1 scalar latent, log p(y|x) of the whole model is a 1-D integral."""
+def test_model_log_likelihood_matches_quadrature_over_its_latent(method, components):
+    """With a 1x1 scalar latent, log p(y|x) of the whole model is a 1-D integral (also
+    under a mixture prior, whose density and sampler the estimators then use)."""
     torch.manual_seed(0)
     model = CVAE(
         _TinyBackbone(),
@@ -123,6 +132,7 @@ def test_model_log_likelihood_matches_quadrature_over_its_latent(method):
         gaussian_widths=(8,),
         gaussian_kernel_sizes=(3,),
         scale_weights=(0, 0, 1),
+        prior_components=components,
         probe_size=4,
     ).double()
     with torch.no_grad():  # make the latent matter: log p(y|x,z) then varies by nats over z
@@ -139,9 +149,7 @@ def test_model_log_likelihood_matches_quadrature_over_its_latent(method):
         )
         return -nll.flatten(1).sum(1).view(-1, 1)
 
-    exact = float(
-        _quadrature(log_likelihood_given_z, Normal(encoded.prior.mean, encoded.prior.stddev))
-    )
+    exact = float(_quadrature(log_likelihood_given_z, encoded.prior))
     torch.manual_seed(1)
     weights = model.log_likelihood_weights(x, y, num_samples=4000, method=method, chunk_size=1000)
     estimate = float(log_mean_exp(weights))
