@@ -64,8 +64,8 @@ class GaussianConvNet(nn.Module):
     Input (B, in_channels, H, W) -> Normal with mean and scale of shape
     (B, latent_channels, ceil(H / latent_stride), ceil(W / latent_stride)). With
     ``components`` M > 1 (priors only): a `GaussianMixture` of M such Gaussians, its weights
-    read from the globally pooled features, its component means initialised one unit apart
-    so that the components start distinct.
+    read from the globally pooled features, the biases of its component means drawn from a
+    unit normal so that the components start distinct.
     """
 
     def __init__(
