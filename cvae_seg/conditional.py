@@ -168,7 +168,9 @@ class ConditionalGenerativeModel(nn.Module):
             kl = None
             if kl_share > 0:  # (B,) nats; a mixture prior's is estimated at q's samples
                 posterior_z = drawn[[src for src, _ in sources].index("posterior")]
-                kl = latent_kl(posterior, encoded.prior, posterior_z)
+                # the weighted bound holds its own KL: then this one is only logged
+                with torch.set_grad_enabled(torch.is_grad_enabled() and not weighted):
+                    kl = latent_kl(posterior, encoded.prior, posterior_z)
             for (source, weight), source_z, source_logits in zip(
                 sources, drawn, decoded.split(counts), strict=True
             ):
