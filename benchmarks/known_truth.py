@@ -59,6 +59,7 @@ from cvae_seg.data.known_truth import (  # noqa: E402
 from cvae_seg.engine import load_trained, select_device, train  # noqa: E402
 from cvae_seg.latent import GaussianMixture  # noqa: E402
 from cvae_seg.metrics import pairwise_iou_distance  # noqa: E402
+from cvae_seg.objectives import get_objective  # noqa: E402
 from cvae_seg.reporting import atomic_write_text, describe_hardware, mean_stderr  # noqa: E402
 
 OBJECTIVES = ("cnn", "gdnn", "gsnn", "cvae", "hybrid")
@@ -143,7 +144,8 @@ def tightest_nll(result: dict, objective: str) -> float:
 def _config(args: argparse.Namespace, budget: dict, k: int, objective: str, seed: int) -> Config:
     probs = list(default_mode_probs(k))
     # a mixture prior learns only through a KL term: objectives without one keep the Gaussian
-    own_prior = [] if objective in ("cvae", "hybrid") else ["model.prior_components=1"]
+    has_kl = get_objective(objective).needs_recognition
+    own_prior = [] if has_kl else ["model.prior_components=1"]
     return load_config(
         args.config,
         [
