@@ -60,7 +60,12 @@ from cvae_seg.engine import load_trained, select_device, train  # noqa: E402
 from cvae_seg.latent import GaussianMixture  # noqa: E402
 from cvae_seg.metrics import pairwise_iou_distance  # noqa: E402
 from cvae_seg.objectives import get_objective  # noqa: E402
-from cvae_seg.reporting import atomic_write_text, describe_hardware, mean_stderr  # noqa: E402
+from cvae_seg.reporting import (  # noqa: E402
+    atomic_save_image,
+    atomic_write_text,
+    describe_hardware,
+    mean_stderr,
+)
 
 OBJECTIVES = ("cnn", "gdnn", "gsnn", "cvae", "hybrid")
 ESTIMATORS = {
@@ -453,16 +458,22 @@ def merge_reports(paths: list[Path]) -> dict:
 
 
 # ------------------------------------------------------------------------- figure
-def sample_figure(runs_dir: Path, tasks: list[int], device: torch.device, num_samples: int = 6):
-    """One row per task: input, the K truths with their probabilities, CVAE samples, CNN."""
+def sample_figure(
+    cvae_runs: Path, cnn_runs: Path, tasks: list[int], device: torch.device, num_samples: int = 6
+):
+    """One row per task: input, the K truths with their probabilities, CVAE samples, CNN.
+
+    The seed-0 checkpoints come from ``<runs>/K<k>/<objective>/seed0/best.pt``, so the CVAE of
+    one recipe can be drawn beside the CNN of another run (``--draw``).
+    """
     from PIL import Image, ImageDraw
 
     from cvae_seg.visualization import colorize
 
     scale, rows = 3, []
     for k in tasks:
-        cvae, config, _ = load_trained(runs_dir / f"K{k}" / "cvae" / "seed0" / "best.pt", device)
-        cnn, _, _ = load_trained(runs_dir / f"K{k}" / "cnn" / "seed0" / "best.pt", device)
+        cvae, config, _ = load_trained(cvae_runs / f"K{k}" / "cvae" / "seed0" / "best.pt", device)
+        cnn, _, _ = load_trained(cnn_runs / f"K{k}" / "cnn" / "seed0" / "best.pt", device)
         truth, x, _ = _test_set(config)
         torch.manual_seed(0)
         samples = cvae.sample(x[:1].to(device), num_samples)[:, 0].argmax(1).cpu().numpy()
@@ -515,6 +526,10 @@ def main(argv: list[str] | None = None) -> dict:
         "--merge", type=Path, nargs="+", default=None, metavar="REPORT",
         help="only merge these OUT.json reports (e.g. seeds run in parallel) into --out",
     )  # fmt: skip
+    parser.add_argument(
+        "--draw", type=Path, nargs=2, default=None, metavar=("CVAE_RUNS", "CNN_RUNS"),
+        help="only draw --figure from trained runs (WORK/<budget>_<steps>steps folders)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     if args.merge is not None:
         if args.out is None:
@@ -525,6 +540,11 @@ def main(argv: list[str] | None = None) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     budget = dict(BUDGETS[args.budget])
+    if args.draw is not None:
+        if args.figure is None:
+            parser.error("--draw needs --figure")
+        _save_figure(args.figure, *args.draw, args.tasks or budget["tasks"], args.device)
+        return {}
     if args.diagnose is not None:
         device = select_device(args.device)
         model, config, _ = load_trained(args.diagnose, device)
@@ -569,10 +589,15 @@ def main(argv: list[str] | None = None) -> dict:
                 print(k, objective, seed, run["seconds"], "s", _brief(test), flush=True)
                 write_report(report, out)
     if args.figure is not None and {"cvae", "cnn"} <= set(args.objectives) and 0 in seeds:
-        args.figure.parent.mkdir(parents=True, exist_ok=True)
-        sample_figure(runs_dir, tasks, device).save(args.figure, optimize=True)
+        _save_figure(args.figure, runs_dir, runs_dir, tasks, args.device)
     print(_markdown(report))
     return report
+
+
+def _save_figure(
+    path: Path, cvae_runs: Path, cnn_runs: Path, tasks: list[int], device: str | None
+) -> None:
+    atomic_save_image(path, sample_figure(cvae_runs, cnn_runs, tasks, select_device(device)))
 
 
 def _brief(test: dict) -> dict:

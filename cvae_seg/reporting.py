@@ -8,8 +8,9 @@ import platform
 from pathlib import Path
 
 import torch
+from PIL import Image
 
-__all__ = ["atomic_write_text", "describe_hardware", "mean_stderr"]
+__all__ = ["atomic_save_image", "atomic_write_text", "describe_hardware", "mean_stderr"]
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
@@ -18,6 +19,16 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text)
+    os.replace(tmp, path)
+    return path
+
+
+def atomic_save_image(path: str | os.PathLike, image: Image.Image) -> Path:
+    """Save a PIL image as PNG through a temporary file beside ``path``, then rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    image.save(tmp, format="PNG", optimize=True)
     os.replace(tmp, path)
     return path
 

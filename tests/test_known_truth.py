@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from cvae_seg.config import load_config
 from cvae_seg.data import load_split
@@ -186,7 +187,14 @@ def test_benchmark_runs_end_to_end(tmp_path):
         assert test["nll_ratio"] == pytest.approx(min(estimates) / test["true_nll"])
     markdown = out.with_suffix(".md").read_text()
     assert "| 2 | cvae |" in markdown and "Command:" in markdown
-    assert (tmp_path / "samples.png").stat().st_size > 0
+    runs = next((tmp_path / "work").glob("ci*"))
+    redrawn = tmp_path / "redrawn.png"
+    benchmark.main(["--budget", "ci", "--draw", str(runs), str(runs), "--figure", str(redrawn)])
+    with Image.open(tmp_path / "samples.png") as grid, Image.open(redrawn) as again:
+        assert np.array_equal(np.asarray(grid), np.asarray(again))  # drawn from the saved runs
+    assert not list(tmp_path.glob("*.tmp"))
+    with pytest.raises(SystemExit):  # --draw without --figure is a usage error
+        benchmark.main(["--budget", "ci", "--draw", str(runs), str(runs)])
 
     checkpoint = next((tmp_path / "work").glob("ci*/K2/cvae/seed0/best.pt"))
     diagnosis = benchmark.main(["--budget", "ci", "--diagnose", str(checkpoint)])

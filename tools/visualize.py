@@ -48,6 +48,7 @@ def main(argv: list[str] | None = None) -> Path:
     import numpy as np
 
     from cvae_seg.engine import dataset_for, load_for_evaluation, load_trained, select_device
+    from cvae_seg.reporting import atomic_save_image
     from cvae_seg.visualization import quadrant_grid, sample_grid
 
     device = select_device(args.device)
@@ -62,10 +63,7 @@ def main(argv: list[str] | None = None) -> Path:
     else:
         grid = sample_grid(model, dataset, indices, args.num_samples, args.occlude, args.seed)
     out = args.out or args.checkpoint.with_name(f"samples_{args.split}.png")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    grid.save(tmp, format="PNG")
-    os.replace(tmp, out)
+    atomic_save_image(out, grid)
     print(out)
     return out
 
