@@ -64,7 +64,12 @@ class ConditionalGenerativeModel(nn.Module):
     generation_net: nn.Module | None
 
     def __init__(
-        self, objective: str, alpha: float, kl_weight: float, importance_samples: int = 1
+        self,
+        objective: str,
+        alpha: float,
+        kl_weight: float,
+        importance_samples: int = 1,
+        elbo_share: float = 0.0,
     ) -> None:
         super().__init__()
         if not 0.0 <= alpha <= 1.0:
@@ -76,6 +81,15 @@ class ConditionalGenerativeModel(nn.Module):
         # > 1: the recognition term trains on the importance-weighted bound with this many
         # samples (Burda et al. 2016) instead of the one-sample ELBO of the paper
         self.importance_samples = importance_samples
+        if not 0.0 <= elbo_share <= 1.0:
+            raise ValueError(f"elbo_share must be in [0, 1], got {elbo_share}")
+        if elbo_share > 0 and importance_samples == 1:
+            raise ValueError(
+                f"elbo_share={elbo_share} mixes the k-sample ELBO into the importance-weighted "
+                "bound, which needs importance_samples > 1 (with k = 1 both are the ELBO)"
+            )
+        # > 0: that share of the k-sample ELBO is mixed into the weighted bound (CIWAE)
+        self.elbo_share = elbo_share
         self.spec: ObjectiveSpec = get_objective(objective)
         self.objective = objective
         self.alpha = alpha
@@ -180,8 +194,9 @@ class ConditionalGenerativeModel(nn.Module):
                 terms[f"nll_{source}"] = example_nll.mean(0).sum() / scored
                 if source == "posterior" and weighted:
                     bound = _importance_weighted_bound(
-                        example_nll, source_z, encoded.prior, posterior, self.kl_weight
-                    )
+                        example_nll, source_z, encoded.prior, posterior, self.kl_weight,
+                        self.elbo_share,
+                    )  # fmt: skip
                     terms["iw_bound"] = -bound.sum() / scored
                     loss = loss + self._full_weight * weight * terms["iw_bound"]
                 else:
@@ -313,6 +328,7 @@ def _importance_weighted_bound(
     prior: LatentDistribution,
     posterior: Normal,
     beta: float,
+    elbo_share: float = 0.0,
 ) -> torch.Tensor:
     """log mean_k p(y|x,z_k) (p(z_k|x) / q(z_k|x,y))^beta per example, (B,), z_k ~ q.
 
@@ -322,16 +338,30 @@ def _importance_weighted_bound(
     The plain IWAE gradient's signal for q fades as k grows (Rainforth et al. 2018); DReG's
     does not, though q may still settle on the prior when k prior-like samples already
     explain y (README, known truth). torch.distributions has no such estimator.
+
+    ``elbo_share`` s > 0 returns (1 - s) x that bound + s x the k-sample ELBO (mean_k of the
+    log weights; CIWAE, Rainforth et al. 2018), whose gradient asks q to be the posterior
+    however many samples there are; the ELBO part's gradient for q is the reparameterised
+    one without the score term ("sticking the landing", Roeder et al. 2017).
     """
     frozen_q = Normal(posterior.mean.detach(), posterior.stddev.detach())
     log_weights = -example_nll + beta * latent_log_ratio(prior, frozen_q, z)  # (k, B)
     bound = log_mean_exp(log_weights)
+    if elbo_share > 0:
+        bound = (1 - elbo_share) * bound + elbo_share * log_weights.mean(0)
     if not z.requires_grad:
         return bound
     normalised = torch.softmax(log_weights.detach(), 0)  # (k, B)
-    # the surrogate's gradient reaches z_k with weight w_k; the hook makes it w_k^2
-    z.register_hook(lambda grad: grad * normalised.view(*normalised.shape, *[1] * (z.ndim - 2)))
-    surrogate = (normalised * log_weights).sum(0)
+    # what the decoder and the prior get: w_k from the bound, 1/k from the ELBO
+    coefficients = (1 - elbo_share) * normalised + elbo_share / len(z)
+    # what q gets through z_k: w_k^2 from the bound (DReG), 1/k from the ELBO; the hook
+    # rescales the coefficient that reaches z_k into that (w_k itself without an ELBO share)
+    if elbo_share > 0:
+        to_q = ((1 - elbo_share) * normalised**2 + elbo_share / len(z)) / coefficients
+    else:
+        to_q = normalised  # coefficients = w_k, which may be 0: no division
+    z.register_hook(lambda grad: grad * to_q.view(*to_q.shape, *[1] * (z.ndim - 2)))
+    surrogate = (coefficients * log_weights).sum(0)
     return bound.detach() + surrogate - surrogate.detach()
 
 

@@ -84,6 +84,7 @@ def build_model(config: Config, num_classes: int) -> ConditionalGenerativeModel:
             alpha=model_config.alpha,
             kl_weight=model_config.kl_weight,
             importance_samples=model_config.importance_samples,
+            elbo_share=model_config.elbo_share,
             logvar_bound=model_config.logvar_bound,
             dropout=model_config.mlp_dropout,
         )

@@ -56,6 +56,8 @@ class CVAE(ConditionalGenerativeModel):
         kl_weight: extra factor on the KL (1 is the ELBO).
         importance_samples: k > 1 trains the recognition term on the importance-weighted
             bound with k samples of q (tighter than the ELBO; k decodes per image).
+        elbo_share: with k > 1, the share of the k-sample ELBO mixed into that bound
+            (CIWAE): its gradient keeps q a posterior where k prior samples would do.
         scale_weights: loss weights at strides (4, 2, 1); (0, 0, 1) turns multi-scale off.
         ignore_index: label of unlabelled pixels, excluded from every loss and likelihood.
         logvar_bound: log-variances are squashed into (-bound, bound).
@@ -80,13 +82,14 @@ class CVAE(ConditionalGenerativeModel):
         alpha: float = 0.5,
         kl_weight: float = 1.0,
         importance_samples: int = 1,
+        elbo_share: float = 0.0,
         scale_weights: tuple[float, float, float] = (1.0, 1.0, 1.0),
         ignore_index: int | None = None,
         logvar_bound: float = 6.0,
         prior_components: int = 1,
         probe_size: int = 128,
     ) -> None:
-        super().__init__(objective, alpha, kl_weight, importance_samples)
+        super().__init__(objective, alpha, kl_weight, importance_samples, elbo_share)
         if not hasattr(backbone, "segmentation_head"):
             raise TypeError(
                 f"backbone {type(backbone).__name__} has no `segmentation_head`; expected an "

@@ -2,6 +2,7 @@
 
 import copy
 import io
+import math
 
 import pytest
 import torch
@@ -219,13 +220,18 @@ def test_importance_weighted_bound_is_tighter_than_the_elbo():
         assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in net.parameters())
 
 
-def test_importance_weighted_gradients_are_the_doubly_reparameterised_ones():
-    """q learns through z with squared weights (DReG); p and the decoder get IWAE's."""
+@pytest.mark.parametrize("elbo_share", [0.0, 0.3])
+def test_importance_weighted_gradients_are_the_doubly_reparameterised_ones(elbo_share):
+    """q learns through z with squared weights (DReG); p and the decoder get IWAE's. An ELBO
+    share s mixes in the k-sample ELBO: weight 1/k per sample for all three nets."""
     torch.manual_seed(1)
-    model = _unet("cvae", importance_samples=4, scale_weights=(0, 0, 1)).eval()
+    k = 4
+    model = _unet("cvae", importance_samples=k, elbo_share=elbo_share, scale_weights=(0, 0, 1))
+    model.eval()
     x, y = _batch(64)
     torch.manual_seed(2)
-    model(x, y).loss.backward()
+    out = model(x, y)
+    out.loss.backward()
     got = {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
 
     def reference(net: str, squared: bool) -> dict[str, torch.Tensor]:
@@ -233,15 +239,20 @@ def test_importance_weighted_gradients_are_the_doubly_reparameterised_ones():
         torch.manual_seed(2)
         encoded = model._encode(x)
         q = model.recognition_net(model._recognition_input(x, y))
-        z = q.rsample((4,))
+        z = q.rsample((k,))
         frozen = Normal(q.mean.detach(), q.stddev.detach())
         z_used = z if squared else z.detach()
-        nll = model._example_nll(model._decode(encoded, z_used).flatten(0, 1), y.repeat(4, 1, 1))
-        log_w = -nll.view(4, -1) + (
+        nll = model._example_nll(model._decode(encoded, z_used).flatten(0, 1), y.repeat(k, 1, 1))
+        log_w = -nll.view(k, -1) + (
             encoded.prior.log_prob(z_used) - frozen.log_prob(z_used)
         ).flatten(2).sum(-1)
         w = torch.softmax(log_w.detach(), 0)
-        (-((w**2 if squared else w) * log_w).sum() / y.numel()).backward()
+        weights = (1 - elbo_share) * (w**2 if squared else w) + elbo_share / k
+        objective = (1 - elbo_share) * (log_w.logsumexp(0) - math.log(k)) + elbo_share * log_w.mean(
+            0
+        )
+        torch.testing.assert_close(out.loss, -objective.sum().detach() / y.numel())
+        (-(weights * log_w).sum() / y.numel()).backward()
         return {n: p.grad for n, p in model.named_parameters() if n.startswith(net)}
 
     for name, grad in reference("recognition_net", squared=True).items():
@@ -249,6 +260,13 @@ def test_importance_weighted_gradients_are_the_doubly_reparameterised_ones():
     for net in ("generation_net", "prior_net"):
         for name, grad in reference(net, squared=False).items():
             torch.testing.assert_close(got[name], grad, rtol=1e-4, atol=1e-7)
+
+
+def test_elbo_share_needs_a_weighted_bound_and_a_share():
+    with pytest.raises(ValueError, match="importance_samples > 1"):
+        _unet("cvae", elbo_share=0.5)
+    with pytest.raises(ValueError, match="elbo_share must be in"):
+        _unet("cvae", importance_samples=4, elbo_share=1.5)
 
 
 def test_deterministic_objectives_give_identical_samples_and_exact_likelihood():

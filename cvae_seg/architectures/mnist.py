@@ -37,17 +37,19 @@ class QuadrantCVAE(ConditionalGenerativeModel):
         alpha: float = 0.5,
         kl_weight: float = 1.0,
         importance_samples: int = 1,
+        elbo_share: float = 0.0,
         logvar_bound: float = 6.0,
         side: int = 28,
         dropout: float = 0.0,
     ) -> None:
-        super().__init__(objective, alpha, kl_weight, importance_samples)
+        super().__init__(objective, alpha, kl_weight, importance_samples, elbo_share)
         self.build_spec = {
             "builder": "QuadrantCVAE",
             "kwargs": dict(observed=observed, objective=objective, hidden=list(hidden),
                            latent_features=latent_features, recurrent=recurrent, alpha=alpha,
                            kl_weight=kl_weight, importance_samples=importance_samples,
-                           logvar_bound=logvar_bound, side=side, dropout=dropout),
+                           elbo_share=elbo_share, logvar_bound=logvar_bound, side=side,
+                           dropout=dropout),
         }  # fmt: skip
         mask = torch.from_numpy(quadrant_mask(observed, side)).flatten()
         self.register_buffer("observed_mask", mask, persistent=False)
