@@ -106,6 +106,9 @@ def test_config_turns_on_the_importance_weighted_bound_for_the_mlps():
     torch.manual_seed(0)
     estimate = model.log_likelihood(x, y, num_samples=6, method="importance", chunk_size=6)
     torch.testing.assert_close(-out.terms["iw_bound"] * 5 * 392, estimate.sum())
+    overrides = ["model.mlp_hidden=[32]", "model.importance_samples=6", "model.elbo_share=0.5"]
+    mixed = load_config(ROOT / "configs" / "mnist_q2_cvae.yaml", overrides)
+    assert build_model(mixed, 1).elbo_share == 0.5
 
 
 def test_mlp_dropout_regularises_training_only_and_survives_save_load(tmp_path):

@@ -3,6 +3,7 @@
 import copy
 import io
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -12,6 +13,8 @@ from torch.distributions import Normal
 
 import cvae_seg
 from cvae_seg import CVAE
+from cvae_seg.config import load_config
+from cvae_seg.engine import build_model
 
 ARCHITECTURES = [
     "Unet",
@@ -267,6 +270,9 @@ def test_elbo_share_needs_a_weighted_bound_and_a_share():
         _unet("cvae", elbo_share=0.5)
     with pytest.raises(ValueError, match="elbo_share must be in"):
         _unet("cvae", importance_samples=4, elbo_share=1.5)
+    configs = Path(__file__).resolve().parents[1] / "configs"
+    config = load_config(configs / "known_truth_iw.yaml", ["model.elbo_share=0.3"])
+    assert build_model(config, 2).elbo_share == 0.3  # the config key reaches the heads
 
 
 def test_deterministic_objectives_give_identical_samples_and_exact_likelihood():
