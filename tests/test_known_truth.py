@@ -213,12 +213,16 @@ def test_benchmark_runs_end_to_end(tmp_path):
     assert 0 <= diagnosis["prior_samples_in_between"] <= 1
 
 
-def test_benchmark_trains_from_the_given_config(tmp_path):
-    config = Path(benchmark.ROOT) / "configs" / "known_truth_iw.yaml"
+@pytest.mark.parametrize("name", ["known_truth_iw.yaml", "known_truth_ciwae.yaml"])
+def test_benchmark_trains_from_the_given_config(tmp_path, name):
+    config = Path(benchmark.ROOT) / "configs" / name
     args = ["--budget", "ci", "--objectives", "cvae", "--config", str(config)]
     benchmark.main([*args, "--work-dir", str(tmp_path), "--out", str(tmp_path / "iw")])
     run_config = load_config(next(tmp_path.glob("ci*/K2/cvae/seed0/config.yaml")))
-    assert run_config.model.importance_samples == load_config(config).model.importance_samples > 1
+    wanted = load_config(config).model
+    assert run_config.model.importance_samples == wanted.importance_samples > 1
+    assert run_config.model.elbo_share == wanted.elbo_share
+    assert run_config.model.prior_components == wanted.prior_components
     assert run_config.train.kl_warmup_steps > 0
 
 
