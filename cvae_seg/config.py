@@ -51,7 +51,8 @@ class ModelConfig(_Section):
     kl_weight: float = Field(1.0, ge=0)
     # > 1: train the recognition term on the importance-weighted bound with k samples
     importance_samples: int = Field(1, ge=1)
-    # with importance_samples > 1: the share of the k-sample ELBO mixed into that bound (CIWAE)
+    # with importance_samples > 1: the share of the k-sample ELBO mixed into that bound (CIWAE);
+    # it helped with a mixture prior and hurt with one Gaussian (docs/known_truth.md)
     elbo_share: float = Field(0.0, ge=0, le=1)
     # log-variances of q and p are squashed into (-bound, bound): std at most exp(bound / 2)
     logvar_bound: float = Field(6.0, gt=0)
