@@ -2,29 +2,55 @@
 
 >>> import cvae_seg
 >>> model = cvae_seg.create_model("Unet", encoder_name="resnet18", classes=3, objective="cvae")
->>> out = model(x, y); out.loss.backward()          # training
+>>> model.loss(x, y).loss.backward()                # training
+>>> logits = model(x)                               # (B, C, H, W), like an smp model
 >>> samples = model.sample(x, num_samples=16)       # (S, B, C, H, W) logits
 >>> ll = model.log_likelihood(x, y)                 # (B,) nats per image
+
+The submodules `transforms` (albumentations) and `metrics` load on first use, so that
+``import cvae_seg`` stays light and never touches the network.
 """
 
-from cvae_seg import metrics, transforms
-from cvae_seg.conditional import ConditionalGenerativeModel, CVAEOutput
-from cvae_seg.factory import create_backbone, create_model
-from cvae_seg.hub import from_pretrained
-from cvae_seg.model import CVAE
-from cvae_seg.objectives import OBJECTIVES
+import importlib
+from typing import Any
 
-__version__ = "0.1.0"
+from cvae_seg.hub import from_pretrained, save_pretrained
+from cvae_seg.models import (
+    CVAE,
+    ConditionalGenerativeModel,
+    CVAEOutput,
+    Encoded,
+    QuadrantCVAE,
+    Sohn2015,
+    create_backbone,
+)
+from cvae_seg.objectives import OBJECTIVES
+from cvae_seg.registry import create_model, list_models, register_model
+from cvae_seg.version import __version__
 
 __all__ = [
     "CVAE",
     "OBJECTIVES",
     "CVAEOutput",
     "ConditionalGenerativeModel",
+    "Encoded",
+    "QuadrantCVAE",
+    "Sohn2015",
     "__version__",
     "create_backbone",
     "create_model",
     "from_pretrained",
+    "list_models",
     "metrics",
+    "register_model",
+    "save_pretrained",
     "transforms",
 ]
+
+_LAZY_SUBMODULES = ("metrics", "transforms")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY_SUBMODULES:
+        return importlib.import_module(f"cvae_seg.{name}")
+    raise AttributeError(f"module 'cvae_seg' has no attribute {name!r}")

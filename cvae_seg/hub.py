@@ -2,7 +2,7 @@
 
 A directory holds ``config.json`` (what rebuilds the backbone and the heads, and optionally the
 training config and class names), ``model.safetensors`` (the weights) and ``README.md`` (a
-model card). Nothing touches the network.
+model card). Models are rebuilt through `cvae_seg.registry`; nothing touches the network.
 """
 
 from __future__ import annotations
@@ -13,26 +13,16 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
-from cvae_seg.reporting import atomic_write_text
+from cvae_seg.io import atomic_write_bytes, atomic_write_text
+from cvae_seg.registry import create_model
+from cvae_seg.version import __version__
 
 __all__ = ["FORMAT_VERSION", "from_pretrained", "save_pretrained"]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: "arch" + "kwargs" for the registry; 1 (cvae_seg 0.x): "builder"
 CONFIG_NAME, WEIGHTS_NAME, CARD_NAME = "config.json", "model.safetensors", "README.md"
-
-
-def _build(builder: str, kwargs: dict[str, Any]) -> torch.nn.Module:
-    if builder == "create_model":
-        from cvae_seg.factory import create_model
-
-        return create_model(**kwargs)
-    if builder == "QuadrantCVAE":
-        from cvae_seg.architectures.mnist import QuadrantCVAE
-
-        return QuadrantCVAE(**kwargs)
-    raise ValueError(f"unknown builder {builder!r}; expected 'create_model' or 'QuadrantCVAE'")
 
 
 def save_pretrained(
@@ -42,30 +32,26 @@ def save_pretrained(
     classes: list[str] | None = None,
     metrics: dict[str, Any] | None = None,
 ) -> Path:
-    """Write config.json, model.safetensors and a model card into ``directory``."""
-    build = getattr(model, "build_spec", None)
-    if build is None:
-        raise ValueError(
-            f"{type(model).__name__} was not built by cvae_seg.create_model (or QuadrantCVAE), "
-            "so config.json could not rebuild it; build it with create_model, or save its "
-            "state_dict yourself"
-        )
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    from cvae_seg import __version__
+    """Write config.json, model.safetensors and a model card into ``directory``.
 
+    ``model.config`` says how to rebuild the model through the registry; a model wrapped by
+    hand, ``CVAE(smp.FPN(...))``, has one as long as its backbone keeps its constructor
+    arguments, as smp models do.
+    """
+    build = dict(model.config)
+    arch = build.pop("arch")
+    directory = Path(directory)
     config = {
         "format_version": FORMAT_VERSION,
         "cvae_seg_version": __version__,
-        **build,
+        "arch": arch,
+        "kwargs": build,
         "classes": classes,
         "training_config": training_config,
         "metrics": metrics,
     }
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    tmp = directory / (WEIGHTS_NAME + ".tmp")
-    save_file(state, str(tmp), metadata={"format": "pt"})
-    os.replace(tmp, directory / WEIGHTS_NAME)
+    atomic_write_bytes(directory / WEIGHTS_NAME, save(state, metadata={"format": "pt"}))
     atomic_write_text(directory / CONFIG_NAME, json.dumps(config, indent=2))
     atomic_write_text(directory / CARD_NAME, _model_card(config))
     return directory
@@ -82,14 +68,16 @@ def from_pretrained(directory: str | os.PathLike, map_location: str | torch.devi
         config = json.loads(config_path.read_text())
     except json.JSONDecodeError as error:
         raise ValueError(f"{config_path} is not valid JSON ({error})") from error
-    if config.get("format_version") != FORMAT_VERSION:
+    if config.get("format_version") not in (1, FORMAT_VERSION):
         raise ValueError(
             f"{config_path} has format_version {config.get('format_version')!r}; this cvae_seg "
-            f"reads version {FORMAT_VERSION}"
+            f"reads versions 1 and {FORMAT_VERSION}"
         )
-    if "builder" not in config or "kwargs" not in config:
-        raise ValueError(f"{config_path} names no builder and kwargs to rebuild the model from")
-    model = _build(config["builder"], config["kwargs"])
+    arch, kwargs = _architecture(config, config_path)
+    try:
+        model = create_model(arch, **kwargs)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{config_path}: model {arch!r} could not be built ({error})") from error
     try:
         state = load_file(str(weights_path), device=str(map_location))
     except Exception as error:
@@ -103,6 +91,27 @@ def from_pretrained(directory: str | os.PathLike, map_location: str | torch.devi
     return model.to(map_location).eval()
 
 
+# cvae_seg 0.x saved the MNIST model under QuadrantCVAE's own argument names
+_V1_MNIST_NAMES = {
+    "hidden": "mlp_hidden",
+    "latent_features": "latent_channels",
+    "dropout": "mlp_dropout",
+}
+
+
+def _architecture(config: dict[str, Any], config_path: Path) -> tuple[str, dict[str, Any]]:
+    """(registered name, keyword arguments) that rebuild the saved model."""
+    kwargs = config.get("kwargs")
+    if config["format_version"] == 1 and isinstance(kwargs, dict):
+        if config.get("builder") == "QuadrantCVAE":
+            return "mnist_mlp", {_V1_MNIST_NAMES.get(k, k): v for k, v in kwargs.items()}
+        kwargs = dict(kwargs)
+        return kwargs.pop("arch", None), kwargs
+    if not isinstance(config.get("arch"), str) or not isinstance(kwargs, dict):
+        raise ValueError(f"{config_path} names no arch and kwargs to rebuild the model from")
+    return config["arch"], kwargs
+
+
 def read_pretrained_config(directory: str | os.PathLike) -> dict[str, Any]:
     """The config.json of a saved model, as a dict."""
     return json.loads((Path(directory) / CONFIG_NAME).read_text())
@@ -113,10 +122,9 @@ def _model_card(config: dict[str, Any]) -> str:
     training = config.get("training_config") or {}
     data = training.get("data", {})
     lines = [
-        f"# cvae_seg model: {kwargs.get('arch', config['builder'])}, objective "
-        f"{kwargs.get('objective')}",
+        f"# cvae_seg model: {config['arch']}, objective {kwargs.get('objective')}",
         "",
-        f"- built with: `{config['builder']}` ({json.dumps(kwargs)})",
+        f"- built with: `cvae_seg.create_model({config['arch']!r}, **{json.dumps(kwargs)})`",
         f"- data set: {data.get('dataset', 'unknown')} (size {data.get('size', 'n/a')})",
         f"- classes: {config.get('classes')}",
         f"- cvae_seg {config['cvae_seg_version']}, format {config['format_version']}",

@@ -22,7 +22,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-__all__ = ["OBJECTIVES", "LatentSource", "ObjectiveSpec", "get_objective"]
+import torch
+from torch.distributions import Normal
+
+from cvae_seg.likelihood import latent_log_ratio, log_mean_exp
+from cvae_seg.modules.latent import LatentDistribution, latent_point
+
+__all__ = [
+    "OBJECTIVES",
+    "LatentSource",
+    "ObjectiveSpec",
+    "draw_latents",
+    "get_objective",
+    "importance_weighted_bound",
+]
 
 LatentSource = Literal["prior_mean", "prior", "posterior"]
 
@@ -71,3 +84,56 @@ def get_objective(name: str) -> ObjectiveSpec:
         return OBJECTIVES[name]
     except KeyError:
         raise ValueError(f"objective must be one of {sorted(OBJECTIVES)}, got {name!r}") from None
+
+
+# ------------------------------------------------------------------ the losses' pieces
+def draw_latents(
+    source: LatentSource, prior: LatentDistribution, posterior: Normal | None, n: int = 1
+) -> torch.Tensor:
+    """n latents (n, B, *latent) from one source, differentiable (reparameterised)."""
+    if source == "prior_mean":
+        return latent_point(prior).unsqueeze(0)
+    return (prior if source == "prior" else posterior).rsample((n,))
+
+
+def importance_weighted_bound(
+    example_nll: torch.Tensor,
+    z: torch.Tensor,
+    prior: LatentDistribution,
+    posterior: Normal,
+    beta: float,
+    elbo_share: float = 0.0,
+) -> torch.Tensor:
+    """log mean_k p(y|x,z_k) (p(z_k|x) / q(z_k|x,y))^beta per example, (B,), z_k ~ q.
+
+    Its value is the k-sample importance-sampling estimate of log p(y|x) (Burda et al. 2016);
+    its gradient is the doubly reparameterised one (DReG, Tucker et al. 2019): q's
+    parameters reach the loss only through z_k, weighted by the squared normalised weights.
+    The plain IWAE gradient's signal for q fades as k grows (Rainforth et al. 2018); DReG's
+    does not, though q may still settle on the prior when k prior-like samples already
+    explain y. torch.distributions has no such estimator.
+
+    ``elbo_share`` s > 0 returns (1 - s) x that bound + s x the k-sample ELBO (mean_k of the
+    log weights; CIWAE, Rainforth et al. 2018), whose gradient asks q to be the posterior
+    however many samples there are; the ELBO part's gradient for q is the reparameterised
+    one without the score term ("sticking the landing", Roeder et al. 2017).
+    """
+    frozen_q = Normal(posterior.mean.detach(), posterior.stddev.detach())
+    log_weights = -example_nll + beta * latent_log_ratio(prior, frozen_q, z)  # (k, B)
+    bound = log_mean_exp(log_weights)
+    if elbo_share > 0:
+        bound = (1 - elbo_share) * bound + elbo_share * log_weights.mean(0)
+    if not z.requires_grad:
+        return bound
+    normalised = torch.softmax(log_weights.detach(), 0)  # (k, B)
+    # what the decoder and the prior get: w_k from the bound, 1/k from the ELBO
+    coefficients = (1 - elbo_share) * normalised + elbo_share / len(z)
+    # what q gets through z_k: w_k^2 from the bound (DReG), 1/k from the ELBO; the hook
+    # rescales the coefficient that reaches z_k into that (w_k itself without an ELBO share)
+    if elbo_share > 0:
+        to_q = ((1 - elbo_share) * normalised**2 + elbo_share / len(z)) / coefficients
+    else:
+        to_q = normalised  # coefficients = w_k, which may be 0: no division
+    z.register_hook(lambda grad: grad * to_q.view(*to_q.shape, *[1] * (z.ndim - 2)))
+    surrogate = (coefficients * log_weights).sum(0)
+    return bound.detach() + surrogate - surrogate.detach()

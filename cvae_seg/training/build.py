@@ -1,44 +1,49 @@
-"""Build the model that a run config describes."""
+"""Build the model that a run config describes, through the registry.
+
+The config's ``model`` section holds the arguments of every builder at once (the conv models'
+and the MNIST MLPs'); the registered builder's signature says which of them apply. A key set
+away from its default that the builder does not take is an error naming it, so a config never
+silently ignores a setting.
+"""
 
 from __future__ import annotations
 
-from cvae_seg.architectures.mnist import QuadrantCVAE
-from cvae_seg.conditional import ConditionalGenerativeModel
-from cvae_seg.config import Config
-from cvae_seg.factory import create_model
+from typing import Any
 
-__all__ = ["build_model"]
+from cvae_seg.config import Config
+from cvae_seg.models import ConditionalGenerativeModel
+from cvae_seg.registry import builder_parameters, is_model, list_models
+from cvae_seg.registry import create_model as create_registered_model
+
+__all__ = ["build_model", "model_kwargs"]
+
+
+def model_kwargs(config: Config, num_classes: int) -> dict[str, Any]:
+    """The registered builder's keyword arguments for ``config`` and a data set's classes."""
+    model = config.model
+    if not is_model(model.arch):
+        raise ValueError(f"model.arch: unknown model {model.arch!r}; expected one of "
+                         f"{', '.join(list_models())}")  # fmt: skip
+    # what the data set decides, passed where the builder takes it
+    candidates: dict[str, Any] = {
+        "in_channels": 3,
+        "classes": num_classes,
+        "ignore_index": config.data.ignore_index,
+        "observed": config.data.mnist_observed,
+    }
+    settings = model.model_dump(exclude={"arch", "backbone_kwargs"})
+    accepted, takes_more = builder_parameters(model.arch)
+    defaults = type(model)().model_dump()
+    for key in settings:
+        if key not in accepted and settings[key] != defaults[key]:
+            raise ValueError(f"model.{key} does not apply to arch {model.arch!r}; it takes "
+                             f"{', '.join(sorted(accepted))}")  # fmt: skip
+    if model.backbone_kwargs and not takes_more:
+        raise ValueError(f"model.backbone_kwargs: arch {model.arch!r} takes no extra arguments")
+    kwargs = {k: v for k, v in {**candidates, **settings}.items() if k in accepted}
+    return {**kwargs, **model.backbone_kwargs}
 
 
 def build_model(config: Config, num_classes: int) -> ConditionalGenerativeModel:
     """The model that a config describes, for a data set of ``num_classes`` classes."""
-    model_config = config.model
-    if model_config.arch == "mnist_mlp":
-        if model_config.prior_components > 1:
-            raise ValueError(
-                f"model.prior_components={model_config.prior_components}: the mixture prior "
-                "exists for the conv prior net only; arch 'mnist_mlp' takes 1"
-            )
-        return QuadrantCVAE(
-            observed=config.data.mnist_observed,
-            objective=model_config.objective,
-            hidden=model_config.mlp_hidden,
-            latent_features=model_config.latent_channels,
-            recurrent=model_config.recurrent,
-            alpha=model_config.alpha,
-            kl_weight=model_config.kl_weight,
-            importance_samples=model_config.importance_samples,
-            elbo_share=model_config.elbo_share,
-            logvar_bound=model_config.logvar_bound,
-            dropout=model_config.mlp_dropout,
-        )
-    return create_model(
-        model_config.arch,
-        encoder_name=model_config.encoder_name,
-        encoder_weights=model_config.encoder_weights,
-        in_channels=3,
-        classes=num_classes,
-        ignore_index=config.data.ignore_index,
-        **model_config.backbone_kwargs,
-        **model_config.cvae_kwargs(),
-    )
+    return create_registered_model(config.model.arch, **model_kwargs(config, num_classes))

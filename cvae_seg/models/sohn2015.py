@@ -1,4 +1,4 @@
-"""The paper's own convolutional segmentation network (PAPER.md 4.2, from the authors' code).
+"""The paper's own convolutional segmentation network (as the authors' released code builds it).
 
 For 128x128 inputs, every convolution 'same' padded with ReLU:
 encoder: conv 9x9 stride 2 to 64, pool (32 px); conv 5x5 to 96, pool (16 px); conv 3x3 to 128;
@@ -12,10 +12,15 @@ multi-scale heads read the final decoder features (one mechanism for all archite
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
-__all__ = ["Sohn2015"]
+from cvae_seg.models.smp import CVAE, wrap_backbone
+from cvae_seg.registry import register_model
+
+__all__ = ["Sohn2015", "sohn2015"]
 
 
 def _conv(in_channels: int, out_channels: int, kernel: int, stride: int = 1) -> list[nn.Module]:
@@ -32,6 +37,7 @@ class Sohn2015(nn.Module):
 
     def __init__(self, in_channels: int = 3, classes: int = 2) -> None:
         super().__init__()
+        self.config = {"in_channels": in_channels, "classes": classes}  # smp's habit: rebuildable
         self.encoder = nn.Sequential(
             *_conv(in_channels, 64, 9, stride=2),
             nn.MaxPool2d(2),
@@ -58,3 +64,11 @@ class Sohn2015(nn.Module):
                 f"{height}x{width}; resize or pad the input"
             )
         return self.segmentation_head(self.decoder(self.encoder(x)))
+
+
+@register_model("sohn2015")
+def sohn2015(
+    in_channels: int = 3, classes: int = 2, objective: str = "cvae", **kwargs: Any
+) -> CVAE:
+    """The paper's network with the CVAE heads; ``kwargs`` are `cvae_seg.CVAE`'s."""
+    return wrap_backbone(Sohn2015(in_channels=in_channels, classes=classes), objective, kwargs)

@@ -3,21 +3,24 @@
 x is the observed quadrants' pixels, y the hidden ones, each a Bernoulli on its grey level.
 The baseline NN s(x), the prior p(z|x) on [x, sigmoid(2 s(x))] (the same recurrent connection
 as the segmentation model), the recognition q(z|x,y) on [x, y] and the generation g(x, z) are
-MLPs with two hidden layers of 1,000 ReLUs and 200 Gaussian latents (PAPER.md 3); p(y|x,z)
+MLPs with two hidden layers of 1,000 ReLUs and 200 Gaussian latents, as in the paper; p(y|x,z)
 has logits s(x) + g(x, z). Objectives, sampling and likelihood come from
 `ConditionalGenerativeModel`, exactly as for segmentation.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 
-from cvae_seg.conditional import ConditionalGenerativeModel, Encoded
 from cvae_seg.data.mnist import quadrant_mask
-from cvae_seg.heads import GaussianMLP, MLPGenerationNet, _mlp
+from cvae_seg.models.base import ConditionalGenerativeModel, Encoded
+from cvae_seg.modules.heads import LOGVAR_BOUND, GaussianMLP, MLPGenerationNet, mlp
+from cvae_seg.registry import register_model
 
-__all__ = ["QuadrantCVAE"]
+__all__ = ["QuadrantCVAE", "mnist_mlp"]
 
 
 class QuadrantCVAE(ConditionalGenerativeModel):
@@ -38,26 +41,25 @@ class QuadrantCVAE(ConditionalGenerativeModel):
         kl_weight: float = 1.0,
         importance_samples: int = 1,
         elbo_share: float = 0.0,
-        logvar_bound: float = 6.0,
+        logvar_bound: float = LOGVAR_BOUND,
         side: int = 28,
         dropout: float = 0.0,
     ) -> None:
         super().__init__(objective, alpha, kl_weight, importance_samples, elbo_share)
-        self.build_spec = {
-            "builder": "QuadrantCVAE",
-            "kwargs": dict(observed=observed, objective=objective, hidden=list(hidden),
-                           latent_features=latent_features, recurrent=recurrent, alpha=alpha,
-                           kl_weight=kl_weight, importance_samples=importance_samples,
-                           elbo_share=elbo_share, logvar_bound=logvar_bound, side=side,
-                           dropout=dropout),
-        }  # fmt: skip
+        # what rebuilds it through the registry (the names of the "mnist_mlp" builder)
+        self._config = dict(
+            arch="mnist_mlp", observed=observed, objective=objective, mlp_hidden=list(hidden),
+            latent_channels=latent_features, recurrent=recurrent, alpha=alpha,
+            kl_weight=kl_weight, importance_samples=importance_samples, elbo_share=elbo_share,
+            logvar_bound=logvar_bound, side=side, mlp_dropout=dropout,
+        )  # fmt: skip
         mask = torch.from_numpy(quadrant_mask(observed, side)).flatten()
         self.register_buffer("observed_mask", mask, persistent=False)
         self.observed = observed
         self.side = side
         self.recurrent = recurrent
         n_in, n_out = int(mask.sum()), int((~mask).sum())
-        self.baseline = _mlp((n_in, *hidden, n_out), dropout)
+        self.baseline = mlp((n_in, *hidden, n_out), dropout)
         if self.spec.uses_latent:
             self.prior_net = GaussianMLP(
                 n_in + (n_out if recurrent else 0), latent_features, hidden, logvar_bound, dropout
@@ -67,6 +69,11 @@ class QuadrantCVAE(ConditionalGenerativeModel):
                     n_in + n_out, latent_features, hidden, logvar_bound, dropout
                 )
             self.generation_net = MLPGenerationNet(n_in, latent_features, n_out, hidden, dropout)
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """What rebuilds this model: ``cvae_seg.create_model(**model.config)``."""
+        return dict(self._config)
 
     def _flat(self, images: torch.Tensor, name: str) -> torch.Tensor:
         flat = images.reshape(images.shape[0], -1)
@@ -95,8 +102,8 @@ class QuadrantCVAE(ConditionalGenerativeModel):
         scores = self.generation_net(z, encoded.context)
         return encoded.logits.unsqueeze(0) + scores.unflatten(0, tuple(z.shape[:2]))
 
-    def _check_target(self, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        if y.shape[0] != x.shape[0]:
+    def _target(self, y: torch.Tensor, x: torch.Tensor | None = None) -> torch.Tensor:
+        if x is not None and y.shape[0] != x.shape[0]:
             raise ValueError(f"y has {y.shape[0]} digits but x has {x.shape[0]}")
         return self.hidden_pixels(y).float()
 
@@ -115,3 +122,41 @@ class QuadrantCVAE(ConditionalGenerativeModel):
         digits = flat.expand(*hidden_logits.shape[:-1], flat.shape[-1]).clone()
         digits[..., ~self.observed_mask] = torch.sigmoid(hidden_logits.float())
         return digits.unflatten(-1, (self.side, self.side))
+
+
+@register_model("mnist_mlp")
+def mnist_mlp(
+    observed: int = 1,
+    objective: str = "cvae",
+    latent_channels: int = 200,
+    mlp_hidden: tuple[int, ...] = (1000, 1000),
+    mlp_dropout: float = 0.0,
+    recurrent: bool = True,
+    alpha: float = 0.5,
+    kl_weight: float = 1.0,
+    importance_samples: int = 1,
+    elbo_share: float = 0.0,
+    logvar_bound: float = LOGVAR_BOUND,
+    prior_components: int = 1,
+    side: int = 28,
+) -> QuadrantCVAE:
+    """The paper's MNIST quadrant-completion MLPs, under the training config's names."""
+    if prior_components != 1:
+        raise ValueError(
+            f"prior_components={prior_components}: the mixture prior exists for the conv prior "
+            "net only; arch 'mnist_mlp' takes 1"
+        )
+    return QuadrantCVAE(
+        observed=observed,
+        objective=objective,
+        hidden=tuple(mlp_hidden),
+        latent_features=latent_channels,
+        recurrent=recurrent,
+        alpha=alpha,
+        kl_weight=kl_weight,
+        importance_samples=importance_samples,
+        elbo_share=elbo_share,
+        logvar_bound=logvar_bound,
+        side=side,
+        dropout=mlp_dropout,
+    )

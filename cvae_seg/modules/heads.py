@@ -21,18 +21,24 @@ import torch.nn.functional as F
 from torch import nn
 from torch.distributions import Normal
 
-from cvae_seg.latent import GaussianMixture
+from cvae_seg.modules.latent import GaussianMixture
 
 __all__ = [
+    "LOGVAR_BOUND",
     "GaussianConvNet",
     "GaussianMLP",
     "LightGenerationNet",
     "MLPGenerationNet",
     "Sohn2015GenerationNet",
     "bounded_log_variance",
+    "mlp",
     "num_halvings",
     "upsample_bilinear",
 ]
+
+# log-variances of q and p are squashed into (-LOGVAR_BOUND, LOGVAR_BOUND): the KL stays finite
+# under AMP and no std passes exp(3)
+LOGVAR_BOUND = 6.0
 
 
 def num_halvings(stride: int, name: str = "latent_stride") -> int:
@@ -75,7 +81,7 @@ class GaussianConvNet(nn.Module):
         latent_stride: int = 16,
         widths: tuple[int, ...] = (64, 96, 128),
         kernel_sizes: tuple[int, ...] = (3, 3, 3),
-        logvar_bound: float = 6.0,
+        logvar_bound: float = LOGVAR_BOUND,
         components: int = 1,
     ) -> None:
         super().__init__()
@@ -237,7 +243,7 @@ def _activation(dropout: float) -> list[nn.Module]:
     return [nn.ReLU(True), nn.Dropout(dropout)] if dropout > 0 else [nn.ReLU(True)]
 
 
-def _mlp(sizes: tuple[int, ...], dropout: float = 0.0) -> nn.Sequential:
+def mlp(sizes: tuple[int, ...], dropout: float = 0.0) -> nn.Sequential:
     """Linear layers of these sizes, ReLU (and dropout) between them, none after the last."""
     layers: list[nn.Module] = []
     for i, (n_in, n_out) in enumerate(itertools.pairwise(sizes)):
@@ -259,11 +265,11 @@ class GaussianMLP(nn.Module):
         in_features: int,
         latent_features: int = 200,
         hidden: tuple[int, ...] = (1000, 1000),
-        logvar_bound: float = 6.0,
+        logvar_bound: float = LOGVAR_BOUND,
         dropout: float = 0.0,
     ) -> None:
         super().__init__()
-        self.body = _mlp((in_features, *hidden, 2 * latent_features), dropout)
+        self.body = mlp((in_features, *hidden, 2 * latent_features), dropout)
         self.logvar_bound = logvar_bound
 
     def forward(self, inputs: torch.Tensor) -> Normal:
@@ -290,7 +296,7 @@ class MLPGenerationNet(nn.Module):
         super().__init__()
         self.context = nn.Linear(in_features, hidden[0])
         self.latent = nn.Linear(latent_features, hidden[0], bias=False)
-        self.rest = nn.Sequential(*_activation(dropout), _mlp((*hidden, out_features), dropout))
+        self.rest = nn.Sequential(*_activation(dropout), mlp((*hidden, out_features), dropout))
 
     def prepare(self, inputs: torch.Tensor) -> torch.Tensor:
         return self.context(inputs)

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cvae_seg.heads import resize
+from cvae_seg.modules.heads import resize
 
 __all__ = ["MultiScaleHeads", "one_hot_labels", "pixel_nll", "soft_coarse_targets", "soft_nll"]
 

@@ -12,33 +12,33 @@ whatever the decoder's call signature) and the logits s(x). On top of them:
 
 from __future__ import annotations
 
-from typing import Literal
+import inspect
+from collections.abc import Mapping
+from typing import Any, Literal
 
 import torch
 from torch import nn
 
-from cvae_seg.conditional import (
-    ConditionalGenerativeModel,
-    CVAEOutput,
-    Encoded,
-    inference_mode,
-)
-from cvae_seg.heads import (
+from cvae_seg.likelihood import log_mean_exp
+from cvae_seg.models.base import ConditionalGenerativeModel, Encoded, inference_mode
+from cvae_seg.modules.heads import (
+    LOGVAR_BOUND,
     GaussianConvNet,
     LightGenerationNet,
     Sohn2015GenerationNet,
     upsample_bilinear,
 )
-from cvae_seg.likelihood import log_mean_exp
-from cvae_seg.multiscale import (
+from cvae_seg.modules.multiscale import (
     MultiScaleHeads,
     one_hot_labels,
     pixel_nll,
     soft_coarse_targets,
     soft_nll,
 )
+from cvae_seg.objectives import get_objective
+from cvae_seg.registry import is_model, register_model
 
-__all__ = ["CVAE", "CVAEOutput"]
+__all__ = ["CVAE", "HEAD_ARGUMENTS", "SMP_ARCHITECTURES", "create_backbone", "wrap_backbone"]
 
 
 class CVAE(ConditionalGenerativeModel):
@@ -63,7 +63,7 @@ class CVAE(ConditionalGenerativeModel):
         scale_weights: loss weights at strides (4, 2, 1); (0, 0, 1) turns multi-scale off.
         ignore_index: label of unlabelled pixels, excluded from every loss and likelihood.
         logvar_bound: log-variances are squashed into (-bound, bound).
-        prior_components: M > 1 makes p(z|x) a mixture of M Gaussians (`cvae_seg.latent`),
+        prior_components: M > 1 makes p(z|x) a mixture of M Gaussians (`cvae_seg.modules.latent`),
             which can hold separated modes; 1 is the paper's Gaussian.
         probe_size: side of the zero image used once to learn the decoder's width.
     """
@@ -87,29 +87,14 @@ class CVAE(ConditionalGenerativeModel):
         elbo_share: float = 0.0,
         scale_weights: tuple[float, float, float] = (1.0, 1.0, 1.0),
         ignore_index: int | None = None,
-        logvar_bound: float = 6.0,
+        logvar_bound: float = LOGVAR_BOUND,
         prior_components: int = 1,
         probe_size: int = 128,
     ) -> None:
+        arguments = {k: v for k, v in locals().items() if k in HEAD_ARGUMENTS}
         super().__init__(objective, alpha, kl_weight, importance_samples, elbo_share)
-        if not hasattr(backbone, "segmentation_head"):
-            raise TypeError(
-                f"backbone {type(backbone).__name__} has no `segmentation_head`; expected an "
-                "smp model (smp.create_model) or a cvae_seg architecture"
-            )
-        if len(scale_weights) != 3 or min(scale_weights) < 0:
-            raise ValueError(
-                f"scale_weights must be three non-negative weights for strides (4, 2, 1), got "
-                f"{scale_weights}"
-            )
-        if prior_components > 1 and not self.spec.needs_recognition:
-            raise ValueError(
-                f"prior_components={prior_components} needs an objective with a KL term "
-                f"(cvae or hybrid): its weights learn only through log p(z|x), which "
-                f"{objective!r} never evaluates"
-            )
-        if generation not in ("light", "sohn2015"):
-            raise ValueError(f"generation must be 'light' or 'sohn2015', got {generation!r}")
+        _check_head_arguments(backbone, objective, arguments)
+        self.head_config = arguments  # with the backbone's config: what rebuilds the model
         self.backbone = backbone
         self.recurrent = recurrent
         self.ignore_index = ignore_index
@@ -123,32 +108,45 @@ class CVAE(ConditionalGenerativeModel):
                 "the backbone predicts 1 class; cvae_seg models a categorical p(y|x,z): build "
                 "the backbone with classes=2 for binary segmentation"
             )
-
         coarse = tuple(s for s, w in zip((4, 2), self.scale_weights[:2], strict=True) if w > 0)
         self.multiscale_heads = MultiScaleHeads(feature_channels, self.num_classes, coarse)
-
         if self.spec.uses_latent:
-            gaussian = dict(
-                latent_channels=latent_channels,
-                latent_stride=latent_stride,
-                widths=tuple(gaussian_widths),
-                kernel_sizes=tuple(gaussian_kernel_sizes),
-                logvar_bound=logvar_bound,
+            self._build_latent_nets(feature_channels, arguments)
+
+    def _build_latent_nets(self, feature_channels: int, arguments: dict[str, Any]) -> None:
+        """The prior, recognition (cvae, hybrid) and generation nets."""
+        latent_channels, latent_stride = arguments["latent_channels"], arguments["latent_stride"]
+        gaussian = dict(
+            latent_channels=latent_channels,
+            latent_stride=latent_stride,
+            widths=tuple(arguments["gaussian_widths"]),
+            kernel_sizes=tuple(arguments["gaussian_kernel_sizes"]),
+            logvar_bound=arguments["logvar_bound"],
+        )
+        prior_in = self.in_channels + (self.num_classes if self.recurrent else 0)
+        self.prior_net = GaussianConvNet(
+            prior_in, components=arguments["prior_components"], **gaussian
+        )
+        if self.spec.needs_recognition:
+            self.recognition_net = GaussianConvNet(self.in_channels + self.num_classes, **gaussian)
+        if arguments["generation"] == "light":
+            self.generation_net = LightGenerationNet(
+                feature_channels, latent_channels, self.num_classes, arguments["generation_hidden"]
             )
-            prior_in = self.in_channels + (self.num_classes if recurrent else 0)
-            self.prior_net = GaussianConvNet(prior_in, components=prior_components, **gaussian)
-            if self.spec.needs_recognition:
-                self.recognition_net = GaussianConvNet(
-                    self.in_channels + self.num_classes, **gaussian
-                )
-            if generation == "light":
-                self.generation_net = LightGenerationNet(
-                    feature_channels, latent_channels, self.num_classes, generation_hidden
-                )
-            else:
-                self.generation_net = Sohn2015GenerationNet(
-                    latent_channels, self.num_classes, latent_stride
-                )
+        else:
+            self.generation_net = Sohn2015GenerationNet(
+                latent_channels, self.num_classes, latent_stride
+            )
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """What rebuilds this model: ``cvae_seg.create_model(**model.config)``.
+
+        The backbone is described by its class name and its ``config`` (the constructor
+        arguments that smp models keep); its weights come from the saved file, never a download.
+        """
+        arch, backbone_kwargs = _describe_backbone(self.backbone)
+        return {"arch": arch, **backbone_kwargs, "objective": self.objective, **self.head_config}
 
     # ----------------------------------------------------------------- shared computation
     def _run_backbone(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -186,8 +184,10 @@ class CVAE(ConditionalGenerativeModel):
             scores = upsample_bilinear(scores, tuple(size))
         return encoded.logits.unsqueeze(0) + scores.unflatten(0, tuple(z.shape[:2]))
 
-    def _check_target(self, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        return _check_labels(y, x)
+    def _target(self, y: torch.Tensor, x: torch.Tensor | None = None) -> torch.Tensor:
+        if x is not None:
+            _check_image(x, self.in_channels)
+        return _check_labels(y, x, self.num_classes, self.ignore_index)
 
     def _output_nll(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return pixel_nll(logits, y, self.ignore_index)
@@ -241,7 +241,7 @@ class CVAE(ConditionalGenerativeModel):
         """
         if latent not in ("mean", "sample"):
             raise ValueError(f"latent must be 'mean' or 'sample', got {latent!r}")
-        y = _check_labels(y, x)
+        y = self._target(y, x)
         if observed.shape != y.shape or observed.dtype != torch.bool:
             raise ValueError(
                 f"observed must be a bool mask of shape {tuple(y.shape)}, got "
@@ -258,6 +258,10 @@ class CVAE(ConditionalGenerativeModel):
                 z = posterior.mean if latent == "mean" else posterior.sample()
                 logits = self._decode(encoded, z.unsqueeze(0))[0]
             return logits
+
+
+# the CVAE's own keyword arguments (everything but the backbone); what `config` records
+HEAD_ARGUMENTS = frozenset(inspect.signature(CVAE).parameters) - {"backbone", "objective"}
 
 
 # --------------------------------------------------------------------------- helpers
@@ -288,17 +292,150 @@ def _probe_backbone(model: CVAE, size: int) -> tuple[int, int]:
     return features.shape[1], logits.shape[1]
 
 
+def _check_head_arguments(backbone: nn.Module, objective: str, arguments: dict[str, Any]) -> None:
+    if not hasattr(backbone, "segmentation_head"):
+        raise TypeError(
+            f"backbone {type(backbone).__name__} has no `segmentation_head`; expected an "
+            "smp model (smp.create_model) or a cvae_seg architecture"
+        )
+    scale_weights = arguments["scale_weights"]
+    if len(scale_weights) != 3 or min(scale_weights) < 0:
+        raise ValueError(
+            f"scale_weights must be three non-negative weights for strides (4, 2, 1), got "
+            f"{scale_weights}"
+        )
+    for name in ("latent_channels", "latent_stride", "generation_hidden", "generation_stride",
+                 "prior_components", "probe_size"):  # fmt: skip
+        if not isinstance(arguments[name], int) or arguments[name] < 1:
+            raise ValueError(f"{name} must be a positive integer, got {arguments[name]!r}")
+    if arguments["prior_components"] > 1 and not get_objective(objective).needs_recognition:
+        raise ValueError(
+            f"prior_components={arguments['prior_components']} needs an objective with a KL "
+            f"term (cvae or hybrid): its weights learn only through log p(z|x), which "
+            f"{objective!r} never evaluates"
+        )
+    if arguments["generation"] not in ("light", "sohn2015"):
+        raise ValueError(
+            f"generation must be 'light' or 'sohn2015', got {arguments['generation']!r}"
+        )
+
+
+def _describe_backbone(backbone: nn.Module) -> tuple[str, dict[str, Any]]:
+    """(registered name, constructor arguments) of a backbone that keeps its ``config``."""
+    arch = type(backbone).__name__
+    kwargs = getattr(backbone, "config", None)
+    if not is_model(arch) or not isinstance(kwargs, Mapping):
+        raise ValueError(
+            f"backbone {arch} cannot be rebuilt from a config: its class is not a registered "
+            f"model (cvae_seg.list_models()) or keeps no `config` of its constructor arguments "
+            f"(smp models do); register a builder with @cvae_seg.register_model, or save "
+            f"model.state_dict() yourself"
+        )
+    kwargs = dict(kwargs)
+    if "encoder_weights" in kwargs:
+        kwargs["encoder_weights"] = None  # the saved weights replace any pretrained ones
+    return arch, kwargs
+
+
 def _check_image(x: torch.Tensor, in_channels: int) -> None:
-    if x.ndim != 4 or x.shape[1] != in_channels:
-        raise ValueError(f"x must be (B, {in_channels}, H, W) images, got shape {tuple(x.shape)}")
+    if not isinstance(x, torch.Tensor) or x.ndim != 4 or x.shape[1] != in_channels:
+        shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+        raise ValueError(f"x must be (B, {in_channels}, H, W) images, got {shape}")
+    if x.dtype not in (torch.float32, torch.float16, torch.bfloat16):
+        raise TypeError(
+            f"x must be a float32 (or float16/bfloat16) image tensor, got {x.dtype}; "
+            "convert with x.float() (and scale uint8 images to [0, 1] first)"
+        )
 
 
-def _check_labels(y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """Validate (B, H, W) integer labels against x; return them as int64."""
-    if y.ndim != 3 or y.shape[0] != x.shape[0] or y.shape[-2:] != x.shape[-2:]:
+def _check_labels(
+    y: torch.Tensor, x: torch.Tensor | None, classes: int, ignore_index: int | None
+) -> torch.Tensor:
+    """Validate (B, H, W) integer labels (against x when given); return them as int64."""
+    if not isinstance(y, torch.Tensor) or y.ndim != 3:
+        shape = tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__
+        raise ValueError(f"y must be (B, H, W) class labels, got {shape}")
+    if x is not None and (y.shape[0] != x.shape[0] or y.shape[-2:] != x.shape[-2:]):
         raise ValueError(
             f"y must be (B, H, W) labels matching x {tuple(x.shape)}, got shape {tuple(y.shape)}"
         )
     if y.dtype not in (torch.int64, torch.int32, torch.uint8, torch.int16):
-        raise ValueError(f"y must hold integer class labels, got dtype {y.dtype}")
-    return y.long()
+        raise TypeError(f"y must hold integer class labels, got dtype {y.dtype}")
+    y = y.long()
+    valid = (y >= 0) & (y < classes)
+    if ignore_index is not None:
+        valid |= y == ignore_index
+    if not bool(valid.all()):
+        bad = y[~valid]
+        raise ValueError(
+            f"y holds {bad.numel()} label(s) outside 0..{classes - 1} (ignore_index "
+            f"{ignore_index}), e.g. {int(bad[0])}; the model was built with classes={classes}"
+        )
+    return y
+
+
+# --------------------------------------------------------------------------- the registry
+SMP_ARCHITECTURES = (
+    "Unet", "UnetPlusPlus", "MAnet", "Linknet", "FPN", "PSPNet", "DeepLabV3", "DeepLabV3Plus",
+    "PAN", "UPerNet", "Segformer", "DPT",
+)  # fmt: skip
+
+
+def create_backbone(
+    arch: str,
+    encoder_name: str = "resnet34",
+    encoder_weights: str | None = None,
+    in_channels: int = 3,
+    classes: int = 2,
+    **kwargs: Any,
+) -> nn.Module:
+    """The plain smp model (``smp.create_model``) with random weights unless told otherwise.
+
+    encoder_weights defaults to None (random initialisation): cvae_seg never downloads.
+    """
+    import segmentation_models_pytorch as smp  # slow import, only when an smp model is built
+
+    return smp.create_model(
+        arch,
+        encoder_name=encoder_name,
+        encoder_weights=encoder_weights,
+        in_channels=in_channels,
+        classes=classes,
+        **kwargs,
+    )
+
+
+def wrap_backbone(backbone: nn.Module, objective: str, kwargs: dict[str, Any]) -> CVAE:
+    """CVAE(backbone, ...) with the head arguments picked out of ``kwargs``; others refused."""
+    unknown = sorted(set(kwargs) - HEAD_ARGUMENTS)
+    if unknown:
+        raise TypeError(
+            f"unexpected argument(s) {', '.join(unknown)} for the CVAE heads; they take "
+            f"{', '.join(sorted(HEAD_ARGUMENTS))}"
+        )
+    return CVAE(backbone, objective=objective, **kwargs)
+
+
+def _smp_builder(arch: str):
+    def build(
+        encoder_name: str = "resnet34",
+        encoder_weights: str | None = None,
+        in_channels: int = 3,
+        classes: int = 2,
+        objective: str = "cvae",
+        **kwargs: Any,
+    ) -> CVAE:
+        heads = {k: kwargs.pop(k) for k in list(kwargs) if k in HEAD_ARGUMENTS}
+        backbone = create_backbone(
+            arch, encoder_name, encoder_weights, in_channels, classes, **kwargs
+        )
+        return wrap_backbone(backbone, objective, heads)
+
+    build.parameters = HEAD_ARGUMENTS  # what it takes besides smp's arguments
+    build.__name__ = build.__qualname__ = arch
+    build.__doc__ = f"smp's {arch} with the CVAE heads (smp's arguments + `CVAE`'s)."
+    return build
+
+
+for _arch in SMP_ARCHITECTURES:
+    register_model(_arch)(_smp_builder(_arch))

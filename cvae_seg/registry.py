@@ -1,0 +1,97 @@
+"""The one table of model builders: `register_model`, `create_model`, `list_models`.
+
+Every way of building a model goes through this table: `cvae_seg.create_model`,
+`cvae_seg.from_pretrained` and the training code. A builder is a function that takes keyword
+arguments and returns a `ConditionalGenerativeModel`; `cvae_seg.models` registers one for every
+smp architecture, for "sohn2015" and for "mnist_mlp". Names are looked up case-insensitively,
+as ``smp.create_model`` does.
+
+This module imports no model: the builders register themselves when `cvae_seg.models` is
+imported (``import cvae_seg`` does that), the way timm's registry works.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+__all__ = [
+    "builder_parameters",
+    "create_model",
+    "get_model_builder",
+    "is_model",
+    "list_models",
+    "register_model",
+]
+
+Builder = TypeVar("Builder", bound=Callable[..., Any])
+
+_BUILDERS: dict[str, Callable[..., Any]] = {}
+_DISPLAY_NAMES: dict[str, str] = {}
+
+
+def register_model(name: str | Callable[..., Any]) -> Any:
+    """Add a builder to the table, under ``name`` or the function's own name.
+
+    >>> @register_model("my_net")
+    ... def my_net(classes: int = 2, objective: str = "cvae", **kwargs):
+    ...     return cvae_seg.CVAE(MyNet(classes=classes), objective=objective, **kwargs)
+
+    A model built this way saves and reloads with `save_pretrained` / `from_pretrained` when its
+    ``config`` names the registered name under "arch".
+    """
+    if callable(name):  # used bare: @register_model
+        return register_model(name.__name__)(name)
+
+    def add(builder: Builder) -> Builder:
+        key = name.lower()
+        if key in _BUILDERS and _BUILDERS[key] is not builder:
+            raise ValueError(f"a model named {name!r} is registered already")
+        _BUILDERS[key], _DISPLAY_NAMES[key] = builder, name
+        return builder
+
+    return add
+
+
+def list_models() -> list[str]:
+    """The names `create_model` accepts, in registration order."""
+    return list(_DISPLAY_NAMES.values())
+
+
+def is_model(name: str) -> bool:
+    """Whether ``name`` is registered (case-insensitive)."""
+    return isinstance(name, str) and name.lower() in _BUILDERS
+
+
+def get_model_builder(name: str) -> Callable[..., Any]:
+    """The builder registered under ``name``, with an error that lists the valid names."""
+    if not is_model(name):
+        raise ValueError(f"unknown model {name!r}; expected one of {', '.join(list_models())}")
+    return _BUILDERS[name.lower()]
+
+
+def builder_parameters(name: str) -> tuple[frozenset[str], bool]:
+    """(the keyword arguments the builder of ``name`` names, whether it takes more).
+
+    A builder that forwards ``**kwargs`` can name the ones it knows in a ``parameters``
+    attribute (the smp builders name the CVAE heads' arguments this way).
+    """
+    builder = get_model_builder(name)
+    signature = inspect.signature(builder).parameters.values()
+    named = {p.name for p in signature if p.kind is not inspect.Parameter.VAR_KEYWORD}
+    named |= set(getattr(builder, "parameters", ()))
+    takes_more = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in signature)
+    return frozenset(named), takes_more
+
+
+def create_model(arch: str, **kwargs: Any) -> Any:
+    """Build the model registered as ``arch`` with ``kwargs``.
+
+    For an smp architecture the arguments are smp's (``encoder_name``, ``classes``, ...) plus the
+    CVAE heads' (``objective``, ``latent_channels``, ...); see `cvae_seg.CVAE`. Encoders start
+    from random weights unless ``encoder_weights`` names local weights: nothing downloads.
+
+    >>> model = create_model("Unet", encoder_name="resnet18", classes=3, objective="hybrid")
+    """
+    return get_model_builder(arch)(**kwargs)
