@@ -1,8 +1,8 @@
 """Input occlusion as albumentations transforms.
 
-- `RandomSquareOcclusion`: the paper's noise injection ("NI", PAPER.md 2.2): squares of side
-  uniform in [min_side, max_side) x the shorter image side set to a fill value.
-- `GridBlockOcclusion`: the partial observations of Table 4 (PAPER.md 4.7): the image cut into
+- `RandomSquareOcclusion`: the noise injection ("NI") of Sohn, Lee, Yan (2015): squares of
+  side uniform in [min_side, max_side) x the shorter image side set to a fill value.
+- `GridBlockOcclusion`: the partial observations of the paper's Table 4: the image cut into
   b x b blocks on a grid, each dropped independently with probability ``drop_prob``.
 
 Both touch the image only (never the mask), draw from the Compose's seeded generator, and

@@ -7,9 +7,9 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from cvae_seg.conditional import ConditionalGenerativeModel
 from cvae_seg.data.common import ArraySegmentationDataset
-from cvae_seg.model import CVAE
+from cvae_seg.models.base import ConditionalGenerativeModel
+from cvae_seg.models.smp import CVAE
 from cvae_seg.transforms import RandomSquareOcclusion, square_mask
 
 __all__ = ["PALETTE", "colorize", "quadrant_grid", "sample_grid"]
@@ -55,6 +55,17 @@ def _outline(region: np.ndarray) -> np.ndarray:
     return region & ~inner
 
 
+def _check_request(indices: list[int], num_samples: int, occlude: float = 0.0) -> None:
+    """Refuse an empty or meaningless grid before any drawing, with the value at fault (an
+    empty ``indices`` would otherwise fail deep inside as an unbound tile size)."""
+    if not indices:
+        raise ValueError("no images to draw: indices is empty; give at least one index")
+    if num_samples < 1:
+        raise ValueError(f"num_samples must be at least 1, got {num_samples}")
+    if not 0.0 <= occlude < 1.0:
+        raise ValueError(f"occlude is a share of the image side in [0, 1), got {occlude}")
+
+
 def _entropy_map(probabilities: torch.Tensor) -> np.ndarray:
     """Per-pixel entropy of (C, H, W) probabilities, scaled to 0-255 by its maximum log C."""
     entropy = -(probabilities * probabilities.clamp_min(1e-8).log()).sum(0)
@@ -79,6 +90,7 @@ def sample_grid(
     ``occlude`` > 0 hides one random square of at most that fraction of the side first, to
     show what the model makes of a hidden region. Seeded: the same call draws the same grid.
     """
+    _check_request(indices, num_samples, occlude)
     device = next(model.parameters()).device
     occluder = A.Compose(
         [RandomSquareOcclusion(max_side=occlude, min_side=occlude / 2, p=1.0)] if occlude else [],
@@ -128,6 +140,7 @@ def quadrant_grid(
     Observed quadrants are shown as given; the hidden region is outlined in red and filled
     with each model's pixel probabilities.
     """
+    _check_request(indices, num_samples)
     device = next(model.parameters()).device
     x = torch.stack([dataset[i]["image"] for i in indices]).to(device)
     truth = torch.stack([dataset[i]["mask"] for i in indices])

@@ -12,14 +12,14 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import albumentations as A
 import numpy as np
 import torch
-from albumentations.pytorch import ToTensorV2
 from PIL import Image
 
-from cvae_seg.transforms import RandomSquareOcclusion
+if TYPE_CHECKING:  # albumentations loads on first use: importing it checks for updates online
+    import albumentations as A
 
 __all__ = [
     "DATA_ROOT_ENV",
@@ -106,8 +106,14 @@ def build_transform(
     """Flips and the paper's square noise (train only), then normalisation to a tensor.
 
     The occlusion fills 0 on the raw image (black, as the paper's 0 on [0, 1] images), before
-    normalisation.
+    normalisation. albumentations is imported here, not at the top of the module, so that
+    ``import cvae_seg`` (and the models, which import `cvae_seg.data.mnist`) never load it.
     """
+    import albumentations as A
+    from albumentations.pytorch import ToTensorV2
+
+    from cvae_seg.transforms import RandomSquareOcclusion
+
     steps: list[A.BasicTransform] = []
     if train and flip:
         steps.append(A.HorizontalFlip(p=0.5))

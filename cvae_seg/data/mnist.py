@@ -1,4 +1,4 @@
-"""MNIST for the paper's quadrant-completion task (PAPER.md 3).
+"""MNIST for the paper's quadrant-completion task (Sohn, Lee, Yan 2015).
 
 Reads the four official IDX files, raw or gzip. Standard split: the first 50,000 training
 images for training, the last 10,000 for validation, the 10,000 test images for test.
