@@ -1,8 +1,8 @@
-"""torch.distributed for the engine: process-group set-up from torchrun, and the few
-collectives that training and evaluation need (all no-ops in a single process).
+"""torch.distributed for training and evaluation: process-group set-up from torchrun, and
+the few collectives they need (all no-ops in a single process).
 
 We run on PyTorch's own distribution (torchrun, DistributedDataParallel, gloo or NCCL); this
-module only keeps the engine free of ``if distributed`` branches.
+module only keeps the training loop free of ``if distributed`` branches.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ __all__ = [
     "init_from_env",
     "is_main_process",
     "launched_by_torchrun",
+    "mean_over_processes",
     "rank",
     "world_size",
 ]
@@ -35,14 +36,17 @@ def launched_by_torchrun() -> bool:
 
 
 def is_initialized() -> bool:
+    """True once this process has joined a process group."""
     return dist.is_available() and dist.is_initialized()
 
 
 def rank() -> int:
+    """This process's rank (0 outside a process group)."""
     return dist.get_rank() if is_initialized() else 0
 
 
 def world_size() -> int:
+    """The number of processes (1 outside a process group)."""
     return dist.get_world_size() if is_initialized() else 1
 
 
@@ -98,6 +102,15 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     return work.to(tensor.device)
 
 
+def mean_over_processes(values: dict[str, float]) -> dict[str, float]:
+    """The mean of each process's ``values`` (with equal shards per process: the global mean)."""
+    if world_size() == 1:
+        return values
+    keys = sorted(values)
+    summed = all_reduce_sum(torch.tensor([values[k] for k in keys], dtype=torch.float64))
+    return {k: float(v) / world_size() for k, v in zip(keys, summed, strict=True)}
+
+
 def all_gather_objects(value: Any) -> list[Any]:
     """Every process's ``value`` (picklable), in rank order."""
     if not is_initialized():
@@ -126,5 +139,6 @@ def broadcast_buffers(module: torch.nn.Module) -> None:
 
 
 def barrier() -> None:
+    """Wait until every process gets here."""
     if is_initialized():
         dist.barrier()

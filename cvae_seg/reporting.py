@@ -1,4 +1,5 @@
-"""Small helpers for result files: atomic writes, a hardware description, mean ± stderr."""
+"""Small helpers for result files: PNG pictures written atomically, a hardware description,
+mean ± stderr. (Text goes through `cvae_seg.io.atomic_write_text`, re-exported here.)"""
 
 from __future__ import annotations
 
@@ -10,27 +11,14 @@ from pathlib import Path
 import torch
 from PIL import Image
 
+from cvae_seg.io import atomic_write, atomic_write_text
+
 __all__ = ["atomic_save_image", "atomic_write_text", "describe_hardware", "mean_stderr"]
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    """Write ``text`` to a temporary file beside ``path``, then rename: never half-written."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-    return path
-
-
 def atomic_save_image(path: str | os.PathLike, image: Image.Image) -> Path:
-    """Save a PIL image as PNG through a temporary file beside ``path``, then rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    image.save(tmp, format="PNG", optimize=True)
-    os.replace(tmp, path)
-    return path
+    """Save a PIL image as PNG, atomically (through `cvae_seg.io.atomic_write`)."""
+    return atomic_write(path, lambda handle: image.save(handle, format="PNG", optimize=True))
 
 
 def describe_hardware(device: torch.device) -> str:

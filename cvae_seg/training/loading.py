@@ -1,0 +1,66 @@
+"""A trained run read back for evaluation and pictures: the model, its config, its data."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from cvae_seg.config import Config, load_config
+from cvae_seg.data import build_dataset
+from cvae_seg.models.base import ConditionalGenerativeModel
+from cvae_seg.training.build import build_model
+from cvae_seg.training.checkpoint import load_checkpoint
+
+__all__ = ["dataset_for", "load_for_evaluation", "load_trained"]
+
+
+def load_trained(
+    checkpoint: str | os.PathLike, device: torch.device
+) -> tuple[ConditionalGenerativeModel, Config, list[str]]:
+    """Model (eval mode), config and class names of a training checkpoint (``*.pt``) or of a
+    `save_pretrained` directory."""
+    if Path(checkpoint).is_dir():
+        from cvae_seg.hub import from_pretrained, read_pretrained_config
+
+        saved = read_pretrained_config(checkpoint)
+        if not saved.get("training_config"):
+            raise ValueError(f"{checkpoint}/config.json holds no training_config to evaluate with")
+        model = from_pretrained(checkpoint, map_location=device)
+        return model, Config.model_validate(saved["training_config"]), saved["classes"]
+    state = load_checkpoint(checkpoint, map_location=device)
+    config = Config.model_validate(state["config"])
+    classes = state["classes"]
+    model = build_model(config, len(classes)).to(device)
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as error:
+        raise ValueError(
+            f"checkpoint {checkpoint} does not fit the model its config builds: {error}"
+        ) from error
+    return model.eval(), config, classes
+
+
+def load_for_evaluation(
+    checkpoint: str | os.PathLike,
+    config_path: str | os.PathLike,
+    overrides: list[str],
+    device: torch.device,
+) -> tuple[ConditionalGenerativeModel, Config, list[str]]:
+    """A trained model with the user's config for data and evaluation.
+
+    The data settings that define the task (image size, MNIST's observed quadrants) come
+    from the trained model's config, whatever the user's config says.
+    """
+    model, trained, classes = load_trained(checkpoint, device)
+    config = load_config(config_path, overrides)
+    config.data.size = trained.data.size
+    config.data.mnist_observed = trained.data.mnist_observed
+    config.model = trained.model
+    return model, config, classes
+
+
+def dataset_for(config: Config, split: str) -> torch.utils.data.Dataset:
+    """A split without augmentation, for evaluation and pictures."""
+    return build_dataset(config.data, split, train=False)

@@ -1,0 +1,379 @@
+"""The training loop: `train` runs a config end to end, `train_step` is one update.
+
+A run is a function of its config and seed alone: the data order and every augmentation are
+derived from (seed, step) (`StepSampler`), and a checkpoint holds everything else that
+changes as it runs, so N steps plus a resumed N steps give the same weights, logs and
+metrics as 2N steps (bit for bit on the CPU; the tests check it).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+from tqdm import tqdm
+
+from cvae_seg import distributed
+from cvae_seg.config import Config
+from cvae_seg.data import build_dataset
+from cvae_seg.io import atomic_write_text, remove_stale_temporaries
+from cvae_seg.models.base import ConditionalGenerativeModel
+from cvae_seg.training.build import build_model
+from cvae_seg.training.checkpoint import CheckpointSaver, load_checkpoint, rng_state, set_rng_state
+from cvae_seg.training.metrics_log import MetricsLog, RunningMeans
+from cvae_seg.training.runtime import (
+    autocast_dtype,
+    process_batch_size,
+    rank_rng_seed,
+    select_device,
+    wrap_for_processes,
+)
+from cvae_seg.training.samplers import ShardSampler, StepSampler, make_loader
+from cvae_seg.training.schedules import kl_warmup_factor, lr_factor
+from cvae_seg.training.validation import summary, validate
+
+__all__ = ["train", "train_step"]
+
+log = logging.getLogger(__name__)
+
+
+def train_step(
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler | None = None,
+    grad_clip: float | None = None,
+    autocast_dtype: torch.dtype | None = None,
+) -> dict[str, float]:
+    """One update on a batch: x (B, C, H, W) inputs, y (B, H, W) targets.
+
+    ``model`` is a `ConditionalGenerativeModel` or a wrapper of one (DistributedDataParallel):
+    the loss goes through ``model(x, y, mode="loss")`` so that a wrapper's hooks run. Then
+    backward (through ``scaler`` for fp16 autocast), gradient-norm clipping at ``grad_clip``
+    when given, and the optimizer step. The learning-rate scheduler is the caller's.
+
+    Returns the loss terms as floats. A non-finite loss raises FloatingPointError naming the
+    terms, before any gradient or weight is touched.
+    """
+    enabled = autocast_dtype is not None
+    with torch.autocast(x.device.type, dtype=autocast_dtype, enabled=enabled):
+        out = model(x, y, mode="loss")
+    if not torch.isfinite(out.loss):
+        terms = ", ".join(f"{k}={float(v):.4g}" for k, v in out.terms.items())
+        raise FloatingPointError(f"the loss is {float(out.loss.detach())} ({terms})")
+    if scaler is None:
+        scaler = torch.amp.GradScaler(x.device.type, enabled=False)
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(out.loss).backward()
+    if grad_clip is not None:
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    scaler.step(optimizer)
+    scaler.update()
+    return {key: float(value) for key, value in out.terms.items()}
+
+
+@dataclass
+class _Run:
+    """Everything a running training holds, passed between the loop's parts."""
+
+    config: Config
+    work_dir: Path
+    device: torch.device
+    model: ConditionalGenerativeModel  # the bare model: its state, kl_weight, evaluation
+    train_model: torch.nn.Module  # what the loss runs through (DDP under torchrun)
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    scaler: torch.amp.GradScaler
+    amp_dtype: torch.dtype | None
+    train_set: Any
+    val_set: Any
+    saver: CheckpointSaver
+    sampler: StepSampler | None = None
+    step: int = 0
+    running: RunningMeans = field(default_factory=RunningMeans)
+    last_eval: dict[str, Any] = field(default_factory=dict)
+    started: float = field(default_factory=time.perf_counter)
+
+    @property
+    def rank(self) -> int:
+        return distributed.rank()
+
+    @property
+    def main_process(self) -> bool:
+        return distributed.is_main_process()
+
+
+def _join_processes(device: str | None) -> torch.device:
+    if distributed.launched_by_torchrun():
+        return distributed.init_from_env(device)
+    return select_device(device)
+
+
+def _read_resume(
+    resume: str | os.PathLike | None, config: Config, device: torch.device
+) -> dict[str, Any] | None:
+    """The checkpoint to resume from, refused when the run would go nowhere."""
+    if resume is None:
+        return None
+    state = load_checkpoint(resume, map_location=device)
+    if config.train.max_steps < state["step"]:
+        raise ValueError(
+            f"train.max_steps={config.train.max_steps} is below step {state['step']} of "
+            f"checkpoint {resume}: resuming would train nothing; set train.max_steps to "
+            f"{state['step']} or more"
+        )
+    return state
+
+
+def _prepare_work_dir(work_dir: Path, config: Config) -> None:
+    """The work dir with the resolved config, cleared of an interrupted write's leftovers."""
+    work_dir.mkdir(parents=True, exist_ok=True)
+    for folder in (work_dir, work_dir / "pretrained"):
+        remove_stale_temporaries(folder)
+    text = yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+    atomic_write_text(work_dir / "config.yaml", text)
+
+
+def _build_run(config: Config, work_dir: Path, device: torch.device) -> _Run:
+    """Seeded data, model, optimizer, scheduler and scaler of a new run (before any resume)."""
+    train_cfg = config.train
+    random.seed(train_cfg.seed)
+    np.random.seed(train_cfg.seed)
+    torch.manual_seed(train_cfg.seed)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    train_set = build_dataset(config.data, "train", train=True)
+    val_set = build_dataset(config.data, "val", train=False)
+    model = build_model(config, train_set.num_classes).to(device)
+    if train_cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.Adam(
+        model.parameters(),
+        lr=train_cfg.lr,
+        betas=train_cfg.betas,
+        weight_decay=train_cfg.weight_decay,
+    )
+    amp_dtype = autocast_dtype(config, device)
+    return _Run(
+        config=config,
+        work_dir=work_dir,
+        device=device,
+        model=model,
+        train_model=model,
+        optimizer=optimizer,
+        scheduler=torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(train_cfg)),
+        scaler=torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16),
+        amp_dtype=amp_dtype,
+        train_set=train_set,
+        val_set=val_set,
+        saver=CheckpointSaver(
+            work_dir, train_cfg.best_metric, train_cfg.patience, write=distributed.rank() == 0
+        ),
+    )
+
+
+def _restore(run: _Run, state: dict[str, Any] | None, resume: Any) -> None:
+    """Continue from ``state`` (a checkpoint), or give ranks > 0 their own latent noise."""
+    world = distributed.world_size()
+    if state is None:
+        if run.rank > 0:  # distinct latent noise per process; the weights come from rank 0
+            torch.manual_seed(rank_rng_seed(run.config.train.seed, 0, run.rank))
+        return
+    run.model.load_state_dict(state["model"])
+    run.optimizer.load_state_dict(state["optimizer"])
+    run.scheduler.load_state_dict(state["scheduler"])
+    run.scaler.load_state_dict(state["scaler"])
+    run.saver.load_state_dict(state)
+    run.step, run.last_eval = state["step"], dict(state.get("metrics") or {})
+    rng_by_rank = state.get("rng_by_rank") or [state["rng"]]
+    running_by_rank = state.get("running_by_rank") or []
+    if len(rng_by_rank) != world and run.main_process:
+        log.warning(
+            "%s was written by %d process(es), this run has %d: the data order is the same, "
+            "the latent noise of ranks > 0 is drawn afresh and train.csv's next row averages "
+            "the steps after the resume only",
+            resume,
+            len(rng_by_rank),
+            world,
+        )
+    if run.rank < len(rng_by_rank):
+        set_rng_state(rng_by_rank[run.rank])
+    else:
+        torch.manual_seed(rank_rng_seed(run.config.train.seed, run.step, run.rank))
+    if len(running_by_rank) == world:  # else the sums restart here (RunningMeans counts)
+        run.running.load_state_dict(running_by_rank[run.rank])
+    log.info("resumed from %s at step %d", resume, run.step)
+
+
+def _due(step: int, interval: int, max_steps: int) -> bool:
+    return step % interval == 0 or step == max_steps
+
+
+def _checkpoint_state(run: _Run) -> dict[str, Any] | None:
+    """What last.pt holds at this step (on rank 0; None elsewhere). Collective: every
+    process must call it, since it gathers each process's RNG state and running sums."""
+    gathered = distributed.all_gather_objects(
+        {"rng": rng_state(), "running": run.running.state_dict()}
+    )
+    if not run.main_process:
+        return None
+    world = len(gathered)
+    return {
+        "model": run.model.state_dict(),
+        "optimizer": run.optimizer.state_dict(),
+        "scheduler": run.scheduler.state_dict(),
+        "scaler": run.scaler.state_dict(),
+        "step": run.step,
+        "rng": gathered[0]["rng"],
+        "rng_by_rank": [g["rng"] for g in gathered] if world > 1 else None,
+        "running_by_rank": [g["running"] for g in gathered],
+        "sampler": run.sampler.position(run.step),
+        "world_size": world,
+        "config": run.config.model_dump(mode="json"),
+        "classes": list(run.train_set.classes),
+        "metrics": run.last_eval,
+    }
+
+
+def _evaluate_and_save(run: _Run, val_loader: Any, history: MetricsLog, progress: bool) -> None:
+    """Validate, log metrics.csv, and save last.pt (best.pt and the export on a gain)."""
+    distributed.broadcast_buffers(run.model)  # evaluate rank 0's BatchNorm statistics
+    device = run.device
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        metrics = validate(run.model, run.config, val_loader, run.val_set.classes, device, progress)
+    run.train_model.train()
+    improved = run.saver.update(metrics)
+    elapsed = round(time.perf_counter() - run.started, 1)
+    run.last_eval = {"step": run.step, "elapsed_s": elapsed, **metrics}
+    history.eval_row(run.last_eval)
+    if run.main_process:
+        log.info("step %d: %s", run.step, summary(run.last_eval))
+    state = _checkpoint_state(run)
+    if state is not None:
+        run.saver.save(state, run.model, improved)
+
+
+def _next_batch(run: _Run, batches: Iterator[dict[str, Any]]) -> tuple[torch.Tensor, torch.Tensor]:
+    batch = next(batches)
+    x = batch["image"].to(run.device, non_blocking=True)
+    y = batch["mask"].to(run.device, non_blocking=True)
+    if run.config.train.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x, y
+
+
+def _fit(
+    run: _Run,
+    batches: Iterator[dict[str, Any]],
+    val_loader: Any,
+    history: MetricsLog,
+    bar: tqdm,
+    progress: bool,
+) -> None:
+    """Steps until train.max_steps or early stopping, logging and evaluating on schedule."""
+    train_cfg, model_cfg = run.config.train, run.config.model
+    run.train_model.train()
+    while run.step < train_cfg.max_steps:
+        x, y = _next_batch(run, batches)
+        run.model.kl_weight = model_cfg.kl_weight * kl_warmup_factor(
+            run.step, train_cfg.kl_warmup_steps
+        )
+        try:
+            terms = train_step(
+                run.train_model,
+                x,
+                y,
+                run.optimizer,
+                run.scaler,
+                grad_clip=train_cfg.grad_clip,
+                autocast_dtype=run.amp_dtype,
+            )
+        except FloatingPointError as error:
+            raise FloatingPointError(
+                f"step {run.step + 1} (rank {run.rank}): {error}; stopped, the last good "
+                f"checkpoint is {run.saver.last_path}"
+            ) from None
+        run.scheduler.step()
+        run.step += 1
+        run.running.add(terms)
+        bar.update()
+        if _due(run.step, train_cfg.log_interval, train_cfg.max_steps):
+            means = distributed.mean_over_processes(run.running.means())
+            history.train_row({"step": run.step, **means, "lr": run.scheduler.get_last_lr()[0]})
+            bar.set_postfix(loss=f"{means['loss']:.4f}")
+            run.running.reset()
+        if _due(run.step, train_cfg.eval_interval, train_cfg.max_steps):
+            _evaluate_and_save(run, val_loader, history, progress)
+            if run.saver.should_stop:
+                log.info(
+                    "early stop at step %d: no gain in %d evaluations",
+                    run.step,
+                    run.saver.evals_since_best,
+                )
+                break
+
+
+def train(
+    config: Config,
+    work_dir: str | os.PathLike,
+    resume: str | os.PathLike | None = None,
+    device: str | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Train as the config says; returns the last evaluation and the best metric.
+
+    The work dir gets config.yaml, train.csv, metrics.csv, TensorBoard events (when
+    installed), last.pt, best.pt and the best model's `save_pretrained` export. ``resume``
+    continues from a checkpoint (refused when ``train.max_steps`` is below its step).
+
+    Under torchrun (WORLD_SIZE > 1) it joins the process group and trains with
+    DistributedDataParallel: each process takes its shard of every global batch, evaluation
+    is pooled over all processes, and only rank 0 writes files.
+    """
+    work_dir = Path(work_dir)
+    torch_device = _join_processes(device)
+    state = _read_resume(resume, config, torch_device)
+    if distributed.is_main_process():
+        _prepare_work_dir(work_dir, config)
+    world = distributed.world_size()
+    global_batch, local_batch = process_batch_size(config, world)
+    run = _build_run(config, work_dir, torch_device)
+    _restore(run, state, resume)
+    run.train_model = wrap_for_processes(run.model, config, torch_device)
+    seed, workers = config.train.seed, config.data.num_workers
+    run.sampler = StepSampler(
+        len(run.train_set), global_batch, seed, run.step, distributed.rank(), world
+    )
+    loader = make_loader(run.train_set, local_batch, workers, torch_device, run.sampler, seed)
+    val_sampler = ShardSampler(len(run.val_set), distributed.rank(), world)
+    val_loader = make_loader(
+        run.val_set, config.eval.batch_size, workers, torch_device, val_sampler
+    )
+    history = MetricsLog(work_dir, run.step, enabled=run.main_process)
+    show = progress and run.main_process
+    bar = tqdm(total=config.train.max_steps, initial=run.step, desc="train", disable=not show)
+    run.started = time.perf_counter()
+    try:
+        _fit(run, iter(loader), val_loader, history, bar, progress)
+    finally:
+        run.model.kl_weight = config.model.kl_weight
+        bar.close()
+        history.close()
+    distributed.barrier()  # every process returns once rank 0's files are written
+    return {
+        "last": run.last_eval,
+        "best": run.saver.best,
+        "best_metric": config.train.best_metric,
+        "step": run.step,
+    }
