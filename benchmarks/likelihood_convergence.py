@@ -4,9 +4,10 @@
         [--split test] [--images 500] [--samples 5000] [--method importance] [--out FILE.json]
 
 Draws ``--samples`` log-weights per example once, then cuts them into disjoint blocks of
-S = 10, 100, 1,000, ... samples: the mean negative CLL over the first ``--images`` examples
-for each S (with the spread between blocks) shows how much of a reported number is the
-estimator's looseness rather than the model's. Answers "is S = 100 enough?" for Table 1.
+S = 10, 100, 1,000, ... samples (`cvae_seg.likelihood.block_estimates`): the mean negative
+CLL over the first ``--images`` examples for each S (with the spread between blocks) shows
+how much of a reported number is the estimator's looseness rather than the model's.
+Answers "is S = 100 enough?" for Table 1.
 """
 
 from __future__ import annotations
@@ -24,21 +25,9 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 from cvae_seg.config import load_config  # noqa: E402
-from cvae_seg.engine import dataset_for, load_trained, select_device  # noqa: E402
-from cvae_seg.likelihood import log_mean_exp  # noqa: E402
+from cvae_seg.likelihood import block_estimates  # noqa: E402
 from cvae_seg.reporting import atomic_write_text, describe_hardware  # noqa: E402
-
-
-def block_estimates(log_weights: torch.Tensor, sizes: list[int]) -> dict[int, dict]:
-    """Mean negative CLL over examples for every block size S of (total, B) log-weights."""
-    total = log_weights.shape[0]
-    result = {}
-    for size in sizes:
-        blocks = log_weights[: (total // size) * size].view(total // size, size, -1)
-        nll = -log_mean_exp(blocks, dim=1).mean(1)  # (blocks,)
-        spread = float(nll.std()) if len(nll) > 1 else None
-        result[size] = {"nll": float(nll.mean()), "block_std": spread, "blocks": len(nll)}
-    return result
+from cvae_seg.training import dataset_for, load_trained, select_device  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> dict:

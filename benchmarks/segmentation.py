@@ -38,9 +38,9 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 from cvae_seg.config import load_config  # noqa: E402
-from cvae_seg.engine import dataset_for, load_trained, make_loader, select_device, train  # noqa: E402
 from cvae_seg.evaluation import evaluate, partial_observation  # noqa: E402
 from cvae_seg.reporting import atomic_write_text, describe_hardware, mean_stderr  # noqa: E402
+from cvae_seg.training import dataset_for, load_trained, make_loader, select_device, train  # noqa: E402
 
 # (row name, objective, multi-scale, noise injection)
 ROWS = [

@@ -110,7 +110,7 @@ def main() -> None:
     for generation in args.generation:
         for objective in args.objectives:
             model = cvae_seg.CVAE(backbone(), objective=objective, generation=generation).to(device)
-            train = _timed(_train_step(model, lambda m, a, b: m(a, b).loss, x, y), **timing)
+            train = _timed(_train_step(model, lambda m, a, b: m.loss(a, b).loss, x, y), **timing)
             predict = _timed(lambda m=model: m.predict(x), **timing)
             sample = _timed(lambda m=model: m.sample(x, args.num_samples), **timing)
             rows.append(

@@ -8,7 +8,9 @@ log space with ``torch.logsumexp``.
 - Importance sampling: z_s ~ q(z|x,y), weight log p(y|x,z_s) + log p(z_s|x) - log q(z_s|x,y).
   Much tighter for the same S when q is close to the posterior.
 
-Both are lower bounds in expectation (Jensen) that rise towards log p(y|x) as S grows.
+Both are lower bounds in expectation (Jensen) that rise towards log p(y|x) as S grows;
+`block_estimates` shows how far a given S is from the limit. Log-likelihoods are in nats, per
+example (summed over the scored pixels), negative log-likelihoods their negation.
 """
 
 from __future__ import annotations
@@ -18,13 +20,15 @@ from collections.abc import Callable
 
 import torch
 
-from cvae_seg.latent import LatentDistribution, latent_log_density
+from cvae_seg.modules.latent import LatentDistribution, latent_log_density
 
 __all__ = [
     "LogLikelihoodGivenZ",
+    "block_estimates",
     "importance_log_weights",
     "latent_log_ratio",
     "log_mean_exp",
+    "masked_nll",
     "monte_carlo_log_weights",
 ]
 
@@ -76,3 +80,33 @@ def importance_log_weights(
         z = proposal.sample((n,))
         weights.append(log_likelihood_given_z(z) + latent_log_ratio(prior, proposal, z))
     return torch.cat(weights)
+
+
+def block_estimates(log_weights: torch.Tensor, sizes: list[int]) -> dict[int, dict]:
+    """The estimate's dependence on S: (total, B) log-weights cut into disjoint blocks.
+
+    For each block size S in ``sizes``, the first ``(total // S) * S`` log-weights of every
+    example are cut into ``total // S`` blocks of S; each block gives an estimate
+    -log_mean_exp per example, averaged over the B examples. Returns, per S, ``nll`` (the
+    mean over blocks, nats per example), ``block_std`` (the std over blocks; None for one
+    block) and ``blocks`` (their number).
+    """
+    total = log_weights.shape[0]
+    result = {}
+    for size in sizes:
+        if not 1 <= size <= total:
+            raise ValueError(f"block sizes must lie in [1, {total}], got {size}")
+        blocks = log_weights[: (total // size) * size].reshape(total // size, size, -1)
+        nll = -log_mean_exp(blocks, dim=1).mean(1)  # (blocks,)
+        spread = float(nll.std()) if len(nll) > 1 else None
+        result[size] = {"nll": float(nll.mean()), "block_std": spread, "blocks": len(nll)}
+    return result
+
+
+def masked_nll(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """(B,) summed per-pixel cross-entropy -log p(y_i|...) over the pixels where mask is True.
+
+    logits (B, C, H, W), labels (B, H, W) integer, mask (B, H, W) bool: nats per image.
+    """
+    pixel_nll = torch.nn.functional.cross_entropy(logits.float(), labels.long(), reduction="none")
+    return (pixel_nll * mask).flatten(1).sum(1)

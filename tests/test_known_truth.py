@@ -11,12 +11,14 @@ import pytest
 import torch
 from PIL import Image
 
+from cvae_seg import metrics
 from cvae_seg.config import load_config
 from cvae_seg.data import load_split
 from cvae_seg.data.known_truth import (
     HIDDEN_PARTS,
     conditional_entropy,
     default_mode_probs,
+    known_truth_split,
     make_known_truth,
     true_log_likelihood,
 )
@@ -115,42 +117,43 @@ def test_data_config_builds_the_known_truth_splits():
     assert test.classes == ("background", "object")
 
 
-def test_mode_counts_and_total_variation_by_hand():
-    candidates = torch.zeros(2, 4, 4, dtype=torch.long)
-    candidates[1, :, 2:] = 1  # 8 pixels differ
-    far = torch.ones(4, 4, dtype=torch.long)  # 8 from candidate 1, 16 from candidate 0
-    near = candidates[1].clone()
-    near[0, 0] = 1  # 1 pixel from candidate 1
-    samples = torch.stack([candidates[0], candidates[0], near, far])
-    counts = benchmark.mode_counts(samples, candidates, num_hidden=8, miss_fraction=0.25)
-    assert counts.tolist() == [2, 1, 1]  # far is 8 > 0.25 * 8 pixels away: a miss
-    # f = (0.5, 0.25, 0.25) against (0.7, 0.3, 0): 0.5 * (0.2 + 0.05 + 0.25)
-    assert math.isclose(benchmark.total_variation(counts, np.array([0.7, 0.3])), 0.25)
-    assert math.isclose(benchmark.total_variation([7, 3, 0], np.array([0.7, 0.3])), 0.0)
-    # a deterministic model that always picks the likelier mode: TV = 1 - max(pi)
-    assert math.isclose(benchmark.total_variation([10, 0, 0], np.array([0.7, 0.3])), 0.3)
+def test_known_truth_split_is_the_split_the_data_config_loads():
+    overrides = [
+        "data.dataset=known_truth",
+        "data.size=32",
+        "data.shapes_train=12",
+        "data.shapes_val=10",
+        "data.known_truth_modes=[0.7,0.3]",
+        "data.split_seed=1",
+    ]
+    config = load_config(None, overrides)
+    for split in ("train", "val", "test"):
+        count = 12 if split == "train" else 10
+        truth = known_truth_split(split, count, 32, (0.7, 0.3), split_seed=1)
+        arrays = load_split(config.data, split)
+        assert (arrays.labels == truth.arrays.labels).all()
+        assert (arrays.images == truth.arrays.images).all()
+    with pytest.raises(ValueError, match="split must be"):
+        known_truth_split("dev", 2)
 
 
-def test_generalized_energy_distance_by_hand():
-    empty = torch.zeros(1, 2, 2, dtype=torch.long)
-    full = torch.ones(1, 2, 2, dtype=torch.long)
-    half = torch.tensor([[[1, 1], [0, 0]]])
-    assert benchmark.iou_distance(empty, empty).item() == 0.0
-    assert benchmark.iou_distance(half, full).item() == 0.5
-    candidates = torch.cat([empty, full])
-    probs = np.array([0.5, 0.5])
-    # samples drawn as the truth: 2 E d(s,y) = 1, E d(s,s') = 2/3 (pairs without replacement
-    # of [empty, full, empty, full]), E d(y,y') = 0.5
-    samples = torch.cat([empty, full, empty, full])
-    assert math.isclose(
-        benchmark.generalized_energy_distance(samples, candidates, probs), 1 - 2 / 3 - 0.5
+def test_benchmark_ged_is_the_library_ged_with_weighted_candidates():
+    """The GED column: `metrics.generalized_energy_distance` with the truth's weights, which
+    includes the self-pairs of the samples (reports before 1.0 left them out)."""
+    truth = make_known_truth(1, 32, (0.7, 0.3), seed=0)
+    candidates = torch.from_numpy(truth.candidates[0]).long()
+    samples = candidates[torch.tensor([0, 1, 0, 0, 1])]
+    ged = metrics.generalized_energy_distance(
+        samples[:, None], candidates[:, None], 2, reference_weights=torch.tensor([0.7, 0.3])
     )
-    # a model stuck on one candidate: 2 * 0.5 - 0 - 0.5
-    stuck = torch.cat([full, full, full])
-    assert math.isclose(benchmark.generalized_energy_distance(stuck, candidates, probs), 0.5)
-    # a huge sample of the truth drives GED to 0
-    many = candidates[torch.arange(2000) % 2]
-    assert abs(benchmark.generalized_energy_distance(many, candidates, probs)) < 1e-3
+    d = float(metrics.pairwise_iou_distance(candidates[:1, None], candidates[1:, None], 2))
+    # E d(s, y) = (3 * 0.3 d + 2 * 0.7 d) / 5; E d(s, s') = 12 d / 25; E d(y, y') = 2 * 0.21 d
+    expected = 2 * (0.9 + 1.4) / 5 * d - 12 / 25 * d - 0.42 * d
+    assert float(ged) == pytest.approx(expected)
+    # the convention before 1.0 took E d(s, s') over distinct pairs (12 d / 20): its value is
+    # lower by that mean over S
+    legacy = 2 * (0.9 + 1.4) / 5 * d - 12 / 20 * d - 0.42 * d
+    assert float(ged) - legacy == pytest.approx(12 / 20 * d / 5)
 
 
 def test_nll_ratio_takes_the_tighter_estimate():
@@ -161,6 +164,7 @@ def test_nll_ratio_takes_the_tighter_estimate():
     assert benchmark.tightest_nll({"nll_exact": 2.0, "nll_monte_carlo": 1.0}, "cnn") == 2.0
 
 
+@pytest.mark.slow
 def test_benchmark_runs_end_to_end(tmp_path):
     out = tmp_path / "known_truth_ci"
     report = benchmark.main(
@@ -213,6 +217,7 @@ def test_benchmark_runs_end_to_end(tmp_path):
     assert 0 <= diagnosis["prior_samples_in_between"] <= 1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["known_truth_iw.yaml", "known_truth_ciwae.yaml"])
 def test_benchmark_trains_from_the_given_config(tmp_path, name):
     config = Path(benchmark.ROOT) / "configs" / name
@@ -252,6 +257,19 @@ def test_merge_joins_seeds_run_as_separate_jobs(tmp_path):
         benchmark.merge_reports([first, first])
     with pytest.raises(ValueError, match="budget_settings"):
         benchmark.merge_reports([first, report([3], 0.6, steps=16)])
+    # reports written before 1.0 carry no GED convention: their table says which they used,
+    # and they merge only with each other
+    assert "GED: D^2, sample pairs without self-pairs" in table
+    current = report([4], 0.6)
+    saved = json.loads(current.read_text())
+    current.write_text(json.dumps({**saved, "ged_convention": benchmark.GED_CONVENTION}))
+    with pytest.raises(ValueError, match="GED"):
+        benchmark.merge_reports([first, current])
+    alone = benchmark.main(["--merge", str(current), "--out", str(tmp_path / "current")])
+    assert alone["ged_convention"] == benchmark.GED_CONVENTION
+    assert (
+        "GED: D^2, all ordered pairs, self-pairs included" in (tmp_path / "current.md").read_text()
+    )
 
 
 class _ScriptedSampler:
@@ -277,17 +295,17 @@ def test_prior_decomposition_separates_mass_from_sharpness():
         _ScriptedSampler(torch.from_numpy(np.stack([a, a, a, b]))), torch.zeros(1, 3, 4, 4),
         candidates, 8,
     )  # fmt: skip
-    assert sharp[0] == pytest.approx([0.75, 0.25])  # prior mass per shape
-    assert sharp[1] == pytest.approx([1.0, 1.0])  # sharpness inside each region
-    assert sharp[2] == pytest.approx([0.75, 0.25])  # Monte Carlo p(y_k|x)
+    assert sharp["mass"] == pytest.approx([0.75, 0.25])  # prior mass per shape
+    assert sharp["sharpness"] == pytest.approx([1.0, 1.0])  # sharpness inside each region
+    assert sharp["monte_carlo_p"] == pytest.approx([0.75, 0.25])  # Monte Carlo p(y_k|x)
     blurred = benchmark.prior_decomposition(
         _ScriptedSampler(torch.stack([torch.from_numpy(a), hedge])), torch.zeros(1, 3, 4, 4),
         candidates, 8,
     )  # fmt: skip
-    assert blurred[0] == pytest.approx([0.5, 0.5])
-    assert blurred[1][0] == pytest.approx(1.0) and blurred[1][1] < 1e-6
-    assert blurred[2][1] < 1e-6
-    assert sharp[3] == 0 and blurred[3] == pytest.approx(0.5)  # share of in-between samples
+    assert blurred["mass"] == pytest.approx([0.5, 0.5])
+    assert blurred["sharpness"][0] == pytest.approx(1.0) and blurred["sharpness"][1] < 1e-6
+    assert blurred["monte_carlo_p"][1] < 1e-6
+    assert sharp["in_between"] == 0 and blurred["in_between"] == pytest.approx(0.5)
 
 
 def test_mixture_config_reaches_the_objectives_with_a_kl_only(tmp_path):

@@ -169,3 +169,99 @@ def test_ged_empty_mask_policy_and_identity():
     accumulator = metrics.GeneralizedEnergyDistance(C)
     accumulator.update(same, same[:1])
     assert float(accumulator.compute()) == pytest.approx(0.0)
+
+
+def test_metrics_package_keeps_one_namespace():
+    from cvae_seg.metrics import samples, segmentation
+
+    assert metrics.generalized_energy_distance is samples.generalized_energy_distance
+    assert metrics.MeanIoU is segmentation.MeanIoU
+    assert set(metrics.__all__) >= set(samples.__all__) | set(segmentation.__all__)
+
+
+def test_diversity_excludes_self_pairs_whatever_the_empty_distance():
+    empty = torch.zeros(2, 1, 4, 4, dtype=torch.long)
+    # two empty maps: one distinct pair each way, each at empty_distance
+    assert float(metrics.sample_diversity(empty, C, empty_distance=1.0)) == 1.0
+    assert float(metrics.sample_diversity(empty, C)) == 0.0
+    rng = np.random.default_rng(7)
+    samples = rng.integers(0, C, (5, 2, 4, 4))
+    samples[[0, 3], 1] = 0  # two empty samples of the second image
+    got = metrics.sample_diversity(torch.from_numpy(samples), C, empty_distance=1.0)
+    for b in range(2):
+        pairs = [(i, j) for i in range(5) for j in range(5) if i != j]
+        expected = np.mean([_ref_distance(samples[i, b], samples[j, b], 1.0) for i, j in pairs])
+        assert float(got[b]) == pytest.approx(expected)
+    accumulator = metrics.SampleDiversity(C, empty_distance=1.0)
+    accumulator.update(empty)
+    assert float(accumulator.compute()) == 1.0
+
+
+def test_ged_includes_self_pairs_and_is_zero_for_the_empirical_truth():
+    empty = torch.zeros(1, 1, 2, 2, dtype=torch.long)
+    full = torch.ones(1, 1, 2, 2, dtype=torch.long)
+    both = torch.cat([empty, full])
+    # E d(S,Y) = 1/2, E d(S,S') = 2/4 over all four ordered pairs, E d(Y,Y') = 2/4: D^2 = 0
+    # (leaving the self-pairs out would give E d(S,S') = 1 and D^2 = -1/2)
+    assert float(metrics.generalized_energy_distance(both, both, 2)) == 0.0
+    stuck = torch.cat([full, full, full])
+    assert float(metrics.generalized_energy_distance(stuck, both, 2)) == pytest.approx(0.5)
+    root = metrics.generalized_energy_distance(stuck, both, 2, squared=False)
+    assert float(root) == pytest.approx(0.5**0.5)
+
+
+def _ref_weighted_ged(samples, references, weights, valid=None, empty_distance=0.0):
+    def d(a, b):
+        if valid is not None:
+            a, b = np.where(valid, a, 0), np.where(valid, b, 0)
+        return _ref_distance(a, b, empty_distance)
+
+    pairs = list(zip(references, weights, strict=True))
+    cross = np.mean([sum(w * d(s, r) for r, w in pairs) for s in samples])
+    within_s = np.mean([d(s, t) for s, t in itertools.product(samples, samples)])
+    within_r = sum(w * v * d(r, t) for (r, w), (t, v) in itertools.product(pairs, repeat=2))
+    return 2 * cross - within_s - within_r
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_weighted_ged_and_ignore_index_match_references(seed):
+    rng = np.random.default_rng(seed)
+    samples = rng.integers(0, C, (4, 2, 5, 5))
+    references = rng.integers(0, C, (3, 2, 5, 5))
+    weights = rng.dirichlet(np.ones(3), size=2).T  # (R, B)
+    ged = metrics.generalized_energy_distance(
+        torch.from_numpy(samples), torch.from_numpy(references), C,
+        reference_weights=torch.from_numpy(weights),
+    )  # fmt: skip
+    for b in range(2):
+        expected = _ref_weighted_ged(samples[:, b], references[:, b], weights[:, b])
+        assert float(ged[b]) == pytest.approx(expected)
+    shared = metrics.generalized_energy_distance(
+        torch.from_numpy(samples), torch.from_numpy(references), C,
+        reference_weights=torch.tensor([0.5, 0.25, 0.25]),
+    )  # fmt: skip
+    expected = _ref_weighted_ged(samples[:, 0], references[:, 0], [0.5, 0.25, 0.25])
+    assert float(shared[0]) == pytest.approx(expected)
+    # ignore_index in any reference removes the pixel from every distance of that image
+    references[1, :, 0, :] = IGNORE
+    references[2, 1, :, 2] = IGNORE
+    ignored = metrics.generalized_energy_distance(
+        torch.from_numpy(samples), torch.from_numpy(references), C, ignore_index=IGNORE
+    )
+    for b in range(2):
+        valid = (references[:, b] != IGNORE).all(0)
+        expected = _ref_weighted_ged(samples[:, b], references[:, b], [1 / 3] * 3, valid)
+        assert float(ignored[b]) == pytest.approx(expected)
+
+
+def test_ged_validates_weights_and_valid_masks():
+    samples = torch.zeros(2, 1, 3, 3, dtype=torch.long)
+    with pytest.raises(ValueError, match="sum to 1"):
+        metrics.generalized_energy_distance(samples, samples, C, reference_weights=[0.5, 0.2])
+    with pytest.raises(ValueError, match=r"\(R,\) or \(R, B\)"):
+        metrics.generalized_energy_distance(samples, samples, C, reference_weights=[1.0])
+    with pytest.raises(ValueError, match="valid"):
+        metrics.pairwise_iou_distance(samples, samples, C, valid=torch.ones(3, 3, dtype=bool))
+    accumulator = metrics.GeneralizedEnergyDistance(C, ignore_index=IGNORE)
+    accumulator.update(samples, samples, reference_weights=torch.tensor([0.5, 0.5]))
+    assert float(accumulator.compute()) == 0.0

@@ -4,6 +4,7 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
 from test_data import _write_lfw
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -12,6 +13,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import segmentation as segmentation_benchmark  # noqa: E402
 
 
+@pytest.mark.slow
 def test_segmentation_benchmark_writes_tables_2_to_4(tmp_path):
     root = _write_lfw(tmp_path / "lfw", side=32)
     out = tmp_path / "report"

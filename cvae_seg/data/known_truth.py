@@ -6,9 +6,10 @@ probabilities; the label is the whole (amodal) object. Everything is laid out on
 of square cells (4 px at 32 px), with no noise and no anti-aliasing, so every pixel outside the
 occluder, and the occluder's background, is exactly predictable from the visible pixels:
 p(y|x) puts mass pi_k on exactly K label maps, which `KnownTruthSet.candidates` lists.
-The true -log p(y|x) of any pair, the conditional entropy H = -sum pi log pi and the true
-mode frequencies are then exact numbers to hold a model's estimates against
-(benchmarks/known_truth.py).
+The true -log p(y|x) of any pair (`true_log_likelihood`, nats per image), the conditional
+entropy H = -sum pi log pi and the true mode frequencies are then exact numbers to hold a
+model's estimates against (benchmarks/known_truth.py; the sample metrics against the
+candidates are in `cvae_seg.metrics.modes` and `cvae_seg.metrics.samples`).
 """
 
 from __future__ import annotations
@@ -23,9 +24,11 @@ __all__ = [
     "DEFAULT_MODE_PROBS",
     "HIDDEN_PARTS",
     "KNOWN_TRUTH_CLASSES",
+    "SPLIT_SEED_OFFSETS",
     "KnownTruthSet",
     "conditional_entropy",
     "default_mode_probs",
+    "known_truth_split",
     "make_known_truth",
     "true_log_likelihood",
 ]
@@ -49,6 +52,8 @@ HIDDEN_PARTS: tuple[frozenset[tuple[int, int]], ...] = tuple(
         ((0, 0), (1, 0), (1, 1)),  # a hook
     )
 )
+# a split's generator seed is its offset + 1000 * split_seed (the data config's split_seed)
+SPLIT_SEED_OFFSETS = {"train": 0, "val": 1, "test": 2}
 DEFAULT_MODE_PROBS: dict[int, tuple[float, ...]] = {
     2: (0.7, 0.3),
     4: (0.4, 0.3, 0.2, 0.1),
@@ -138,6 +143,24 @@ def make_known_truth(
         names.append(f"known{i:05d}_mode{modes[i]}")
     arrays = SegmentationArrays(images, labels, KNOWN_TRUTH_CLASSES, tuple(names))
     return KnownTruthSet(arrays, candidates, probs, hidden, modes)
+
+
+def known_truth_split(
+    split: str,
+    num_images: int,
+    size: int = 32,
+    mode_probs: tuple[float, ...] = DEFAULT_MODE_PROBS[4],
+    split_seed: int = 0,
+) -> KnownTruthSet:
+    """The ``split`` ("train", "val" or "test") that a data config with these values loads.
+
+    Its seed is ``SPLIT_SEED_OFFSETS[split] + 1000 * split_seed``, so the arrays equal
+    `cvae_seg.data.load_split`'s and the candidates, probabilities and occluder come with them.
+    """
+    if split not in SPLIT_SEED_OFFSETS:
+        raise ValueError(f"split must be one of {sorted(SPLIT_SEED_OFFSETS)}, got {split!r}")
+    seed = SPLIT_SEED_OFFSETS[split] + 1000 * split_seed
+    return make_known_truth(num_images, size, mode_probs, seed)
 
 
 def true_log_likelihood(

@@ -1,17 +1,16 @@
-"""Segmentation metrics: pure functions plus accumulators that sum over batches.
+"""Segmentation metrics on integer label maps: pure functions and accumulators.
 
-Every function takes integer label maps, ``pred`` and ``target`` of the same shape (B, H, W),
-and skips pixels whose target equals ``ignore_index``. Accumulators follow torchmetrics'
-update / compute / reset and count globally over everything they were fed, which is what the
-paper's pixel accuracy is (correct pixels over all labelled pixels of the split).
+Every function takes ``pred`` and ``target`` of the same shape (B, H, W) and skips pixels
+whose target equals ``ignore_index``. Accumulators follow torchmetrics' update / compute /
+reset and count globally over everything they were fed, which is what the paper's pixel
+accuracy is (correct pixels over all labelled pixels of the split).
 
-Conventions, stated once:
+Conventions:
 - nothing labelled -> NaN (there is nothing to score);
 - per-class IoU is NaN for a class absent from both prediction and target, and the mean IoU
   averages the other classes;
-- foreground IoU (the paper's CUB IoU) scores 0 when prediction and target are both empty;
-- the sample distance d = 1 - IoU averages foreground classes present in either map and is
-  ``empty_distance`` (default 0) when neither has foreground.
+- class accuracy averages the per-class recall over the classes present in the target;
+- foreground IoU (the paper's CUB IoU) scores 0 when prediction and target are both empty.
 """
 
 from __future__ import annotations
@@ -19,25 +18,21 @@ from __future__ import annotations
 import torch
 
 from cvae_seg import distributed
+from cvae_seg.metrics.base import ImageMean
 
 __all__ = [
     "ClassAccuracy",
     "ConfusionMatrix",
     "ForegroundIoU",
-    "GeneralizedEnergyDistance",
     "MeanIoU",
     "PixelAccuracy",
-    "SampleDiversity",
     "class_accuracy",
     "confusion_matrix",
     "foreground_iou",
-    "generalized_energy_distance",
     "mean_iou",
-    "pairwise_iou_distance",
     "per_class_iou",
     "per_image_foreground_iou",
     "pixel_accuracy",
-    "sample_diversity",
 ]
 
 
@@ -155,69 +150,6 @@ def foreground_iou(
     return per_image_foreground_iou(pred, target, background, ignore_index).mean()
 
 
-def pairwise_iou_distance(
-    first: torch.Tensor,
-    second: torch.Tensor,
-    num_classes: int,
-    background: int | None = 0,
-    empty_distance: float = 0.0,
-) -> torch.Tensor:
-    """d = 1 - IoU between every pair of label maps: (N, B, H, W), (M, B, H, W) -> (N, M, B).
-
-    IoU is averaged over the classes (all but ``background``) present in either map of the
-    pair; a pair in which neither map has such a class is at ``empty_distance``.
-    """
-    if first.shape[1:] != second.shape[1:]:
-        raise ValueError(
-            f"sample sets must share (B, H, W), got {tuple(first.shape)} and {tuple(second.shape)}"
-        )
-    classes = [c for c in range(num_classes) if c != background]
-    a = torch.stack([first == c for c in classes], -1).flatten(2, -2).float()  # N, B, P, K
-    b = torch.stack([second == c for c in classes], -1).flatten(2, -2).float()
-    intersection = torch.einsum("nbpk,mbpk->nmbk", a, b)
-    union = a.sum(2).unsqueeze(1) + b.sum(2).unsqueeze(0) - intersection
-    present = union > 0
-    iou = torch.where(present, intersection / union.clamp_min(1), 0.0)
-    count = present.sum(-1)
-    mean = iou.sum(-1) / count.clamp_min(1)
-    return torch.where(count > 0, 1.0 - mean, empty_distance)
-
-
-def generalized_energy_distance(
-    samples: torch.Tensor,
-    references: torch.Tensor,
-    num_classes: int,
-    background: int | None = 0,
-    empty_distance: float = 0.0,
-) -> torch.Tensor:
-    """Squared generalized energy distance per image, (B,).
-
-    D^2 = 2 E[d(S, Y)] - E[d(S, S')] - E[d(Y, Y')] with d = 1 - IoU (`pairwise_iou_distance`),
-    samples (S, B, H, W) from the model and references (R, B, H, W) from the data (R may be 1).
-    Expectations over distinct pairs use every ordered pair, self-pairs included (distance 0).
-    """
-    cross = pairwise_iou_distance(samples, references, num_classes, background, empty_distance)
-    within_s = pairwise_iou_distance(samples, samples, num_classes, background, empty_distance)
-    within_r = pairwise_iou_distance(
-        references, references, num_classes, background, empty_distance
-    )
-    return 2 * cross.mean((0, 1)) - within_s.mean((0, 1)) - within_r.mean((0, 1))
-
-
-def sample_diversity(
-    samples: torch.Tensor,
-    num_classes: int,
-    background: int | None = 0,
-    empty_distance: float = 0.0,
-) -> torch.Tensor:
-    """Mean distance between distinct samples of the same image, (B,); 0 for one sample."""
-    count = samples.shape[0]
-    if count < 2:
-        return torch.zeros(samples.shape[1])
-    distances = pairwise_iou_distance(samples, samples, num_classes, background, empty_distance)
-    return distances.sum((0, 1)) / (count * (count - 1))
-
-
 # ------------------------------------------------------------------------- accumulators
 class ConfusionMatrix:
     """Accumulates a confusion matrix over batches; the base of the pixel-count metrics."""
@@ -268,32 +200,7 @@ class MeanIoU(ConfusionMatrix):
         return self.per_class().nanmean()
 
 
-class _ImageMean:
-    """Mean of a per-image score over every image fed to `update`."""
-
-    def __init__(self) -> None:
-        self.reset()
-
-    def reset(self) -> None:
-        self.total = 0.0
-        self.count = 0
-
-    def _add(self, per_image: torch.Tensor) -> None:
-        self.total += float(per_image.double().sum())
-        self.count += per_image.numel()
-
-    def compute(self) -> torch.Tensor:
-        return torch.tensor(self.total / self.count if self.count else float("nan"))
-
-    def sync(self) -> None:
-        """Pool the images of every torchrun process (a no-op in a single process)."""
-        summed = distributed.all_reduce_sum(
-            torch.tensor([self.total, self.count], dtype=torch.float64)
-        )
-        self.total, self.count = float(summed[0]), int(summed[1])
-
-
-class ForegroundIoU(_ImageMean):
+class ForegroundIoU(ImageMean):
     """The paper's CUB IoU: per-image foreground IoU, averaged over images."""
 
     def __init__(self, background: int = 0, ignore_index: int | None = None) -> None:
@@ -302,30 +209,4 @@ class ForegroundIoU(_ImageMean):
         super().__init__()
 
     def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
-        self._add(per_image_foreground_iou(pred, target, self.background, self.ignore_index))
-
-
-class GeneralizedEnergyDistance(_ImageMean):
-    """Mean squared GED over images; update(samples (S,B,H,W), references (R,B,H,W))."""
-
-    def __init__(self, num_classes: int, background: int | None = 0, empty_distance: float = 0.0):
-        self.options = dict(
-            num_classes=num_classes, background=background, empty_distance=empty_distance
-        )
-        super().__init__()
-
-    def update(self, samples: torch.Tensor, references: torch.Tensor) -> None:
-        self._add(generalized_energy_distance(samples, references, **self.options))
-
-
-class SampleDiversity(_ImageMean):
-    """Mean pairwise distance between samples of one image, averaged over images."""
-
-    def __init__(self, num_classes: int, background: int | None = 0, empty_distance: float = 0.0):
-        self.options = dict(
-            num_classes=num_classes, background=background, empty_distance=empty_distance
-        )
-        super().__init__()
-
-    def update(self, samples: torch.Tensor) -> None:
-        self._add(sample_diversity(samples, **self.options))
+        self.add(per_image_foreground_iou(pred, target, self.background, self.ignore_index))

@@ -1,0 +1,69 @@
+"""Metrics: segmentation metrics, sample-set metrics, mode metrics and latent summaries.
+
+- `cvae_seg.metrics.segmentation`: pixel accuracy, class accuracy, IoU, foreground IoU on
+  label maps (B, H, W), as pure functions and accumulators.
+- `cvae_seg.metrics.samples`: sets of sampled label maps (S, B, H, W) against references:
+  the pairwise 1 - IoU distance, the generalized energy distance (GED) and sample diversity.
+- `cvae_seg.metrics.modes`: samples against a known finite support of label maps (hit
+  counts, total variation, the mass / sharpness decomposition of p(y_k|x)).
+- `cvae_seg.metrics.latent`: summaries of the prior p(z|x) over a set of inputs.
+
+Each module's docstring states its conventions (empty maps, ``ignore_index``, averaging,
+self-pairs). Every name is importable from ``cvae_seg.metrics``.
+"""
+
+from cvae_seg.metrics.base import ImageMean
+from cvae_seg.metrics.latent import prior_scale_summary
+from cvae_seg.metrics.modes import (
+    ModeDecomposition,
+    candidate_log_likelihoods,
+    mode_counts,
+    total_variation,
+)
+from cvae_seg.metrics.samples import (
+    GeneralizedEnergyDistance,
+    SampleDiversity,
+    generalized_energy_distance,
+    pairwise_iou_distance,
+    sample_diversity,
+)
+from cvae_seg.metrics.segmentation import (
+    ClassAccuracy,
+    ConfusionMatrix,
+    ForegroundIoU,
+    MeanIoU,
+    PixelAccuracy,
+    class_accuracy,
+    confusion_matrix,
+    foreground_iou,
+    mean_iou,
+    per_class_iou,
+    per_image_foreground_iou,
+    pixel_accuracy,
+)
+
+__all__ = [
+    "ClassAccuracy",
+    "ConfusionMatrix",
+    "ForegroundIoU",
+    "GeneralizedEnergyDistance",
+    "ImageMean",
+    "MeanIoU",
+    "ModeDecomposition",
+    "PixelAccuracy",
+    "SampleDiversity",
+    "candidate_log_likelihoods",
+    "class_accuracy",
+    "confusion_matrix",
+    "foreground_iou",
+    "generalized_energy_distance",
+    "mean_iou",
+    "mode_counts",
+    "pairwise_iou_distance",
+    "per_class_iou",
+    "per_image_foreground_iou",
+    "pixel_accuracy",
+    "prior_scale_summary",
+    "sample_diversity",
+    "total_variation",
+]

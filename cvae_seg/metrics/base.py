@@ -1,0 +1,35 @@
+"""The accumulator every per-image metric shares: a mean over all images fed to it."""
+
+from __future__ import annotations
+
+import torch
+
+from cvae_seg import distributed
+
+__all__ = ["ImageMean"]
+
+
+class ImageMean:
+    """Mean of a per-image score over every image fed to `update`."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.total = 0.0
+        self.count = 0
+
+    def add(self, per_image: torch.Tensor) -> None:
+        """Count the per-image scores (any shape; one score per element)."""
+        self.total += float(per_image.double().sum())
+        self.count += per_image.numel()
+
+    def compute(self) -> torch.Tensor:
+        return torch.tensor(self.total / self.count if self.count else float("nan"))
+
+    def sync(self) -> None:
+        """Pool the images of every torchrun process (a no-op in a single process)."""
+        summed = distributed.all_reduce_sum(
+            torch.tensor([self.total, self.count], dtype=torch.float64)
+        )
+        self.total, self.count = float(summed[0]), int(summed[1])

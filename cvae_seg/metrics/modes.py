@@ -1,0 +1,122 @@
+"""Mode metrics for a task whose true conditional distribution has a known finite support.
+
+For one input, p(y|x) puts probability pi_k on each of K candidate label maps y_k
+(`cvae_seg.data.known_truth`). These functions score a model's samples against that support.
+
+Conventions:
+- Hits: a sample counts for the candidate nearest in Hamming distance (pixels that differ;
+  ties go to the lower index), or for a last "miss" bin when that distance exceeds
+  ``max_distance`` pixels. Counts have K + 1 entries, the miss bin last.
+- Total variation: 0.5 sum |f - t| between the hit frequencies f and the truth t = (pi, 0)
+  (no true mass on the miss bin), in [0, 1].
+- Mode likelihoods: log p(y_k|x, z_s) = sum over pixels of log softmax(logits_s)[y_k], the
+  model's per-pixel categorical likelihood of candidate k given sample s's latent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+__all__ = [
+    "ModeDecomposition",
+    "candidate_log_likelihoods",
+    "mode_counts",
+    "total_variation",
+]
+
+
+def mode_counts(
+    samples: torch.Tensor, candidates: torch.Tensor, max_distance: float
+) -> torch.Tensor:
+    """(K + 1,) int64 hits per candidate and misses: samples (S, H, W), candidates (K, H, W).
+
+    Each sample counts for its nearest candidate (Hamming distance; ties to the lower index),
+    or as a miss when that distance exceeds ``max_distance`` pixels.
+    """
+    if samples.shape[1:] != candidates.shape[1:]:
+        raise ValueError(
+            f"samples (S, H, W) and candidates (K, H, W) must share (H, W), got "
+            f"{tuple(samples.shape)} and {tuple(candidates.shape)}"
+        )
+    distance = (samples[:, None] != candidates[None]).flatten(2).sum(-1)  # (S, K)
+    nearest, best = distance.argmin(1), distance.min(1).values
+    nearest[best > max_distance] = candidates.shape[0]
+    return torch.bincount(nearest, minlength=candidates.shape[0] + 1)
+
+
+def total_variation(
+    counts: torch.Tensor | np.ndarray | Sequence[float], probs: np.ndarray | Sequence[float]
+) -> float:
+    """0.5 sum |f - t| between hit frequencies and the truth t = (pi, 0).
+
+    ``counts`` has K + 1 entries (the miss bin last, as `mode_counts` gives) or K (no miss
+    bin); ``probs`` the K true probabilities.
+    """
+    counts = np.asarray(counts, dtype=np.float64)
+    truth = np.asarray(probs, dtype=np.float64)
+    if len(counts) not in (len(truth), len(truth) + 1):
+        raise ValueError(f"counts need K or K + 1 entries for K = {len(truth)}, got {len(counts)}")
+    if counts.sum() <= 0:
+        raise ValueError("counts must hold at least one sample")
+    truth = np.pad(truth, (0, len(counts) - len(truth)))
+    return float(0.5 * np.abs(counts / counts.sum() - truth).sum())
+
+
+def candidate_log_likelihoods(logits: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
+    """(S, K) log p(y_k|x, z_s) for sampled logits (S, C, H, W) and candidates (K, H, W)."""
+    log_probs = torch.log_softmax(logits.float(), 1)
+    labels = candidates.long().to(log_probs.device)
+    index = labels[None].expand(log_probs.shape[0], -1, -1, -1)  # (S, K, H, W)
+    return log_probs.gather(1, index).flatten(2).sum(-1)
+
+
+class ModeDecomposition:
+    """Splits a model's p(y_k|x) into where its latents fall and how sharp the decoder is.
+
+    Feed ``update`` the (S, K) `candidate_log_likelihoods` of S latents drawn from the prior
+    for one input at a time. Region k holds the latents whose decoded map explains candidate
+    k best (argmax over k). `compute` pools over inputs and returns, per candidate:
+    ``mass`` (the share of latents in region k), ``sharpness`` (the mean p(y_k|x, z) inside
+    region k: 1 for a perfectly sharp decoder, NaN when no latent fell there) and
+    ``monte_carlo_p`` (the mean over inputs of the Monte Carlo p(y_k|x)); and ``in_between``,
+    the share of latents for which no candidate has p(y_k|x, z) > 1/2.
+    """
+
+    def __init__(self, num_modes: int) -> None:
+        self.num_modes = num_modes
+        self.reset()
+
+    def reset(self) -> None:
+        self.hits = np.zeros(self.num_modes)
+        self.inside = np.zeros(self.num_modes)
+        self.marginal = np.zeros(self.num_modes)
+        self.in_between = 0
+        self.inputs = 0
+
+    def update(self, log_likelihoods: torch.Tensor) -> None:
+        if log_likelihoods.ndim != 2 or log_likelihoods.shape[1] != self.num_modes:
+            raise ValueError(f"expected (S, {self.num_modes}), got {tuple(log_likelihoods.shape)}")
+        region = log_likelihoods.argmax(1)
+        probs = log_likelihoods.double().exp()
+        self.in_between += int((probs.max(1).values < 0.5).sum())
+        for k in range(self.num_modes):
+            chosen = region == k
+            self.hits[k] += float(chosen.sum())
+            self.inside[k] += float(probs[chosen, k].sum())
+            self.marginal[k] += float(probs[:, k].mean())
+        self.inputs += 1
+
+    def compute(self) -> dict[str, list[float] | float]:
+        total = self.hits.sum()
+        sharpness = np.divide(
+            self.inside, self.hits, out=np.full(self.num_modes, np.nan), where=self.hits > 0
+        )
+        return {
+            "mass": (self.hits / total).tolist(),
+            "sharpness": sharpness.tolist(),
+            "monte_carlo_p": (self.marginal / self.inputs).tolist(),
+            "in_between": float(self.in_between / total),
+        }

@@ -1,0 +1,137 @@
+"""Mode metrics and latent summaries against slow, obviously-correct references."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from cvae_seg import metrics
+from cvae_seg.modules.latent import GaussianMixture
+
+
+def _ref_mode_counts(samples, candidates, max_distance):
+    counts = [0] * (len(candidates) + 1)
+    for sample in samples:
+        distances = [int((sample != c).sum()) for c in candidates]
+        best = min(distances)
+        counts[distances.index(best) if best <= max_distance else len(candidates)] += 1
+    return counts
+
+
+def test_mode_counts_and_total_variation_by_hand():
+    candidates = torch.zeros(2, 4, 4, dtype=torch.long)
+    candidates[1, :, 2:] = 1  # 8 pixels differ
+    far = torch.ones(4, 4, dtype=torch.long)  # 8 from candidate 1, 16 from candidate 0
+    near = candidates[1].clone()
+    near[0, 0] = 1  # 1 pixel from candidate 1
+    samples = torch.stack([candidates[0], candidates[0], near, far])
+    counts = metrics.mode_counts(samples, candidates, max_distance=2)
+    assert counts.tolist() == [2, 1, 1]  # far is 8 > 2 pixels away: a miss
+    # f = (0.5, 0.25, 0.25) against (0.7, 0.3, 0): 0.5 * (0.2 + 0.05 + 0.25)
+    assert math.isclose(metrics.total_variation(counts, np.array([0.7, 0.3])), 0.25)
+    assert math.isclose(metrics.total_variation([7, 3, 0], [0.7, 0.3]), 0.0)
+    assert math.isclose(metrics.total_variation([7, 3], [0.7, 0.3]), 0.0)  # no miss bin
+    # a deterministic model that always picks the likelier mode: TV = 1 - max(pi)
+    assert math.isclose(metrics.total_variation([10, 0, 0], [0.7, 0.3]), 0.3)
+    # a tie goes to the lower index; a sample exactly max_distance away is a hit
+    middle = candidates[0].clone()
+    middle[:, 2] = 1  # 4 pixels from either candidate
+    assert metrics.mode_counts(middle[None], candidates, 4).tolist() == [1, 0, 0]
+    assert metrics.mode_counts(middle[None], candidates, 3).tolist() == [0, 0, 1]
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_mode_counts_match_a_loop(seed):
+    rng = np.random.default_rng(seed)
+    candidates = rng.integers(0, 2, (3, 5, 5))
+    samples = candidates[rng.integers(0, 3, 30)].copy()
+    flips = rng.random(samples.shape) < 0.15
+    samples[flips] = 1 - samples[flips]
+    counts = metrics.mode_counts(torch.from_numpy(samples), torch.from_numpy(candidates), 3)
+    assert counts.tolist() == _ref_mode_counts(samples, candidates, 3)
+
+
+def test_mode_metrics_validate():
+    with pytest.raises(ValueError, match="share"):
+        metrics.mode_counts(torch.zeros(2, 3, 3), torch.zeros(2, 4, 4), 1)
+    with pytest.raises(ValueError, match="K or K \\+ 1"):
+        metrics.total_variation([1, 2, 3, 4], [0.5, 0.5])
+    with pytest.raises(ValueError, match="at least one"):
+        metrics.total_variation([0, 0, 0], [0.5, 0.5])
+
+
+def test_candidate_log_likelihoods_match_a_pixel_loop():
+    torch.manual_seed(0)
+    logits = torch.randn(3, 4, 2, 3)  # S=3, C=4
+    candidates = torch.randint(0, 4, (2, 2, 3))
+    got = metrics.candidate_log_likelihoods(logits, candidates)
+    assert got.shape == (3, 2)
+    for s in range(3):
+        for k in range(2):
+            expected = 0.0
+            for i in range(2):
+                for j in range(3):
+                    column = logits[s, :, i, j].double()
+                    c = int(candidates[k, i, j])
+                    expected += float(column[c] - torch.logsumexp(column, 0))
+            assert float(got[s, k]) == pytest.approx(expected, abs=1e-4)
+
+
+def _scored(picks: list[int], maps: np.ndarray) -> torch.Tensor:
+    """(S, K) log-likelihoods of a perfectly sharp decoder that draws maps[picks]."""
+    one_hot = torch.nn.functional.one_hot(torch.from_numpy(maps[picks]).long(), 2)
+    logits = (40 * one_hot - 20).permute(0, 3, 1, 2).float()
+    return metrics.candidate_log_likelihoods(logits, torch.from_numpy(maps[:2]))
+
+
+def test_mode_decomposition_separates_mass_from_sharpness():
+    a = np.zeros((4, 4), dtype=np.uint8)
+    b = a.copy()
+    b[1:3, 2:] = 1
+    hedge = b.copy()
+    hedge[1, 2] = 0  # one pixel off b: explains b best, but p(b|z) ~ 0
+    maps = np.stack([a, b, hedge])
+    sharp = metrics.ModeDecomposition(2)
+    sharp.update(_scored([0, 0, 0, 1, 0, 0, 0, 1], maps))
+    result = sharp.compute()
+    assert result["mass"] == pytest.approx([0.75, 0.25])
+    assert result["sharpness"] == pytest.approx([1.0, 1.0])
+    assert result["monte_carlo_p"] == pytest.approx([0.75, 0.25])
+    assert result["in_between"] == 0
+    blurred = metrics.ModeDecomposition(2)
+    blurred.update(_scored([0, 2, 0, 2], maps))
+    result = blurred.compute()
+    assert result["mass"] == pytest.approx([0.5, 0.5])
+    assert result["sharpness"][0] == pytest.approx(1.0) and result["sharpness"][1] < 1e-6
+    assert result["monte_carlo_p"][1] < 1e-6 and result["in_between"] == pytest.approx(0.5)
+    # pooled over inputs: mass and sharpness over all latents, Monte Carlo p per input
+    blurred.update(_scored([1, 1, 1, 1], maps))
+    result = blurred.compute()
+    assert result["mass"] == pytest.approx([0.25, 0.75])
+    assert result["sharpness"][1] == pytest.approx(4 / 6)
+    assert result["monte_carlo_p"] == pytest.approx([0.25, 0.5])
+    empty = metrics.ModeDecomposition(3)
+    empty.update(_scored([0, 0], maps)[:, [0, 1, 1]])
+    assert math.isnan(empty.compute()["sharpness"][2])
+    with pytest.raises(ValueError, match="expected"):
+        empty.update(torch.zeros(4, 2))
+
+
+def test_prior_scale_summary_of_a_gaussian_and_a_mixture():
+    torch.manual_seed(0)
+    scales = [torch.rand(3, 2, 4, 4) + 0.1, torch.rand(2, 2, 4, 4) + 0.1]
+    priors = [torch.distributions.Normal(torch.zeros_like(s), s) for s in scales]
+    summary = metrics.prior_scale_summary(priors)
+    pooled = torch.cat(scales)
+    expected = [round(float(pooled[:, c].mean()), 3) for c in range(2)]
+    assert summary == {"prior_std_per_channel": expected}
+
+    logits = torch.tensor([[0.0, math.log(3.0)], [math.log(3.0), 0.0]])  # weights 1/4, 3/4
+    std = torch.stack([torch.full((2, 2, 2), 1.0), torch.full((2, 2, 2), 2.0)], 1)  # (B, M, ...)
+    std[:, :, 1] *= 3  # channel 1 three times wider
+    mixture = GaussianMixture(logits, torch.zeros_like(std), std)
+    summary = metrics.prior_scale_summary([mixture])
+    # image 0: 1/4 * 1 + 3/4 * 2 = 1.75; image 1: 3/4 * 1 + 1/4 * 2 = 1.25; mean 1.5
+    assert summary["prior_std_per_channel"] == pytest.approx([1.5, 4.5])
+    assert summary["prior_component_weights"] == pytest.approx([0.5, 0.5])
