@@ -1,0 +1,220 @@
+"""The four subcommands of ``cvae-seg``: each takes the parsed arguments and returns what it
+made. Torch, the models and the data load here, inside the functions, so that the parser and
+``--help`` stay fast."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from cvae_seg.cli.errors import UserError
+
+__all__ = ["COMMANDS"]
+
+
+def _check_device(name: str | None) -> None:
+    """Refuse a device this machine lacks before torch fails on it with a driver message."""
+    if name is None:
+        return
+    import torch
+
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UserError(
+            f"--device {name}: not a device name; expected cpu, cuda or cuda:N"
+        ) from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise UserError(f"--device {name}: no CUDA GPU is visible here; use --device cpu")
+        if device.index is not None and device.index >= count:
+            raise UserError(f"--device {name}: this machine has {count} CUDA GPU(s)")
+
+
+# ---------------------------------------------------------------------------- commands
+def _train(args: argparse.Namespace) -> dict[str, Any]:
+    from cvae_seg import distributed
+    from cvae_seg.config import load_config
+    from cvae_seg.training import train
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    _check_device(args.device)
+    overrides = list(args.overrides)
+    if args.resume and "=" in args.resume and not Path(args.resume).exists():
+        # "--resume key=value": argparse gave the bare flag the override that followed it
+        overrides.insert(0, args.resume)
+        args.resume = "last"
+    if args.seed is not None:
+        overrides.append(f"train.seed={args.seed}")
+    if args.amp:
+        overrides.append("train.amp=true")
+    config = load_config(args.config, overrides)
+    work_dir = args.work_dir or Path("work_dirs") / args.config.stem
+    resume = None
+    if args.resume is not None:
+        resume = work_dir / "last.pt" if args.resume == "last" else Path(args.resume)
+        if not resume.exists():
+            where = " (the work dir holds no earlier run)" if args.resume == "last" else ""
+            raise UserError(f"--resume: checkpoint {resume} does not exist{where}")
+    try:
+        result = train(config, work_dir, resume=resume, device=args.device, progress=not args.quiet)
+    finally:
+        distributed.cleanup()
+    if distributed.is_main_process():
+        print(json.dumps(result, indent=2))
+    return result
+
+
+def _load(args: argparse.Namespace) -> tuple[Any, Any, list[str], Any, Any]:
+    """Device, model, config, classes and the split's data set for evaluate and visualize."""
+    from cvae_seg.training import dataset_for, load_for_evaluation, select_device
+
+    _check_device(args.device)
+    device = select_device(args.device)
+    model, config, classes = load_for_evaluation(
+        args.checkpoint, args.config, args.overrides, device
+    )
+    return device, model, config, classes, dataset_for(config, args.split)
+
+
+def _evaluate(args: argparse.Namespace) -> dict[str, Any]:
+    import torch
+
+    from cvae_seg.io import atomic_write_text
+    from cvae_seg.training import make_loader
+
+    device, model, config, classes, dataset = _load(args)
+    if args.num_samples is not None:
+        config.eval.num_samples = args.num_samples
+    if args.prediction is not None:
+        config.eval.prediction = args.prediction
+    loader = make_loader(dataset, config.eval.batch_size, config.data.num_workers, device)
+    torch.manual_seed(0)
+    result = {
+        "checkpoint": str(args.checkpoint),
+        "split": args.split,
+        "objective": config.model.objective,
+        "arch": config.model.arch,
+    }
+    if config.data.dataset == "mnist":
+        result.update(_likelihoods(model, loader, device, config, args.no_likelihood))
+    else:
+        result.update(_segmentation(model, loader, classes, device, config, args))
+    _print_table(result)
+    out = args.out or args.checkpoint.with_name(f"eval_{args.split}.json")
+    atomic_write_text(out, json.dumps(result, indent=2))
+    print(out)
+    return result
+
+
+def _print_table(result: dict[str, Any]) -> None:
+    print(f"{'metric':<24}value")
+    for key, value in result.items():
+        if isinstance(value, float):
+            print(f"{key:<24}{value:.3f}")
+    for row in result.get("partial_observation", []):
+        text = ", ".join(
+            f"{k} {v:.2f}" for k, v in row.items() if k not in ("block_size", "drop_prob")
+        )
+        print(f"partial b={row['block_size']} p={row['drop_prob']}: {text}")
+
+
+def _segmentation(model, loader, classes, device, config, args) -> dict[str, Any]:
+    from cvae_seg.evaluation import evaluate, partial_observation
+    from cvae_seg.training import autocast_dtype
+
+    result = {
+        "prediction": config.eval.prediction,
+        **evaluate(
+            model,
+            loader,
+            classes,
+            device,
+            prediction=config.eval.prediction,
+            likelihood=not args.no_likelihood,
+            num_samples=config.eval.num_samples,
+            chunk_size=config.eval.chunk_size,
+            autocast_dtype=autocast_dtype(config, device),
+        ),
+    }
+    if not args.no_likelihood:
+        result["likelihood_method"] = _method(model)
+    if args.partial:
+        fill = [-m / s for m, s in zip(config.data.mean, config.data.std, strict=True)]
+        result["partial_observation"] = partial_observation(
+            model, loader, device, fill, num_iterations=args.iterations
+        )
+    return result
+
+
+def _method(model) -> str:
+    if model.recognition_net is not None:
+        return "importance"
+    return "monte_carlo" if model.spec.stochastic else "exact"
+
+
+def _likelihoods(model, loader, device, config, skip: bool) -> dict[str, float]:
+    """MNIST: the negative CLL by every estimator the model supports (Table 1)."""
+    from cvae_seg.evaluation import evaluate_likelihood
+
+    if skip:
+        return {}
+    if not model.spec.stochastic:
+        runs = {"exact": ("auto", 1)}
+    else:
+        runs = {"monte_carlo": ("monte_carlo", config.eval.mc_samples)}
+        if model.recognition_net is not None:
+            runs["importance"] = ("importance", config.eval.num_samples)
+    result = {}
+    for name, (method, samples) in runs.items():
+        values = evaluate_likelihood(
+            model, loader, device, samples, method, chunk_size=config.eval.chunk_size
+        )
+        result.update({f"{key}_{name}": value for key, value in values.items()})
+    return result
+
+
+def _visualize(args: argparse.Namespace) -> Path:
+    import numpy as np
+
+    from cvae_seg.reporting import atomic_save_image
+    from cvae_seg.training import load_trained
+    from cvae_seg.visualization import quadrant_grid, sample_grid
+
+    device, model, config, _, dataset = _load(args)
+    rng = np.random.default_rng(args.seed)
+    count = min(args.num_images, len(dataset))
+    indices = sorted(rng.choice(len(dataset), count, replace=False).tolist())
+    if config.data.dataset == "mnist":
+        baseline = load_trained(args.baseline, device)[0] if args.baseline else None
+        grid = quadrant_grid(model, dataset, indices, args.num_samples, baseline, args.seed)
+    else:
+        grid = sample_grid(model, dataset, indices, args.num_samples, args.occlude, args.seed)
+    out = args.out or args.checkpoint.with_name(f"samples_{args.split}.png")
+    atomic_save_image(out, grid)
+    print(out)
+    return out
+
+
+def _download(args: argparse.Namespace) -> Path:
+    from cvae_seg.data.download import download
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    folder = download(args.dataset, args.root)
+    if args.dataset == "cub" and (folder / "CUB_200_2011").is_dir():
+        print(f"CUB root: {folder} (CUB_200_2011/ and segmentations/ in it)")
+    print(f"done: {folder}")
+    return folder
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], Any]] = {
+    "train": _train,
+    "evaluate": _evaluate,
+    "visualize": _visualize,
+    "download": _download,
+}

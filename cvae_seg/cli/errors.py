@@ -1,0 +1,52 @@
+"""Where a user's mistake ends and a bug begins, for the ``cvae-seg`` command."""
+
+from __future__ import annotations
+
+import traceback
+
+__all__ = ["UserError", "raised_reading_input"]
+
+
+class UserError(Exception):
+    """A mistake in what the user gave the command (a flag, a file, a setting): the command
+    prints the message alone and exits with status 2."""
+
+
+# Where the user-error boundary lies, and why. Our library reports bad input the way Python
+# libraries do, as ValueError / TypeError / OSError with a message that names the thing at
+# fault (and the API must keep doing so for Python callers). Such an exception counts as the
+# user's mistake on the command line only when it was raised while reading or checking what
+# the user named: the config and its overrides, a checkpoint or a pretrained folder, a data
+# set, the device. The traceback tells that apart: it passes through one of the reading
+# modules below, or through a function named as a reader (load_*, read_*, check_*). The
+# same exception type raised anywhere else (inside the model, the training step, the
+# metrics) is a bug and keeps its traceback, as does every other exception type. This is the
+# line that pip (its InstallationError family) and click (UsageError) draw with classes of
+# their own; drawing it by origin lets the library keep raising the builtin types its API
+# promises.
+_READING_MODULES = (
+    "cvae_seg.config",
+    "cvae_seg.data",
+    "cvae_seg.hub",
+    "cvae_seg.registry",
+    "cvae_seg.training.build",
+    "cvae_seg.training.checkpoint",
+    "cvae_seg.training.loading",
+    "cvae_seg.training.runtime",
+)
+_READER_PREFIXES = ("load_", "read_", "check_", "_load_", "_read_", "_check_")
+_INPUT_ERRORS = (ValueError, TypeError, OSError)
+
+
+def raised_reading_input(error: BaseException) -> bool:
+    """Whether ``error`` is a user error by the rule above (yaml's syntax errors included)."""
+    kind_of_input_error = isinstance(error, _INPUT_ERRORS) or type(error).__module__.startswith(
+        "yaml"
+    )
+    if not kind_of_input_error:
+        return False
+    for frame, _ in traceback.walk_tb(error.__traceback__):
+        module = frame.f_globals.get("__name__", "")
+        if module.startswith(_READING_MODULES) or frame.f_code.co_name.startswith(_READER_PREFIXES):
+            return True
+    return False
