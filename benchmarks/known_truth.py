@@ -77,6 +77,7 @@ from cvae_seg.objectives import get_objective  # noqa: E402
 from cvae_seg.reporting import atomic_save_image, describe_hardware  # noqa: E402
 from cvae_seg.training import load_trained, select_device, train  # noqa: E402
 
+_HIDDEN = 255  # the label that marks the occluded pixels out of the visible accuracy
 BUDGETS = {
     "ci": {"tasks": [2], "seeds": [0], "train": 16, "test": 6, "steps": 2, "batch": 4,
            "is": 4, "mc": 4, "mode_inputs": 3, "mode_samples": 20, "ged_samples": 10},
@@ -183,8 +184,10 @@ def evaluate_run(model, config: Config, budget: dict, device: torch.device) -> d
     result["nll_ratio"] = tightest_nll(result, objective) / result["true_nll"]
 
     prediction = _batched(lambda a: model.predict(a).argmax(1), x, size=100)
-    visible = ~torch.from_numpy(truth.hidden).to(device)
-    result["visible_accuracy"] = 100 * float((prediction == y)[visible].float().mean())
+    hidden = torch.from_numpy(truth.hidden).to(device)
+    visible_only = y.masked_fill(hidden, _HIDDEN)
+    accuracy = metrics.pixel_accuracy(prediction, visible_only, ignore_index=_HIDDEN)
+    result["visible_accuracy"] = 100 * float(accuracy)
     result.update(_sample_metrics(model, x, truth, budget))
     if model.recognition_net is not None:  # the ELBO's parts on the test pairs
         model.eval()

@@ -41,3 +41,24 @@ def test_segmentation_benchmark_writes_tables_2_to_4(tmp_path):
     out.with_suffix(".md").unlink()
     segmentation_benchmark.main(["--render", str(out.with_suffix(".json"))])
     assert out.with_suffix(".md").read_text() == markdown
+
+
+def test_segmentation_report_renders_from_its_json(tmp_path):
+    """The markdown is a function of the JSON alone (fast; the slow test above runs it all)."""
+    val = {"pixel_accuracy": 90.0, "class_accuracy": 80.0, "mean_iou": 70.0,
+           "foreground_iou": 60.0, "nll": 100.0}  # fmt: skip
+    runs = [
+        {"backbone": "unet", "row": "CVAE (msc, NI)", "seed": seed, "objective": "cvae",
+         "config": {"train": {"max_steps": 2}}, "seconds": 60.0,
+         "val": {key: value + seed for key, value in val.items()}}
+        for seed in (0, 1)
+    ]  # fmt: skip
+    report = {"command": "python benchmarks/segmentation.py", "date": "2026-12-02",
+              "hardware": "cpu", "budget": "cpu", "likelihood_samples": 10, "seconds": 120.0,
+              "runs": runs, "partial_observation": {}}  # fmt: skip
+    path = tmp_path / "report.json"
+    path.write_text(json.dumps(report))
+    segmentation_benchmark.main(["--render", str(path)])
+    markdown = path.with_suffix(".md").read_text()
+    row = "| unet | CVAE (msc, NI) | `configs/lfw_unet_cvae.yaml` | 2 | 1 | 90.50 ± 0.50 |"
+    assert row in markdown and "S = 10" in markdown

@@ -18,6 +18,8 @@ Conventions, stated once:
   empirical distributions: every ordered pair, self-pairs included (the plug-in estimate,
   as the Probabilistic U-Net and PHiSeg evaluations compute it), the references weighted
   by ``reference_weights`` when given (then E over Y is exact for a known distribution).
+  With S samples the self-pairs make E[d(S, S')] (S - 1) / S times the mean over distinct
+  pairs, so S exact draws from the reference distribution score E[d(Y, Y')] / S, not 0.
   ``squared=False`` gives D = sqrt(max(D^2, 0)) (1 - IoU need not be of negative type, so
   D^2 of a finite sample can fall slightly below 0).
 - Diversity is E[d(S, S')] over distinct ordered pairs (i != j), self-pairs excluded.
