@@ -308,7 +308,7 @@ def sample_figure(
     return canvas
 
 
-def main(argv: list[str] | None = None) -> dict:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -339,6 +339,11 @@ def main(argv: list[str] | None = None) -> dict:
         "--draw", type=Path, nargs=2, default=None, metavar=("CVAE_RUNS", "CNN_RUNS"),
         help="only draw --figure from trained runs (WORK/<budget>_<steps>steps folders)",
     )  # fmt: skip
+    return parser
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = _parser()
     args = parser.parse_args(argv)
     if args.merge is not None:
         if args.out is None:
@@ -363,6 +368,11 @@ def main(argv: list[str] | None = None) -> dict:
         return result
     if args.steps is not None:
         budget["steps"] = args.steps
+    return run_benchmark(args, budget, argv)
+
+
+def run_benchmark(args: argparse.Namespace, budget: dict, argv: list[str] | None) -> dict:
+    """Train and evaluate every (K, objective, seed); OUT.json and OUT.md after each run."""
     tasks = args.tasks or budget["tasks"]
     seeds = args.seeds if args.seeds is not None else budget["seeds"]
     out = args.out or Path("results") / f"known_truth_{args.budget}"

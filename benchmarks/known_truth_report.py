@@ -11,7 +11,8 @@ import json
 import math
 from pathlib import Path
 
-from cvae_seg.reporting import atomic_write_text, mean_stderr
+from cvae_seg.io import atomic_write_text
+from cvae_seg.reporting import mean_stderr
 
 OBJECTIVES = ("cnn", "gdnn", "gsnn", "cvae", "hybrid")
 ESTIMATORS = {

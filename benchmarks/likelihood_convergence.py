@@ -25,8 +25,9 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 from cvae_seg.config import load_config  # noqa: E402
+from cvae_seg.io import atomic_write_text  # noqa: E402
 from cvae_seg.likelihood import block_estimates  # noqa: E402
-from cvae_seg.reporting import atomic_write_text, describe_hardware  # noqa: E402
+from cvae_seg.reporting import describe_hardware  # noqa: E402
 from cvae_seg.training import dataset_for, load_trained, select_device  # noqa: E402
 
 

@@ -34,7 +34,8 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 from cvae_seg.config import load_config  # noqa: E402
 from cvae_seg.evaluation import evaluate_likelihood  # noqa: E402
-from cvae_seg.reporting import atomic_write_text, describe_hardware  # noqa: E402
+from cvae_seg.io import atomic_write_text  # noqa: E402
+from cvae_seg.reporting import describe_hardware  # noqa: E402
 from cvae_seg.training import dataset_for, load_trained, make_loader, select_device, train  # noqa: E402
 
 # Table 1 as widely quoted from the paper: negative CLL, (validation, test).

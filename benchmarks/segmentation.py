@@ -39,7 +39,8 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 from cvae_seg.config import load_config  # noqa: E402
 from cvae_seg.evaluation import evaluate, partial_observation  # noqa: E402
-from cvae_seg.reporting import atomic_write_text, describe_hardware, mean_stderr  # noqa: E402
+from cvae_seg.io import atomic_write_text  # noqa: E402
+from cvae_seg.reporting import describe_hardware, mean_stderr  # noqa: E402
 from cvae_seg.training import dataset_for, load_trained, make_loader, select_device, train  # noqa: E402
 
 # (row name, objective, multi-scale, noise injection)
@@ -96,7 +97,7 @@ def _config_name(dataset: str, backbone: str, objective: str) -> str:
     return f"{dataset}_{BACKBONES[backbone]}{objective}.yaml"
 
 
-def main(argv: list[str] | None = None) -> dict:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -120,6 +121,45 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument(
         "--render", type=Path, default=None, help="only rewrite the markdown of this JSON report"
     )
+    return parser
+
+
+def _run_dir(args: argparse.Namespace, backbone: str, row_name: str, seed: int) -> Path:
+    return args.work_dir / backbone / row_name.replace(" ", "_").replace(",", "") / f"seed{seed}"
+
+
+def _run(row: tuple, backbone: str, seed: int, budget: dict, args, device) -> dict:
+    """Train one row of Table 2 for one seed and evaluate its best checkpoint on val."""
+    name, objective = row[0], row[1]
+    config = load_config(
+        ROOT / "configs" / _config_name(args.dataset, backbone, objective),
+        _overrides(row, budget, args, seed),
+    )
+    run_dir = _run_dir(args, backbone, name, seed)
+    run_started = time.perf_counter()
+    train(config, run_dir, device=str(device), progress=False)
+    model, _, classes = load_trained(run_dir / "best.pt", device)
+    val = dataset_for(config, "val")
+    torch.manual_seed(seed)
+    metrics = evaluate(
+        model,
+        make_loader(val, config.eval.batch_size, 0, device),
+        classes,
+        device,
+        num_samples=budget["samples"],
+        progress=None,
+    )
+    run = {"backbone": backbone, "row": name, "seed": seed, "objective": objective,
+           "config": config.model_dump(mode="json"), "val": metrics,
+           "seconds": round(time.perf_counter() - run_started, 1)}  # fmt: skip
+    atomic_write_text(run_dir / "result.json", json.dumps(run, indent=2))
+    brief = {k: round(metrics[k], 2) for k in METRICS if k in metrics}
+    print(backbone, name, seed, brief, flush=True)
+    return run
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = _parser()
     args = parser.parse_args(argv)
     if args.render is not None:
         report = json.loads(args.render.read_text())
@@ -135,48 +175,12 @@ def main(argv: list[str] | None = None) -> dict:
     rows = [row for row in ROWS if row[0] in (args.rows or budget["rows"])]
     device = select_device(args.device)
     started = time.perf_counter()
-    runs = []
-
-    for backbone in args.backbones:
-        for row in rows:
-            name, objective = row[0], row[1]
-            for seed in args.seeds:
-                config = load_config(
-                    ROOT / "configs" / _config_name(args.dataset, backbone, objective),
-                    _overrides(row, budget, args, seed),
-                )
-                run_dir = (
-                    args.work_dir
-                    / backbone
-                    / name.replace(" ", "_").replace(",", "")
-                    / f"seed{seed}"
-                )
-                run_started = time.perf_counter()
-                train(config, run_dir, device=str(device), progress=False)
-                model, _, classes = load_trained(run_dir / "best.pt", device)
-                val = dataset_for(config, "val")
-                torch.manual_seed(seed)
-                metrics = evaluate(
-                    model,
-                    make_loader(val, config.eval.batch_size, 0, device),
-                    classes,
-                    device,
-                    num_samples=budget["samples"],
-                    progress=None,
-                )
-                run = {"backbone": backbone, "row": name, "seed": seed, "objective": objective,
-                       "config": config.model_dump(mode="json"), "val": metrics,
-                       "seconds": round(time.perf_counter() - run_started, 1)}  # fmt: skip
-                (run_dir / "result.json").write_text(json.dumps(run, indent=2))
-                runs.append(run)
-                print(
-                    backbone,
-                    name,
-                    seed,
-                    {k: round(metrics[k], 2) for k in METRICS if k in metrics},
-                    flush=True,
-                )
-
+    runs = [
+        _run(row, backbone, seed, budget, args, device)
+        for backbone in args.backbones
+        for row in rows
+        for seed in args.seeds
+    ]
     partial = _table4(runs, args, device)
     report = {
         "command": shlex.join(["python", "benchmarks/segmentation.py", *(argv or sys.argv[1:])]),
@@ -207,12 +211,7 @@ def _table4(runs: list[dict], args: argparse.Namespace, device: torch.device) ->
         gdnn = max(gdnns, key=lambda r: r["val"]["pixel_accuracy"])
         entry = {"cvae_row": best_cvae["row"], "gdnn_row": gdnn["row"]}
         for label, run in (("cvae", best_cvae), ("gdnn", gdnn)):
-            run_dir = (
-                args.work_dir
-                / backbone
-                / run["row"].replace(" ", "_").replace(",", "")
-                / f"seed{run['seed']}"
-            )
+            run_dir = _run_dir(args, backbone, run["row"], run["seed"])
             model, config, _ = load_trained(run_dir / "best.pt", device)
             config.data.root = args.data_root
             loader = make_loader(dataset_for(config, "val"), config.eval.batch_size, 0, device)

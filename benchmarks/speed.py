@@ -29,7 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 import cvae_seg
-from cvae_seg.reporting import atomic_write_text, describe_hardware
+from cvae_seg.io import atomic_write_text
+from cvae_seg.reporting import describe_hardware
 
 
 def _timed(fn: Callable[[], object], device: torch.device, warmup: int, repeats: int) -> float:
@@ -59,7 +60,7 @@ def _train_step(model: torch.nn.Module, loss_fn: Callable, x, y) -> Callable[[],
     return step
 
 
-def main() -> None:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
@@ -77,8 +78,69 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--out", type=Path, default=None, help="JSON file for the results")
-    args = parser.parse_args()
+    return parser
 
+
+def _plain_costs(args: argparse.Namespace, backbone: Callable, x, y, timing: dict) -> dict:
+    """The plain smp model: a cross-entropy training step and an eval forward (seconds)."""
+    plain = backbone()
+    step = _train_step(plain, lambda m, a, b: F.cross_entropy(m(a), b), x, y)
+    # The first timed runs of a process are slow (thread pools, allocator); burn them in on
+    # the plain model so that it is not the one that pays for them.
+    _timed(step, timing["device"], 2 * args.warmup, 1)
+    train_step = _timed(step, **timing)
+    plain.eval()
+    with torch.no_grad():
+        eval_forward = _timed(lambda: plain(x), **timing)
+    return {"train_step_s": train_step, "eval_forward_s": eval_forward}
+
+
+def _cvae_row(args, backbone: Callable, objective: str, generation: str, x, y, plain, timing):
+    """One CVAE head's costs and their ratios to the plain model's."""
+    model = cvae_seg.CVAE(backbone(), objective=objective, generation=generation)
+    model = model.to(timing["device"])
+    train = _timed(_train_step(model, lambda m, a, b: m.loss(a, b).loss, x, y), **timing)
+    predict = _timed(lambda: model.predict(x), **timing)
+    sample = _timed(lambda: model.sample(x, args.num_samples), **timing)
+    print(
+        f"{generation:8s} {objective:7s} train {train:.3f}s "
+        f"({train / plain['train_step_s']:.2f}x) predict {predict:.3f}s "
+        f"sample({args.num_samples}) {sample:.3f}s ({sample / predict:.2f}x)",
+        flush=True,
+    )
+    return dict(
+        objective=objective,
+        generation=generation,
+        train_step_s=train,
+        train_ratio=train / plain["train_step_s"],
+        predict_s=predict,
+        sample_s=sample,
+        sample_over_predict=sample / predict,
+        predict_over_plain_eval=predict / plain["eval_forward_s"],
+    )
+
+
+def _print_table(rows: list[dict], plain: dict, num_samples: int) -> None:
+    print()
+    print(
+        f"| head | objective | train step (s) | / plain smp | predict (s) | "
+        f"sample({num_samples}) (s) | / predict |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    print(
+        f"| plain smp | cross-entropy | {plain['train_step_s']:.3f} | 1.00 | "
+        f"{plain['eval_forward_s']:.3f} | | |"
+    )
+    for r in rows:
+        print(
+            f"| {r['generation']} | {r['objective']} | {r['train_step_s']:.3f} | "
+            f"{r['train_ratio']:.2f} | {r['predict_s']:.3f} | {r['sample_s']:.3f} | "
+            f"{r['sample_over_predict']:.2f} |"
+        )
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = _parser().parse_args(argv)
     device = torch.device(args.device)
     torch.manual_seed(0)
     if device.type == "cuda":
@@ -90,81 +152,26 @@ def main() -> None:
     def backbone() -> torch.nn.Module:
         return cvae_seg.create_backbone(args.arch, args.encoder, classes=args.classes).to(device)
 
-    plain = backbone()
-    # The first timed runs of a process are slow (thread pools, allocator); burn them in on
-    # the plain model so that it is not the one that pays for them.
-    _timed(
-        _train_step(plain, lambda m, a, b: F.cross_entropy(m(a), b), x, y),
-        device,
-        2 * args.warmup,
-        1,
-    )
-    plain_train = _timed(
-        _train_step(plain, lambda m, a, b: F.cross_entropy(m(a), b), x, y), **timing
-    )
-    plain.eval()
-    with torch.no_grad():
-        plain_eval = _timed(lambda: plain(x), **timing)
-
-    rows = []
-    for generation in args.generation:
-        for objective in args.objectives:
-            model = cvae_seg.CVAE(backbone(), objective=objective, generation=generation).to(device)
-            train = _timed(_train_step(model, lambda m, a, b: m.loss(a, b).loss, x, y), **timing)
-            predict = _timed(lambda m=model: m.predict(x), **timing)
-            sample = _timed(lambda m=model: m.sample(x, args.num_samples), **timing)
-            rows.append(
-                dict(
-                    objective=objective,
-                    generation=generation,
-                    train_step_s=train,
-                    train_ratio=train / plain_train,
-                    predict_s=predict,
-                    sample_s=sample,
-                    sample_over_predict=sample / predict,
-                    predict_over_plain_eval=predict / plain_eval,
-                )
-            )
-            print(
-                f"{generation:8s} {objective:7s} train {train:.3f}s ({train / plain_train:.2f}x) "
-                f"predict {predict:.3f}s sample({args.num_samples}) {sample:.3f}s "
-                f"({sample / predict:.2f}x)",
-                flush=True,
-            )
-
+    plain = _plain_costs(args, backbone, x, y, timing)
+    rows = [
+        _cvae_row(args, backbone, objective, generation, x, y, plain, timing)
+        for generation in args.generation
+        for objective in args.objectives
+    ]
+    settings = ("arch", "encoder", "size", "batch", "classes", "num_samples", "repeats", "warmup")
     result = dict(
-        command=" ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        command=" ".join(["speed.py", *(sys.argv[1:] if argv is None else argv)]),
         date=datetime.date.today().isoformat(),
         hardware=describe_hardware(device),
         torch=torch.__version__,
-        settings=dict(
-            arch=args.arch,
-            encoder=args.encoder,
-            size=args.size,
-            batch=args.batch,
-            classes=args.classes,
-            num_samples=args.num_samples,
-            repeats=args.repeats,
-            warmup=args.warmup,
-        ),
-        plain=dict(train_step_s=plain_train, eval_forward_s=plain_eval),
+        settings={key: getattr(args, key) for key in settings},
+        plain=plain,
         cvae=rows,
     )
-    print()
-    print(
-        f"| head | objective | train step (s) | / plain smp | predict (s) | "
-        f"sample({args.num_samples}) (s) | / predict |"
-    )
-    print("|---|---|---|---|---|---|---|")
-    print(f"| plain smp | cross-entropy | {plain_train:.3f} | 1.00 | {plain_eval:.3f} | | |")
-    for r in rows:
-        print(
-            f"| {r['generation']} | {r['objective']} | {r['train_step_s']:.3f} | "
-            f"{r['train_ratio']:.2f} | {r['predict_s']:.3f} | {r['sample_s']:.3f} | "
-            f"{r['sample_over_predict']:.2f} |"
-        )
+    _print_table(rows, plain, args.num_samples)
     if args.out:
         atomic_write_text(args.out, json.dumps(result, indent=2))
+    return result
 
 
 if __name__ == "__main__":

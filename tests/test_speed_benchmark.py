@@ -1,0 +1,29 @@
+"""benchmarks/speed.py end to end with the tiny encoder (one timed repeat)."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import speed as speed_benchmark  # noqa: E402
+
+
+@pytest.mark.slow
+def test_speed_benchmark_writes_ratios(tmp_path):
+    out = tmp_path / "speed.json"
+    tiny = ["--encoder", "tu-test_resnet", "--size", "64", "--batch", "2", "--repeats", "1",
+            "--warmup", "1", "--objectives", "cnn", "cvae", "--out", str(out)]  # fmt: skip
+    result = speed_benchmark.main(tiny)
+    assert json.loads(out.read_text()) == json.loads(json.dumps(result))
+    assert [row["objective"] for row in result["cvae"]] == ["cnn", "cvae"]
+    for row in result["cvae"]:
+        assert row["train_ratio"] == pytest.approx(
+            row["train_step_s"] / result["plain"]["train_step_s"]
+        )
+        assert row["sample_s"] > 0 and row["predict_over_plain_eval"] > 0
+    assert result["settings"]["encoder"] == "tu-test_resnet"
+    assert result["command"].startswith("speed.py --encoder")
