@@ -4,7 +4,8 @@
 - Every relative link in README.md and docs/**/*.md points at a file that exists.
 - results/README.md lists every file in results/ (and no other), and each page it names as
   citing a file does name that file.
-- The repository stands alone: no tracked file mentions files outside it.
+- The repository stands alone: no tracked file mentions files outside it, and every
+  docs/ or results/ file that a tracked file names exists.
 - The README's Python quickstart runs (on a tiny encoder, to stay fast).
 """
 
@@ -88,14 +89,14 @@ def test_every_results_file_is_cited_where_results_readme_says():
             assert name in text, f"{path.relative_to(ROOT)} does not name results/{name}"
 
 
+def _tracked_files() -> list[str]:
+    listing = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True)
+    return [name for name in listing.stdout.decode().split("\0") if name]
+
+
 def test_no_tracked_file_points_outside_the_repository():
-    tracked = (
-        subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True)
-        .stdout.decode()
-        .split("\0")
-    )
     offenders = []
-    for name in filter(None, tracked):
+    for name in _tracked_files():
         path = ROOT / name
         if not path.is_file():
             continue  # deleted in the working tree
@@ -109,6 +110,19 @@ def test_no_tracked_file_points_outside_the_repository():
     assert not offenders, "files that cite what the repository does not hold:\n" + "\n".join(
         offenders
     )
+
+
+def test_docs_and_results_named_in_tracked_files_exist():
+    # a docs/ or results/ path named in code, configs or docs must be a real file
+    named = re.compile(r"(?<![\w/.-])((?:docs|results)/[\w/.-]+\.(?:md|json|png))")
+    missing = []
+    for name in _tracked_files():
+        try:
+            text = (ROOT / name).read_text(encoding="utf-8")
+        except (UnicodeDecodeError, FileNotFoundError):
+            continue
+        missing += [f"{name}: {path}" for path in named.findall(text) if not (ROOT / path).exists()]
+    assert not missing, "references to files that do not exist:\n" + "\n".join(missing)
 
 
 def _readme_python() -> str:
