@@ -1,9 +1,10 @@
-"""The five objectives on a task whose true p(y|x) is known exactly (issue #7, part 3).
+"""The five objectives on a task whose true p(y|x) is known exactly.
 
     python benchmarks/known_truth.py [--budget ci|cpu|gpu] [--tasks 2 4 8] [--seeds 0 1]
         [--config configs/known_truth_iw.yaml] [--steps N]
         [--work-dir work_dirs/known_truth] [--out results/known_truth_<budget>]
-        [--figure docs/known_truth_samples.png]
+        [--figure FIGURE.png] [--merge A.json B.json --out OUT] [--diagnose CHECKPOINT]
+        [--draw CVAE_RUNS CNN_RUNS --figure FIGURE.png]
 
 A box's part behind an occluder is one of K shapes with unequal, known probabilities
 (`cvae_seg.data.known_truth`), so log p(y|x) of every test pair, the conditional entropy H
@@ -25,11 +26,13 @@ importance-weighted bound with a KL warm-up) and evaluated on the test split:
   negative ELBO on the test pairs (posterior collapse shows as a KL near 0).
 
 Writes OUT.json and OUT.md after every run (mean and standard error over seeds) and a sample
-grid of the first seed's CVAE and CNN. Budgets: ``ci`` (seconds, for the tests), ``cpu`` (the
-README's table: 30 runs of 1,500 updates, 44 minutes on 2 CPU cores with --threads 1),
-``gpu`` (4,000 updates, three seeds, more samples; untested so far). ``--steps`` overrides
-the budget's updates (runs go to WORK/<budget>_<steps>steps). ``--merge A.json B.json --out
-OUT`` joins reports of seeds run as separate jobs into one table.
+grid of the first seed's CVAE and CNN. Budgets (`BUDGETS`): ``ci`` (a few updates, for the
+tests), ``cpu`` (1,500 updates, two seeds, for 2 CPU cores with --threads 1) and ``gpu``
+(4,000 updates, three seeds, more samples). ``--steps`` overrides the budget's updates (runs
+go to WORK/<budget>_<steps>steps). ``--merge A.json B.json --out OUT`` joins reports of seeds
+run as separate jobs into one table; ``--diagnose`` prints where a trained CVAE's excess NLL
+sits; ``--draw`` redraws the sample grid from saved runs. docs/benchmarks/known_truth.md
+holds the measured tables.
 """
 
 from __future__ import annotations

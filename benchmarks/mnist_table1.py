@@ -12,8 +12,7 @@ the command, hardware, budget and sample counts).
 
 Budgets: ``paper`` uses the paper's S (Monte Carlo 10,000, importance sampling 100) and the
 configs' schedule (25 epochs, cosine learning-rate decay; for a GPU); ``cpu`` trains 10 epochs
-per model at a constant learning rate (a cosine decay over only 10 epochs was worse) and uses
-S = 100 for both estimators, so the whole table fits in under an hour on 2 CPU cores.
+per model at a constant learning rate and uses S = 100 for both estimators, for 2 CPU cores.
 """
 
 from __future__ import annotations
@@ -46,7 +45,6 @@ PAPER = {
     ("CVAE", "importance"): {1: (64.05, 63.91), 2: (44.96, 44.73), 3: (20.97, 20.95)},
 }
 BUDGETS = {
-    # a constant lr: cosine decay squeezed into 10 epochs ends 1.5 nats worse on q1 (README)
     "cpu": {
         "overrides": ["train.max_steps=3900", "train.patience=null", "train.scheduler=constant"],
         "mc": 100,

@@ -16,7 +16,7 @@ Budgets:
   then CNN/GDNN/GSNN/CVAE/hybrid with multi-scale losses, each without and with noise
   injection), AMP and channels-last on a GPU.
 - ``cpu``: the five objectives with multi-scale losses and noise, 64x64 inputs, 1,500
-  updates of batch 32, S = 10 for the likelihood; about two hours on 2 cores per backbone.
+  updates of batch 32, S = 10 for the likelihood; for 2 CPU cores.
 """
 
 from __future__ import annotations
@@ -75,7 +75,7 @@ BUDGETS = {
         "samples": 10,
     },
 }  # fmt: skip
-# Values this project could confirm from the paper (PAPER.md 4.5): CUB test IoU.
+# Two of the paper's CUB test IoUs (Sohn et al. 2015), the rows the CUB table quotes.
 PAPER_CUB_TEST_IOU = {"CNN": 81.90, "GSNN (msc, NI)": 85.39}
 METRICS = ["pixel_accuracy", "class_accuracy", "mean_iou", "foreground_iou", "nll"]
 
