@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from cvae_seg.cli.arguments import COMMAND_NAMES, PROG, build_parser, parse
-from cvae_seg.cli.errors import UserError, raised_reading_input
+from cvae_seg.cli.errors import UserError, raised_reading_input, speaks_for_the_job
 
 __all__ = ["UserError", "build_parser", "main", "run"]
 
@@ -56,8 +56,8 @@ def _run_reporting_user_errors(argv: Sequence[str]) -> int:
 
 
 def _report(command: str, kind: str, error: BaseException, status: int) -> int:
-    prog = f"{PROG} {command}".strip()
-    print(f"{prog}: {kind}: {error}", file=sys.stderr)
+    if speaks_for_the_job():
+        print(f"{PROG} {command}".strip() + f": {kind}: {error}", file=sys.stderr)
     return status
 
 

@@ -11,6 +11,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
+from cvae_seg.cli.errors import speaks_for_the_job
+
 __all__ = ["COMMAND_NAMES", "PROG", "build_parser", "parse"]
 
 PROG = "cvae-seg"
@@ -22,7 +24,8 @@ class _Parser(argparse.ArgumentParser):
     """argparse, with a usage error in one line (the usage itself is one --help away)."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        text = f"{self.prog}: error: {message} (see {self.prog} --help)\n"
+        self.exit(2, text if speaks_for_the_job() else None)
 
 
 def _number(text: str, kind: type) -> Any:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import traceback
 
-__all__ = ["UserError", "raised_reading_input"]
+__all__ = ["UserError", "raised_reading_input", "speaks_for_the_job"]
 
 
 class UserError(Exception):
@@ -50,3 +51,13 @@ def raised_reading_input(error: BaseException) -> bool:
         if module.startswith(_READING_MODULES) or frame.f_code.co_name.startswith(_READER_PREFIXES):
             return True
     return False
+
+
+def speaks_for_the_job() -> bool:
+    """Whether this process prints a user error: every process alone, the first under torchrun.
+
+    A user error comes from what all processes share (the flags, the config, the files), so
+    every rank meets the same one; printing it once keeps it one message. The other ranks
+    still exit with status 2, which torchrun's summary lists.
+    """
+    return os.environ.get("RANK", "0") == "0"
