@@ -3,7 +3,6 @@
 import itertools
 import json
 import math
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +23,6 @@ from cvae_seg.data.known_truth import (
 )
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import known_truth as benchmark  # noqa: E402
 

@@ -1,14 +1,12 @@
 """benchmarks/segmentation.py end to end on a tiny LFW tree (tiny model, two updates)."""
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
 from test_data import _write_lfw
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import segmentation as segmentation_benchmark  # noqa: E402
 

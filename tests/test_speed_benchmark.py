@@ -1,13 +1,11 @@
 """benchmarks/speed.py end to end with the tiny encoder (one timed repeat)."""
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import speed as speed_benchmark  # noqa: E402
 
