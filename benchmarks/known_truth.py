@@ -51,8 +51,6 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 from known_truth_report import (  # noqa: E402
