@@ -135,3 +135,29 @@ def test_prior_scale_summary_of_a_gaussian_and_a_mixture():
     # image 0: 1/4 * 1 + 3/4 * 2 = 1.75; image 1: 3/4 * 1 + 1/4 * 2 = 1.25; mean 1.5
     assert summary["prior_std_per_channel"] == pytest.approx([1.5, 4.5])
     assert summary["prior_component_weights"] == pytest.approx([0.5, 0.5])
+
+
+def test_mode_decomposition_matches_a_loop_on_random_scores():
+    rng = np.random.default_rng(3)
+    inputs = [torch.from_numpy(rng.normal(-1.0, 1.5, (6, 3))).clamp(max=0) for _ in range(4)]
+    decomposition = metrics.ModeDecomposition(3)
+    for scores in inputs:
+        decomposition.update(scores)
+    result = decomposition.compute()
+    hits, inside, marginal, between, total = [0.0] * 3, [0.0] * 3, [0.0] * 3, 0, 0
+    for scores in inputs:
+        for row in scores.tolist():
+            probs = [math.exp(v) for v in row]
+            k = row.index(max(row))
+            hits[k] += 1
+            inside[k] += probs[k]
+            between += max(probs) < 0.5
+            total += 1
+        for k in range(3):
+            marginal[k] += sum(math.exp(row[k]) for row in scores.tolist()) / len(scores) / 4
+    assert result["mass"] == pytest.approx([h / total for h in hits])
+    assert result["sharpness"] == pytest.approx([i / h for i, h in zip(inside, hits, strict=True)])
+    assert result["monte_carlo_p"] == pytest.approx(marginal)
+    assert result["in_between"] == pytest.approx(between / total)
+    decomposition.reset()
+    assert decomposition.inputs == 0 and decomposition.hits.sum() == 0
