@@ -177,8 +177,8 @@ def test_bug_in_a_process_prints_the_traceback(tmp_path):
 @pytest.mark.slow
 def test_user_error_under_torchrun():
     """The first worker prints the one-line message, every worker exits 2, with no traceback
-    of ours and nothing recorded as one. torchrun then reports the failed workers in its own summary (a
-    traceback of torchrun's launcher, exit status 1): that part is torchrun's, not ours."""
+    of ours and nothing recorded as one. torchrun then reports the failed workers in its own
+    summary (a traceback of torchrun's launcher, exit status 1): that part is torchrun's."""
     launcher = (sys.executable, "-m", "torch.distributed.run", "--standalone")
     train = str(ROOT / "tools" / "train.py")
     result = _run(
