@@ -18,6 +18,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from cvae_seg.io import atomic_write
+
 if TYPE_CHECKING:  # albumentations loads on first use: importing it checks for updates online
     import albumentations as A
 
@@ -52,18 +54,16 @@ class SegmentationArrays:
 
     def save(self, path: str | os.PathLike) -> None:
         """Write to a compressed .npz atomically (for caches and for carrying to a GPU)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        with open(tmp, "wb") as handle:
-            np.savez_compressed(
+        atomic_write(
+            path,
+            lambda handle: np.savez_compressed(
                 handle,
                 images=self.images,
                 labels=self.labels,
                 classes=np.array(self.classes),
                 names=np.array(self.names),
-            )
-        os.replace(tmp, path)
+            ),
+        )
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> SegmentationArrays:
