@@ -191,3 +191,19 @@ def test_user_error_under_torchrun():
     frames = re.findall(r'File "([^"]+)"', result.stderr)
     assert not [f for f in frames if "cvae_seg" in f or f.endswith("train.py")], frames
     assert "UserError" not in result.stderr and "ValueError" not in result.stderr
+
+
+def test_evaluate_refuses_a_checkpoint_of_other_classes(monkeypatch, capsys):
+    """Scores named after classes the data does not have would look believable (issue 18)."""
+    import cvae_seg.training
+    from cvae_seg.config import load_config
+
+    tiny = ["data.size=32", "data.shapes_val=4"]
+
+    def three_class_model(checkpoint, config_path, overrides, device):
+        return None, load_config(config_path, overrides), ["background", "skin", "hair"]
+
+    monkeypatch.setattr(cvae_seg.training, "load_for_evaluation", three_class_model)
+    assert cli.main(["evaluate", DEMO, DEMO, *tiny, "--device", "cpu"]) == 2
+    message = capsys.readouterr().err
+    assert "['background', 'skin', 'hair']" in message and "'object'" in message

@@ -79,7 +79,16 @@ def _load(args: argparse.Namespace) -> tuple[Any, Any, list[str], Any, Any]:
     model, config, classes = load_for_evaluation(
         args.checkpoint, args.config, args.overrides, device
     )
-    return device, model, config, classes, dataset_for(config, args.split)
+    dataset = dataset_for(config, args.split)
+    found = list(getattr(dataset, "classes", classes))
+    if list(classes) != found:
+        # scores named after the wrong classes would look believable: refuse them
+        raise UserError(
+            f"checkpoint {args.checkpoint} predicts the classes {list(classes)}, but the "
+            f"{args.split} split of {args.config} ({config.data.dataset}) has {found}; give "
+            "the config the checkpoint was trained with"
+        )
+    return device, model, config, classes, dataset
 
 
 def _evaluate(args: argparse.Namespace) -> dict[str, Any]:
