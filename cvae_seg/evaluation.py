@@ -14,8 +14,8 @@ import torch
 from tqdm import tqdm
 
 from cvae_seg import distributed, metrics
-from cvae_seg.conditional import ConditionalGenerativeModel
-from cvae_seg.model import CVAE
+from cvae_seg.models.base import ConditionalGenerativeModel
+from cvae_seg.models.smp import CVAE
 from cvae_seg.transforms import grid_block_mask
 
 __all__ = ["evaluate", "evaluate_likelihood", "partial_observation"]

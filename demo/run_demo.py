@@ -11,12 +11,9 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tools"))
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 
@@ -32,17 +29,17 @@ def main(argv: list[str] | None = None) -> Path:
     )
     args = parser.parse_args(argv)
 
-    import train
-    import visualize
+    from cvae_seg.cli import run
 
     config = str(ROOT / "configs" / "demo.yaml")
     overrides = list(args.overrides)
     if args.steps is not None:
         overrides.append(f"train.max_steps={args.steps}")
-    train.main([config, *overrides, "--work-dir", str(args.work_dir)])
+    run(["train", config, *overrides, "--work-dir", str(args.work_dir)])
     out = args.out or args.work_dir / "demo_samples.png"
-    return visualize.main(
+    return run(
         [
+            "visualize",
             config,
             str(args.work_dir / "last.pt"),
             *overrides,

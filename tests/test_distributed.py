@@ -1,4 +1,8 @@
-"""Multi-process training under torchrun (gloo, 2 CPU processes) against one process."""
+"""Multi-process training under torchrun (gloo, 2 CPU processes) against one process.
+
+Every test here starts torchrun processes (tens of seconds on 2 cores): all are marked slow.
+The samplers' sharding is tested without processes in test_training_samplers.py.
+"""
 
 import csv
 import os
@@ -9,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from cvae_seg.engine import ShardSampler, StepSampler, load_checkpoint
+from cvae_seg.training import load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = [
@@ -23,29 +27,6 @@ TINY = [
     "eval.num_samples=2",
     "train.log_interval=1",
 ]
-
-
-def _take(sampler, count):
-    return [item for _, item in zip(range(count), sampler, strict=False)]
-
-
-@pytest.mark.parametrize("start_step", [0, 4])
-def test_process_shards_make_up_the_single_process_batches(start_step):
-    one = _take(StepSampler(20, 6, seed=3, start_step=start_step), 6 * 7)
-    shards = [
-        _take(StepSampler(20, 6, seed=3, start_step=start_step, rank=r, world_size=3), 2 * 7)
-        for r in range(3)
-    ]
-    for step in range(7):  # global batch k = the processes' k-th batches, in rank order
-        together = [item for s in shards for item in s[2 * step : 2 * step + 2]]
-        assert together == one[6 * step : 6 * step + 6]
-    with pytest.raises(ValueError, match="equal shards"):
-        StepSampler(20, 6, seed=3, rank=0, world_size=4)
-
-
-def test_evaluation_shards_cover_every_item_once():
-    shards = [list(ShardSampler(11, r, 3)) for r in range(3)]
-    assert sorted(i for shard in shards for i in shard) == list(range(11))
 
 
 def _run(work_dir, *args, processes=2, script=ROOT / "tools" / "train.py", timeout=240):
@@ -72,6 +53,7 @@ def two_process_run(tmp_path_factory):
     return work_dir
 
 
+@pytest.mark.slow
 def test_two_processes_follow_the_single_process_loss_curve(two_process_run, tmp_path):
     single = _run(tmp_path / "single", "train.max_steps=6", "train.eval_interval=3", processes=1)
     assert single.returncode == 0, single.stderr[-3000:]
@@ -83,9 +65,10 @@ def test_two_processes_follow_the_single_process_loss_curve(two_process_run, tmp
     assert got[-1] < got[0]
 
 
+@pytest.mark.slow
 def test_only_rank_zero_writes_one_checkpoint(two_process_run):
     assert sorted(p.name for p in two_process_run.glob("*.pt")) == ["best.pt", "last.pt"]
-    assert not list(two_process_run.glob("*.tmp"))
+    assert not list(two_process_run.glob(".*.tmp-*"))
     state = load_checkpoint(two_process_run / "last.pt")
     assert state["world_size"] == 2 and len(state["rng_by_rank"]) == 2
     assert state["step"] == 6
@@ -94,6 +77,7 @@ def test_only_rank_zero_writes_one_checkpoint(two_process_run):
         assert [row["step"] for row in csv.DictReader(handle)] == ["3", "6"]
 
 
+@pytest.mark.slow
 def test_resumed_two_process_run_continues_the_same_run(two_process_run, tmp_path):
     first = _run(tmp_path / "resumed", "train.max_steps=3", "train.eval_interval=3")
     assert first.returncode == 0, first.stderr[-3000:]
@@ -107,6 +91,7 @@ def test_resumed_two_process_run_continues_the_same_run(two_process_run, tmp_pat
     assert _losses(tmp_path / "resumed") == _losses(two_process_run)
 
 
+@pytest.mark.slow
 def test_a_crash_in_one_process_ends_the_job_with_its_error(tmp_path):
     result = _run(
         tmp_path / "crash",

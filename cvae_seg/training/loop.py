@@ -62,9 +62,14 @@ def train_step(
     backward (through ``scaler`` for fp16 autocast), gradient-norm clipping at ``grad_clip``
     when given, and the optimizer step. The learning-rate scheduler is the caller's.
 
-    Returns the loss terms as floats. A non-finite loss raises FloatingPointError naming the
-    terms, before any gradient or weight is touched.
+    Returns the loss terms as floats. A batch with non-finite values (which would also spoil
+    BatchNorm's running statistics) or a non-finite loss raises FloatingPointError naming the
+    count or the terms, before any statistic, gradient or weight is touched.
     """
+    for name, tensor in (("input", x), ("target", y)):
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            bad = int((~torch.isfinite(tensor)).sum())
+            raise FloatingPointError(f"the {name} batch holds {bad} non-finite values")
     enabled = autocast_dtype is not None
     with torch.autocast(x.device.type, dtype=autocast_dtype, enabled=enabled):
         out = model(x, y, mode="loss")

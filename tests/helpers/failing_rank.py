@@ -7,21 +7,20 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
 
-from cvae_seg.conditional import ConditionalGenerativeModel  # noqa: E402
+from cvae_seg.models.base import ConditionalGenerativeModel  # noqa: E402
 
 original_forward = ConditionalGenerativeModel.forward
 training_calls = 0
 
 
-def failing_forward(self, x, y=None):
+def failing_forward(self, x, y=None, mode=None):
     global training_calls
     if y is not None and self.training:
         training_calls += 1
         if os.environ.get("RANK") == "1" and training_calls == 2:
             raise RuntimeError("injected failure in rank 1")
-    return original_forward(self, x, y)
+    return original_forward(self, x, y, mode)
 
 
 ConditionalGenerativeModel.forward = failing_forward

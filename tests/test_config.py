@@ -1,0 +1,47 @@
+"""cvae_seg.config: YAML configs with _base_ files, dotted overrides, errors that name the key."""
+
+from pathlib import Path
+
+import pytest
+
+from cvae_seg.config import load_config
+from cvae_seg.training import build_model
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_config_errors_name_the_key(tmp_path):
+    demo = ROOT / "configs" / "demo.yaml"
+    with pytest.raises(ValueError, match=r"train\.max_step: unknown key; valid keys: .*max_steps"):
+        load_config(demo, ["train.max_step=3"])
+    with pytest.raises(ValueError, match=r"model\.objective: Input should be 'cnn', 'gdnn'"):
+        load_config(demo, ["model.objective=vae"])
+    with pytest.raises(ValueError, match=r"must look like key\.sub=value"):
+        load_config(demo, ["train.max_steps"])
+    with pytest.raises(FileNotFoundError, match=r"nothing\.yaml"):
+        load_config(tmp_path / "nothing.yaml")
+    child = tmp_path / "child.yaml"
+    child.write_text("_base_: child.yaml\n")
+    with pytest.raises(ValueError, match="includes itself"):
+        load_config(child)
+
+
+def test_config_base_files_merge():
+    config = load_config(ROOT / "configs" / "lfw_hybrid.yaml")
+    assert config.model.objective == "hybrid" and config.model.arch == "sohn2015"
+    assert (
+        config.data.dataset == "lfw"
+        and config.data.noise == 0.4
+        and config.train.max_steps == 10000
+    )
+    assert config.train.lr == 3e-4 and config.data.batch_size == 32 and config.model.alpha == 0.5
+    assert load_config(ROOT / "configs" / "cub_cnn.yaml").train.max_steps == 16000
+
+
+@pytest.mark.parametrize("arch", ["Unet", "mnist_mlp"])
+def test_config_log_variance_bound_reaches_both_gaussian_nets(arch):
+    """model.logvar_bound (the cap on the std of q and p) is not lost between config and nets."""
+    base = ROOT / "configs" / "demo.yaml" if arch == "Unet" else None  # demo: a tiny encoder
+    config = load_config(base, [f"model.arch={arch}", "model.logvar_bound=9"])
+    model = build_model(config, 2)
+    assert model.prior_net.logvar_bound == model.recognition_net.logvar_bound == 9

@@ -1,0 +1,75 @@
+"""train, evaluate and visualize (the commands behind tools/*.py) and the demo, end to end on
+generated data: what a trained work dir holds is what evaluation and pictures read."""
+
+import json
+from pathlib import Path
+
+import torch
+
+from cvae_seg.cli import run
+from cvae_seg.training import load_checkpoint, load_trained
+
+ROOT = Path(__file__).resolve().parents[1]
+
+TINY = [
+    "data.size=32",
+    "data.batch_size=4",
+    "data.num_workers=0",
+    "data.shapes_train=24",
+    "data.shapes_val=8",
+    "eval.batch_size=8",
+    "eval.num_samples=2",
+]
+
+
+def test_tools_train_evaluate_visualize(tmp_path):
+    config = str(ROOT / "configs" / "demo.yaml")
+    work_dir = tmp_path / "run"
+    run(["train", config, *TINY, "train.max_steps=3", "--work-dir", str(work_dir), "--quiet"])
+    checkpoint = work_dir / "last.pt"
+    result = run(["evaluate", config, str(checkpoint), *TINY, "--partial", "--iterations", "1"])
+    saved = json.loads((work_dir / "eval_val.json").read_text())
+    assert (
+        saved["pixel_accuracy"] == result["pixel_accuracy"]
+        and saved["likelihood_method"] == "importance"
+    )
+    grid = [row for row in saved["partial_observation"]]
+    assert len(grid) == 9 and all("iterative" in row for row in grid)
+    picture = run(
+        ["visualize", config, str(checkpoint), *TINY, "--num-images", "2", "--num-samples", "3",
+         "--occlude", "0.3"]
+    )  # fmt: skip
+    from PIL import Image
+
+    width, height = Image.open(picture).size
+    assert width == 2 * 7 * 34 and height > 2 * 2 * 34  # 7 tiles of 32+2 px, 2 rows, scale 2
+    _, trained, classes = load_trained(checkpoint, torch.device("cpu"))
+    # the exported best model evaluates like the best checkpoint
+    best = run(["evaluate", config, str(work_dir / "best.pt"), *TINY, "--no-likelihood"])
+    out = str(tmp_path / "p.json")
+    shared = run(
+        ["evaluate", config, str(work_dir / "pretrained"), *TINY, "--no-likelihood", "--out", out]
+    )
+    assert shared["pixel_accuracy"] == best["pixel_accuracy"]
+    assert classes == ["background", "object"] and trained.model.objective == "cvae"
+    # --resume without a path continues from the work dir's last.pt
+    run(
+        [
+            "train",
+            config,
+            *TINY,
+            "train.max_steps=4",
+            "--work-dir",
+            str(work_dir),
+            "--resume",
+            "--quiet",
+        ]
+    )
+    assert load_checkpoint(checkpoint)["step"] == 4
+
+
+def test_demo_script_trains_and_draws(tmp_path):
+    import run_demo
+
+    picture = run_demo.main([*TINY, "--steps", "2", "--work-dir", str(tmp_path)])
+    assert picture == tmp_path / "demo_samples.png" and picture.stat().st_size > 0
