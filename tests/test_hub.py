@@ -7,7 +7,7 @@ import torch
 from conftest import TEST_ENCODER
 
 import cvae_seg
-from cvae_seg.architectures.mnist import QuadrantCVAE
+from cvae_seg.models.mnist import QuadrantCVAE
 
 
 def _unet(objective="cvae", **kwargs):
@@ -37,6 +37,7 @@ def test_round_trip_gives_identical_predictions_and_samples(tmp_path, objective)
 
 def test_mnist_models_round_trip(tmp_path):
     model = QuadrantCVAE(observed=2, hidden=(16,), latent_features=4)
+    assert model.config["arch"] == "mnist_mlp"
     model.save_pretrained(tmp_path)
     loaded = cvae_seg.from_pretrained(tmp_path)
     x = torch.rand(3, 1, 28, 28)
@@ -47,9 +48,14 @@ def test_errors_name_the_file_and_the_mismatch(tmp_path):
     _unet().save_pretrained(tmp_path)
     config = json.loads((tmp_path / "config.json").read_text())
 
-    config["kwargs"]["arch"] = "FPN"  # another architecture than the weights
+    config["kwargs"]["latent_channels"] = 16  # another latent size than the weights
     (tmp_path / "config.json").write_text(json.dumps(config))
     with pytest.raises(ValueError, match=r"model\.safetensors does not fit the model"):
+        cvae_seg.from_pretrained(tmp_path)
+
+    config["arch"] = "FPN"  # another architecture: smp refuses the Unet's arguments
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=r"config\.json: model 'FPN' could not be built"):
         cvae_seg.from_pretrained(tmp_path)
 
     config["format_version"] = 99  # a file from another version
@@ -57,7 +63,8 @@ def test_errors_name_the_file_and_the_mismatch(tmp_path):
     with pytest.raises(ValueError, match=r"config\.json has format_version 99"):
         cvae_seg.from_pretrained(tmp_path)
 
-    config["format_version"], config["kwargs"]["arch"] = 1, "Unet"
+    config["format_version"], config["arch"] = 2, "Unet"
+    config["kwargs"]["latent_channels"] = 32
     (tmp_path / "config.json").write_text(json.dumps(config))
     weights = (tmp_path / "model.safetensors").read_bytes()
     (tmp_path / "model.safetensors").write_bytes(weights[: len(weights) // 2])
@@ -69,9 +76,50 @@ def test_errors_name_the_file_and_the_mismatch(tmp_path):
         cvae_seg.from_pretrained(tmp_path)
 
 
-def test_models_that_cannot_be_rebuilt_are_refused(tmp_path):
+def _assert_same_predictions_and_samples(model, loaded, x):
+    torch.testing.assert_close(loaded.predict(x), model.predict(x))
+    torch.manual_seed(4)
+    expected = model.sample(x, 3)
+    torch.manual_seed(4)
+    torch.testing.assert_close(loaded.sample(x, 3), expected)
+
+
+@pytest.mark.parametrize("arch", ["FPN", "Unet"])
+def test_a_model_wrapped_by_hand_round_trips(tmp_path, arch):
     import segmentation_models_pytorch as smp
 
-    model = cvae_seg.CVAE(smp.Unet(TEST_ENCODER, encoder_weights=None, classes=3))
-    with pytest.raises(ValueError, match=r"not built by cvae_seg\.create_model"):
+    backbone = smp.create_model(arch, encoder_name=TEST_ENCODER, encoder_weights=None, classes=3)
+    model = cvae_seg.CVAE(backbone, objective="hybrid", latent_channels=4)
+    model.save_pretrained(tmp_path)
+    loaded = cvae_seg.from_pretrained(tmp_path)
+    assert type(loaded.backbone) is type(backbone)
+    assert json.dumps(loaded.config) == json.dumps(model.config)
+    _assert_same_predictions_and_samples(model, loaded, torch.randn(2, 3, 64, 64))
+
+
+def test_version_1_files_still_load(tmp_path):
+    model = _unet("gsnn", latent_channels=4)
+    model.save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    kwargs = {"arch": config.pop("arch"), **config.pop("kwargs")}  # the 0.x layout
+    config.update(format_version=1, builder="create_model", kwargs=kwargs)
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    _assert_same_predictions_and_samples(model, cvae_seg.from_pretrained(tmp_path),
+                                         torch.randn(2, 3, 64, 64))  # fmt: skip
+
+
+def test_models_that_cannot_be_rebuilt_are_refused(tmp_path):
+    from torch import nn
+
+    class Plain(nn.Module):  # has a segmentation_head but no registered class or config
+        def __init__(self):
+            super().__init__()
+            self.segmentation_head = nn.Conv2d(3, 3, 1)
+
+        def forward(self, x):
+            return self.segmentation_head(x)
+
+    model = cvae_seg.CVAE(Plain(), objective="cnn", probe_size=32)
+    with pytest.raises(ValueError, match=r"backbone Plain cannot be rebuilt.*register_model"):
         model.save_pretrained(tmp_path)
+    assert not (tmp_path / "model.safetensors").exists()

@@ -9,8 +9,8 @@ from torch.distributions import Normal, kl_divergence
 
 import cvae_seg
 from cvae_seg.config import Config
-from cvae_seg.engine import build_model
-from cvae_seg.latent import GaussianMixture, latent_kl, latent_log_density, latent_point
+from cvae_seg.training import build_model
+from cvae_seg.modules.latent import GaussianMixture, latent_kl, latent_log_density, latent_point
 
 
 def _mixture(batch=2, components=3, latent=(2, 2, 1)):
@@ -85,8 +85,8 @@ def _model(objective, **kwargs):
 def test_objectives_with_a_kl_train_every_part_of_a_mixture_prior(objective):
     model = _model(objective)
     x, y = torch.randn(2, 3, 64, 64), torch.randint(0, 3, (2, 64, 64))
-    assert isinstance(model._encode(x).prior, GaussianMixture)
-    out = model(x, y)
+    assert isinstance(model.prior(x), GaussianMixture)
+    out = model.loss(x, y)
     assert torch.isfinite(out.loss)
     out.loss.backward()
     for parameter in model.prior_net.parameters():
@@ -106,10 +106,10 @@ def test_elbo_kl_is_the_log_ratio_at_the_decoded_sample():
     model = _model("cvae", scale_weights=(0, 0, 1)).eval()
     x, y = torch.randn(2, 3, 64, 64), torch.randint(0, 3, (2, 64, 64))
     torch.manual_seed(4)
-    kl = model(x, y).terms["kl"]
+    kl = model.loss(x, y).terms["kl"]
     torch.manual_seed(4)
-    prior = model._encode(x).prior
-    q = model.recognition_net(model._recognition_input(x, y))
+    prior = model.prior(x)
+    q = model.posterior(x, y)
     z = q.rsample((1,))
     expected = (latent_log_density(q, z) - latent_log_density(prior, z)).mean()
     torch.testing.assert_close(kl, expected)
@@ -120,7 +120,7 @@ def test_importance_weighted_bound_uses_the_mixture_density():
     model = _model("cvae", importance_samples=6, scale_weights=(0, 0, 1)).eval()
     x, y = torch.randn(2, 3, 64, 64), torch.randint(0, 3, (2, 64, 64))
     torch.manual_seed(5)
-    out = model(x, y)
+    out = model.loss(x, y)
     torch.manual_seed(5)
     estimate = model.log_likelihood(x, y, num_samples=6, method="importance", chunk_size=6)
     torch.testing.assert_close(-out.terms["iw_bound"] * y[0].numel(), estimate.mean())
@@ -143,5 +143,5 @@ def test_the_mlp_models_refuse_a_mixture_prior():
     config = Config.model_validate(
         {"model": {"arch": "mnist_mlp", "prior_components": 4}, "data": {"dataset": "mnist"}}
     )
-    with pytest.raises(ValueError, match=r"model\.prior_components=4"):
+    with pytest.raises(ValueError, match=r"model \(arch 'mnist_mlp'\): prior_components=4"):
         build_model(config, num_classes=2)

@@ -8,7 +8,7 @@ from torch import nn
 from torch.distributions import Normal
 
 from cvae_seg import CVAE
-from cvae_seg.latent import GaussianMixture, latent_log_density
+from cvae_seg.modules.latent import GaussianMixture, latent_log_density
 from cvae_seg.likelihood import importance_log_weights, log_mean_exp, monte_carlo_log_weights
 
 # A 1-D latent and five binary pixels with p(y_i = 1 | z) = sigmoid(a_i z + b_i).
@@ -140,10 +140,11 @@ def test_model_log_likelihood_matches_quadrature_over_its_latent(method, compone
     x = torch.randn(1, 1, 4, 4, dtype=torch.float64)
     y = torch.randint(0, 2, (1, 4, 4))
     with torch.no_grad():
-        encoded = model._encode(x)
+        encoded = model.encode(x)
 
+    @torch.no_grad()
     def log_likelihood_given_z(z):
-        logits = model.decode(x, z.view(-1, 1, 1, 1, 1))
+        logits = model.decode(encoded, z.view(-1, 1, 1, 1, 1))
         nll = nn.functional.cross_entropy(
             logits.flatten(0, 1), y.expand(z.shape[0], 4, 4), reduction="none"
         )

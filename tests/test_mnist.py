@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from cvae_seg.architectures.mnist import QuadrantCVAE
 from cvae_seg.config import load_config
 from cvae_seg.data.mnist import MNISTQuadrants, load_mnist, quadrant_mask, read_idx
-from cvae_seg.engine import dataset_for, load_trained, train
 from cvae_seg.likelihood import log_mean_exp
+from cvae_seg.models.mnist import QuadrantCVAE
+from cvae_seg.training import dataset_for, load_trained, train
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_MNIST = ROOT.parent / "shared" / "data" / "mnist"
@@ -76,7 +76,7 @@ def test_model_scores_only_the_hidden_pixels():
     model = QuadrantCVAE(observed=3, objective="cvae", hidden=(32,), latent_features=4)
     x = torch.rand(5, 1, 28, 28)
     y = torch.rand(5, 28, 28)
-    out = model(x, y)
+    out = model.loss(x, y)
     assert out.logits[1].shape == (5, 196) and torch.isfinite(out.loss)
     changed = y.clone()
     changed[:, :14] = torch.rand(5, 14, 28)  # observed pixels of the target do not count
@@ -92,7 +92,7 @@ def test_model_scores_only_the_hidden_pixels():
 
 
 def test_config_turns_on_the_importance_weighted_bound_for_the_mlps():
-    from cvae_seg.engine import build_model
+    from cvae_seg.training import build_model
 
     config = load_config(
         ROOT / "configs" / "mnist_q2_cvae.yaml",
@@ -102,7 +102,7 @@ def test_config_turns_on_the_importance_weighted_bound_for_the_mlps():
     assert model.importance_samples == 6
     x, y = torch.rand(5, 1, 28, 28), torch.rand(5, 28, 28)
     torch.manual_seed(0)
-    out = model(x, y)
+    out = model.loss(x, y)
     torch.manual_seed(0)
     estimate = model.log_likelihood(x, y, num_samples=6, method="importance", chunk_size=6)
     torch.testing.assert_close(-out.terms["iw_bound"] * 5 * 392, estimate.sum())
@@ -112,8 +112,8 @@ def test_config_turns_on_the_importance_weighted_bound_for_the_mlps():
 
 
 def test_mlp_dropout_regularises_training_only_and_survives_save_load(tmp_path):
-    from cvae_seg.engine import build_model
     from cvae_seg.hub import from_pretrained
+    from cvae_seg.training import build_model
 
     config = load_config(
         ROOT / "configs" / "mnist_q1_cvae.yaml",
@@ -179,31 +179,23 @@ def test_short_training_puts_the_cvae_below_the_nn_and_estimators_agree(tmp_path
 
 @needs_mnist
 def test_tools_on_a_tiny_mnist_model(tmp_path):
-    import sys
-
-    sys.path.insert(0, str(ROOT / "tools"))
-    import evaluate as evaluate_tool
-    import train as train_tool
-    import visualize as visualize_tool
+    from cvae_seg.cli import run
 
     tiny = [f"data.root={SHARED_MNIST}", "model.mlp_hidden=[16]", "model.latent_channels=4",
             "train.max_steps=2", "eval.mc_samples=3", "eval.num_samples=2"]  # fmt: skip
     for name in ("nn", "cvae"):
         config = str(ROOT / "configs" / f"mnist_q2_{name}.yaml")
-        train_tool.main([config, *tiny, "--work-dir", str(tmp_path / name), "--quiet"])
-    result = evaluate_tool.main(
-        [config, str(tmp_path / "cvae" / "best.pt"), *tiny, "--split", "test"]
-    )
+        run(["train", config, *tiny, "--work-dir", str(tmp_path / name), "--quiet"])
+    result = run(["evaluate", config, str(tmp_path / "cvae" / "best.pt"), *tiny, "--split", "test"])
     assert {"nll_monte_carlo", "nll_importance", "nll_stderr_importance"} <= set(result)
-    picture = visualize_tool.main(
-        [config, str(tmp_path / "cvae" / "best.pt"), *tiny, "--baseline",
+    picture = run(
+        ["visualize", config, str(tmp_path / "cvae" / "best.pt"), *tiny, "--baseline",
          str(tmp_path / "nn" / "best.pt"), "--num-images", "3", "--num-samples", "4"]
     )  # fmt: skip
     from PIL import Image
 
     assert Image.open(picture).size == (6 * 30 * 3, 3 * 30 * 3 + 16)  # truth, NN, 4 samples
 
-    sys.path.insert(0, str(ROOT / "benchmarks"))
     import likelihood_convergence
 
     report = likelihood_convergence.main(
@@ -216,9 +208,6 @@ def test_tools_on_a_tiny_mnist_model(tmp_path):
 
 
 def test_block_estimates_average_log_mean_exp_over_disjoint_blocks():
-    import sys
-
-    sys.path.insert(0, str(ROOT / "benchmarks"))
     from likelihood_convergence import block_estimates
 
     # weights 1 and 3 alternate: blocks of 2 average to 2 exactly; single samples to 1 or 3

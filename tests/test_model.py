@@ -14,7 +14,7 @@ from torch.distributions import Normal
 import cvae_seg
 from cvae_seg import CVAE
 from cvae_seg.config import load_config
-from cvae_seg.engine import build_model
+from cvae_seg.training import build_model
 
 ARCHITECTURES = [
     "Unet",
@@ -53,7 +53,7 @@ def test_every_architecture_and_objective(arch, objective):
     size = _size(arch)
     x, y = _batch(size)
 
-    out = model(x, y)
+    out = model.loss(x, y)
     assert out.loss.ndim == 0 and torch.isfinite(out.loss)
     assert set(out.logits) == {4, 2, 1}
     for stride, logits in out.logits.items():
@@ -94,7 +94,7 @@ def test_every_architecture_and_objective(arch, objective):
 def test_dpt_with_a_vit_encoder():
     model = cvae_seg.create_model("DPT", encoder_name="tu-test_vit", classes=CLASSES)
     x, y = _batch(64)
-    out = model(x, y)
+    out = model.loss(x, y)
     out.loss.backward()
     assert out.logits[1].shape == (2, CLASSES, 64, 64)
     assert model.sample(x, 2).shape == (2, 2, CLASSES, 64, 64)
@@ -111,7 +111,7 @@ def test_sohn2015_backbone_with_the_papers_generation_net(objective):
     )
     x = torch.randn(2, 3, 64, 64)
     y = torch.randint(0, 2, (2, 64, 64))
-    out = model(x, y)
+    out = model.loss(x, y)
     out.loss.backward()
     assert out.logits[1].shape == (2, 2, 64, 64)
     assert model.sample(x, 2).shape == (2, 2, 2, 64, 64)
@@ -172,10 +172,10 @@ class _FixedGaussian(nn.Module):
 def test_kl_is_zero_when_q_equals_p():
     model = _unet("cvae")
     x, y = _batch(64)
-    assert model(x, y).terms["kl"] > 0
+    assert model.loss(x, y).terms["kl"] > 0
     shared = _FixedGaussian((32, 4, 4))
     model.prior_net = model.recognition_net = shared
-    out = model(x, y)
+    out = model.loss(x, y)
     assert out.terms["kl"] == 0
     assert out.loss.item() == pytest.approx(
         float(out.terms["nll_x4"] + out.terms["nll_x2"] + out.terms["nll_posterior"]), rel=1e-6
@@ -186,7 +186,7 @@ def test_hybrid_is_the_alpha_mixture_of_cvae_and_gsnn():
     torch.manual_seed(3)
     model = _unet("hybrid", alpha=0.25)
     x, y = _batch(64)
-    terms = model(x, y).terms
+    terms = model.loss(x, y).terms
     expected = (
         terms["nll_x4"]
         + terms["nll_x2"]
@@ -202,7 +202,7 @@ def test_importance_weighted_training_bound_is_the_importance_sampling_estimate(
     model.eval()  # no BatchNorm batch statistics: the two calls see the same networks
     x, y = _batch(64)
     torch.manual_seed(5)
-    out = model(x, y)
+    out = model.loss(x, y)
     torch.manual_seed(5)
     estimate = model.log_likelihood(x, y, num_samples=8, method="importance", chunk_size=8)
     torch.testing.assert_close(-out.terms["iw_bound"] * y.numel(), estimate.sum())
@@ -215,8 +215,8 @@ def test_importance_weighted_bound_is_tighter_than_the_elbo():
     weighted = copy.deepcopy(elbo_model)
     weighted.importance_samples = 16
     x, y = _batch(64)
-    elbo = torch.stack([elbo_model(x, y).loss for _ in range(8)]).mean()
-    bound = torch.stack([weighted(x, y).loss for _ in range(8)]).mean()
+    elbo = torch.stack([elbo_model.loss(x, y).loss for _ in range(8)]).mean()
+    bound = torch.stack([weighted.loss(x, y).loss for _ in range(8)]).mean()
     assert bound < elbo
     bound.backward()
     for net in (weighted.prior_net, weighted.recognition_net, weighted.generation_net):
@@ -233,19 +233,19 @@ def test_importance_weighted_gradients_are_the_doubly_reparameterised_ones(elbo_
     model.eval()
     x, y = _batch(64)
     torch.manual_seed(2)
-    out = model(x, y)
+    out = model.loss(x, y)
     out.loss.backward()
     got = {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
 
     def reference(net: str, squared: bool) -> dict[str, torch.Tensor]:
         model.zero_grad()
         torch.manual_seed(2)
-        encoded = model._encode(x)
-        q = model.recognition_net(model._recognition_input(x, y))
+        encoded = model.encode(x)
+        q = model.posterior(x, y)
         z = q.rsample((k,))
         frozen = Normal(q.mean.detach(), q.stddev.detach())
         z_used = z if squared else z.detach()
-        nll = model._example_nll(model._decode(encoded, z_used).flatten(0, 1), y.repeat(k, 1, 1))
+        nll = model.reconstruction_nll(model.decode(encoded, z_used).flatten(0, 1), y.repeat(k, 1, 1))
         log_w = -nll.view(k, -1) + (
             encoded.prior.log_prob(z_used) - frozen.log_prob(z_used)
         ).flatten(2).sum(-1)
@@ -295,13 +295,13 @@ def test_ignored_pixels_count_in_no_loss_or_likelihood():
     nll = torch.nn.functional.cross_entropy(logits, y.clamp_max(CLASSES - 1), reduction="none")
     torch.testing.assert_close(model.log_likelihood(x, y), -(nll * labelled).sum((1, 2)))
     model.eval()
-    torch.testing.assert_close(model(x, y).terms["nll"], (nll * labelled).sum() / labelled.sum())
+    torch.testing.assert_close(model.loss(x, y).terms["nll"], (nll * labelled).sum() / labelled.sum())
 
 
 def test_multiscale_can_be_turned_off():
     model = _unet("cnn", scale_weights=(0, 0, 1))
     x, y = _batch(64)
-    out = model(x, y)
+    out = model.loss(x, y)
     assert set(out.logits) == {1} and set(out.terms) == {"nll", "loss"}
 
 
@@ -328,7 +328,7 @@ def test_short_training_lowers_the_loss():
     losses = []
     for _ in range(25):
         optimizer.zero_grad()
-        out = model(x, y)
+        out = model.loss(x, y)
         out.loss.backward()
         optimizer.step()
         losses.append(out.terms["nll_prior"].item())
@@ -349,8 +349,8 @@ def test_bad_arguments_name_what_was_expected():
     with pytest.raises(ValueError, match=r"x must be \(B, 3, H, W\)"):
         model.predict(torch.randn(2, 1, 64, 64))
     with pytest.raises(ValueError, match="y must be"):
-        model(torch.randn(2, 3, 64, 64), torch.zeros(2, 32, 32, dtype=torch.long))
-    with pytest.raises(ValueError, match="integer class labels"):
-        model(torch.randn(2, 3, 64, 64), torch.zeros(2, 64, 64))
+        model.loss(torch.randn(2, 3, 64, 64), torch.zeros(2, 32, 32, dtype=torch.long))
+    with pytest.raises(TypeError, match="integer class labels"):
+        model.loss(torch.randn(2, 3, 64, 64), torch.zeros(2, 64, 64))
     with pytest.raises(TypeError, match="segmentation_head"):
         CVAE(nn.Conv2d(3, 3, 1))

@@ -91,7 +91,8 @@ class CVAE(ConditionalGenerativeModel):
         prior_components: int = 1,
         probe_size: int = 128,
     ) -> None:
-        arguments = {k: v for k, v in locals().items() if k in HEAD_ARGUMENTS}
+        arguments = {k: tuple(v) if isinstance(v, list) else v  # JSON gives lists back
+                     for k, v in locals().items() if k in HEAD_ARGUMENTS}  # fmt: skip
         super().__init__(objective, alpha, kl_weight, importance_samples, elbo_share)
         _check_head_arguments(backbone, objective, arguments)
         self.head_config = arguments  # with the backbone's config: what rebuilds the model
@@ -163,7 +164,7 @@ class CVAE(ConditionalGenerativeModel):
         return logits, captured[-1]
 
     def _encode(self, x: torch.Tensor) -> Encoded:
-        _check_image(x, self.in_channels)
+        _check_image(x, self.in_channels, self._weight_dtype())
         size = (x.shape[-2], x.shape[-1])
         logits, features = self._run_backbone(x)
         context = prior = None
@@ -184,9 +185,12 @@ class CVAE(ConditionalGenerativeModel):
             scores = upsample_bilinear(scores, tuple(size))
         return encoded.logits.unsqueeze(0) + scores.unflatten(0, tuple(z.shape[:2]))
 
+    def _weight_dtype(self) -> torch.dtype:
+        return next(self.backbone.parameters()).dtype
+
     def _target(self, y: torch.Tensor, x: torch.Tensor | None = None) -> torch.Tensor:
         if x is not None:
-            _check_image(x, self.in_channels)
+            _check_image(x, self.in_channels, self._weight_dtype())
         return _check_labels(y, x, self.num_classes, self.ignore_index)
 
     def _output_nll(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -337,14 +341,19 @@ def _describe_backbone(backbone: nn.Module) -> tuple[str, dict[str, Any]]:
     return arch, kwargs
 
 
-def _check_image(x: torch.Tensor, in_channels: int) -> None:
+def _check_image(x: torch.Tensor, in_channels: int, weight_dtype: torch.dtype) -> None:
     if not isinstance(x, torch.Tensor) or x.ndim != 4 or x.shape[1] != in_channels:
         shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
         raise ValueError(f"x must be (B, {in_channels}, H, W) images, got {shape}")
-    if x.dtype not in (torch.float32, torch.float16, torch.bfloat16):
+    if not x.is_floating_point():
         raise TypeError(
-            f"x must be a float32 (or float16/bfloat16) image tensor, got {x.dtype}; "
-            "convert with x.float() (and scale uint8 images to [0, 1] first)"
+            f"x must be a floating-point image tensor, got {x.dtype}; convert uint8 images "
+            "with x.float() / 255 (and normalise them as in training)"
+        )
+    if x.dtype != weight_dtype and not torch.is_autocast_enabled(x.device.type):
+        raise TypeError(
+            f"x is {x.dtype} but the model's weights are {weight_dtype}; convert with "
+            f"x.to({weight_dtype}) (or the model with model.to({x.dtype}))"
         )
 
 

@@ -46,4 +46,8 @@ def model_kwargs(config: Config, num_classes: int) -> dict[str, Any]:
 
 def build_model(config: Config, num_classes: int) -> ConditionalGenerativeModel:
     """The model that a config describes, for a data set of ``num_classes`` classes."""
-    return create_registered_model(config.model.arch, **model_kwargs(config, num_classes))
+    kwargs = model_kwargs(config, num_classes)
+    try:
+        return create_registered_model(config.model.arch, **kwargs)
+    except (TypeError, ValueError) as error:  # say that the model section of the config is wrong
+        raise ValueError(f"model (arch {config.model.arch!r}): {error}") from error
