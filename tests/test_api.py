@@ -1,0 +1,206 @@
+"""The 1.0 public API: the registry, the model's surface apart from the loss, the import graph."""
+
+import ast
+import re
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import TEST_ENCODER
+from torch import nn
+
+import cvae_seg
+from cvae_seg.models import SMP_ARCHITECTURES
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "cvae_seg"
+
+
+def _unet(objective="cvae", **kwargs):
+    return cvae_seg.create_model(
+        "Unet", encoder_name=TEST_ENCODER, classes=3, objective=objective, **kwargs
+    )
+
+
+def _batch(batch=2, size=64):
+    return torch.randn(batch, 3, size, size), torch.randint(0, 3, (batch, size, size))
+
+
+# ---------------------------------------------------------------------------- the registry
+def test_list_models_names_every_architecture_create_model_builds():
+    names = cvae_seg.list_models()
+    assert set(SMP_ARCHITECTURES) | {"sohn2015", "mnist_mlp"} <= set(names)
+    assert isinstance(cvae_seg.create_model("unet", encoder_name=TEST_ENCODER), cvae_seg.CVAE)
+    assert isinstance(cvae_seg.create_model("sohn2015", classes=3), cvae_seg.CVAE)
+    mlp = cvae_seg.create_model("mnist_mlp", observed=2, mlp_hidden=(8,), latent_channels=2)
+    assert isinstance(mlp, cvae_seg.QuadrantCVAE)
+    with pytest.raises(ValueError, match=r"unknown model 'Unett'; expected one of .*Unet"):
+        cvae_seg.create_model("Unett")
+
+
+class _TinyNet(nn.Module):
+    """A backbone of our own, with smp's shape and its habit of keeping its arguments."""
+
+    def __init__(self, in_channels: int = 3, classes: int = 2, width: int = 4) -> None:
+        super().__init__()
+        self.config = {"in_channels": in_channels, "classes": classes, "width": width}
+        self.decoder = nn.Conv2d(in_channels, width, 3, padding=1)
+        self.segmentation_head = nn.Conv2d(width, classes, 1)
+
+    def forward(self, x):
+        return self.segmentation_head(torch.relu(self.decoder(x)))
+
+
+@cvae_seg.register_model("_TinyNet")
+def _tiny_net(in_channels=3, classes=2, width=4, objective="cvae", **heads):
+    return cvae_seg.CVAE(_TinyNet(in_channels, classes, width), objective=objective, **heads)
+
+
+def test_register_model_adds_a_builder_that_saves_and_reloads(tmp_path):
+    assert "_TinyNet" in cvae_seg.list_models()
+    model = cvae_seg.create_model("_tinynet", classes=3, width=6, latent_channels=4)
+    assert model.config["arch"] == "_TinyNet" and model.config["width"] == 6
+    model.save_pretrained(tmp_path)
+    loaded = cvae_seg.from_pretrained(tmp_path)
+    x = torch.randn(2, 3, 32, 32)
+    torch.testing.assert_close(loaded.predict(x), model.predict(x))
+    with pytest.raises(ValueError, match="registered already"):
+        cvae_seg.register_model("_TinyNet")(lambda **kwargs: None)
+
+
+def test_bad_head_arguments_are_refused_at_construction():
+    with pytest.raises(ValueError, match="latent_channels must be a positive integer"):
+        _unet(latent_channels=0)
+    with pytest.raises(TypeError, match=r"unexpected argument.*latent_chanels"):
+        cvae_seg.create_model("sohn2015", latent_chanels=4)
+
+
+# ---------------------------------------------------------------------------- the model API
+def test_model_of_x_returns_logits_like_an_smp_model():
+    model = _unet().eval()
+    x, _ = _batch()
+    logits = model(x)
+    assert isinstance(logits, torch.Tensor) and logits.shape == (2, 3, 64, 64)
+    torch.testing.assert_close(logits, model.predict(x))
+
+
+def test_loss_is_apart_from_forward_and_the_old_spelling_warns():
+    model = _unet("hybrid")
+    x, y = _batch()
+    torch.manual_seed(0)
+    out = model.loss(x, y)
+    assert out.loss.requires_grad and {"nll_posterior", "nll_prior", "kl", "loss"} <= set(out.terms)
+    torch.manual_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the mode="loss" form (for DDP) does not warn
+        through_forward = model(x, y, mode="loss")
+    torch.testing.assert_close(through_forward.loss, out.loss)
+    torch.manual_seed(0)
+    with pytest.warns(FutureWarning, match=r"model\.loss\(x, y\)"):
+        old = model(x, y)
+    torch.testing.assert_close(old.loss, out.loss)
+    with pytest.raises(ValueError, match="mode must be"):
+        model(x, y, mode="predict")
+
+
+@pytest.mark.parametrize("objective", ["cvae", "hybrid"])
+def test_prior_posterior_and_decode_are_public_building_blocks(objective):
+    model = _unet(objective, latent_channels=4).eval()
+    x, y = _batch()
+    prior, posterior = model.prior(x), model.posterior(x, y)
+    encoded = model.encode(x)
+    for distribution in (prior, posterior):
+        z = distribution.rsample((5,))
+        assert z.shape == (5, 2, 4, 4, 4) and z.requires_grad
+        assert distribution.log_prob(distribution.sample((5,))).shape == (5, 2, 4, 4, 4)
+        logits = model.decode(encoded, z)
+        assert logits.shape == (5, 2, 3, 64, 64)
+        nll = model.reconstruction_nll(logits.flatten(0, 1), y.repeat(5, 1, 1))
+        assert nll.shape == (10,) and bool((nll > 0).all())
+    torch.testing.assert_close(model.decode(x, z), model.decode(encoded, z))  # x works too
+    with pytest.raises(ValueError, match=r"z must be \(S, B, \*latent\) with B = 2"):
+        model.decode(encoded, torch.randn(2, 4, 4, 4))
+
+
+def test_building_blocks_refuse_what_the_objective_lacks():
+    x, y = _batch()
+    with pytest.raises(ValueError, match="trains no recognition net"):
+        _unet("gsnn").posterior(x, y)
+    with pytest.raises(ValueError, match="no latent variable"):
+        _unet("cnn").prior(x)
+
+
+def test_user_input_errors_name_what_was_expected():
+    model = _unet()
+    x, y = _batch()
+    with pytest.raises(ValueError, match=r"x must be \(B, 3, H, W\) images, got \(3, 64, 64\)"):
+        model.loss(x[0], y)
+    with pytest.raises(TypeError, match=r"floating-point image tensor, got torch\.uint8"):
+        model(x.to(torch.uint8))
+    with pytest.raises(TypeError, match=r"x is torch.float64 but the model's weights are"):
+        model(x.double())
+    bad = y.clone()
+    bad[0, 0, 0] = 7
+    with pytest.raises(ValueError, match=r"1 label\(s\) outside 0..2 .* e\.g\. 7.*classes=3"):
+        model.loss(x, bad)
+
+
+# ---------------------------------------------------------------------------- the code's shape
+def _imports_of(path: Path) -> set[str]:
+    """The cvae_seg modules that ``path`` imports, at the top or inside functions."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("cvae_seg"):
+            found.add(node.module)
+            found |= {f"{node.module}.{a.name}" for a in node.names}
+        elif isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.startswith("cvae_seg")}
+    return found
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def test_the_package_import_graph_has_no_cycle():
+    modules = {_module_name(p): p for p in PACKAGE.rglob("*.py")}
+    graph = {}
+    for name, path in modules.items():
+        # "from cvae_seg.x import y" depends on cvae_seg.x (and on cvae_seg.x.y if a module)
+        graph[name] = {m for m in _imports_of(path) if m in modules and m != name}
+    cycle = _find_cycle(graph)
+    assert cycle is None, " -> ".join(cycle or [])
+
+
+def _find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    state: dict[str, str] = {}
+
+    def visit(node: str, path: list[str]) -> list[str] | None:
+        state[node] = "open"
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == "open":
+                return [*path, node, nxt]
+            if nxt not in state and (found := visit(nxt, [*path, node])):
+                return found
+        state[node] = "done"
+        return None
+
+    for start in sorted(graph):
+        if start not in state and (found := visit(start, [])):
+            return found
+    return None
+
+
+def test_nothing_outside_the_models_calls_an_underscored_member_of_a_model():
+    pattern = re.compile(r"\bmodel\._[a-z]\w*")
+    offenders = []
+    for folder in ("cvae_seg", "tests", "benchmarks", "tools"):
+        for path in (ROOT / folder).rglob("*.py"):
+            if PACKAGE / "models" in path.parents:
+                continue
+            offenders += [
+                f"{path.relative_to(ROOT)}: {m}" for m in pattern.findall(path.read_text())
+            ]
+    assert not offenders, offenders
