@@ -1,16 +1,13 @@
 """benchmarks/mnist_table1.py end to end on the shared MNIST copy (tiny MLPs, two updates)."""
 
 import json
-import sys
 from pathlib import Path
 
+import mnist_table1
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_MNIST = ROOT.parent / "shared" / "data" / "mnist"
-sys.path.insert(0, str(ROOT / "benchmarks"))
-
-import mnist_table1  # noqa: E402
 
 
 @pytest.mark.slow

@@ -1,13 +1,9 @@
 """benchmarks/speed.py end to end with the tiny encoder (one timed repeat)."""
 
 import json
-from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
-
-import speed as speed_benchmark  # noqa: E402
+import speed as speed_benchmark
 
 
 @pytest.mark.slow
