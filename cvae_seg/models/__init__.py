@@ -5,8 +5,9 @@ architecture, "sohn2015" and "mnist_mlp").
 """
 
 from cvae_seg.models.base import ConditionalGenerativeModel, CVAEOutput, Encoded
+from cvae_seg.models.builders import SMP_ARCHITECTURES, create_backbone
 from cvae_seg.models.mnist import QuadrantCVAE
-from cvae_seg.models.smp import CVAE, SMP_ARCHITECTURES, create_backbone
+from cvae_seg.models.smp import CVAE
 from cvae_seg.models.sohn2015 import Sohn2015
 
 __all__ = [

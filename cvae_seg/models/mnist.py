@@ -18,9 +18,8 @@ import torch.nn.functional as F
 from cvae_seg.data.mnist import quadrant_mask
 from cvae_seg.models.base import ConditionalGenerativeModel, Encoded
 from cvae_seg.modules.heads import LOGVAR_BOUND, GaussianMLP, MLPGenerationNet, mlp
-from cvae_seg.registry import register_model
 
-__all__ = ["QuadrantCVAE", "mnist_mlp"]
+__all__ = ["QuadrantCVAE"]
 
 
 class QuadrantCVAE(ConditionalGenerativeModel):
@@ -122,41 +121,3 @@ class QuadrantCVAE(ConditionalGenerativeModel):
         digits = flat.expand(*hidden_logits.shape[:-1], flat.shape[-1]).clone()
         digits[..., ~self.observed_mask] = torch.sigmoid(hidden_logits.float())
         return digits.unflatten(-1, (self.side, self.side))
-
-
-@register_model("mnist_mlp")
-def mnist_mlp(
-    observed: int = 1,
-    objective: str = "cvae",
-    latent_channels: int = 200,
-    mlp_hidden: tuple[int, ...] = (1000, 1000),
-    mlp_dropout: float = 0.0,
-    recurrent: bool = True,
-    alpha: float = 0.5,
-    kl_weight: float = 1.0,
-    importance_samples: int = 1,
-    elbo_share: float = 0.0,
-    logvar_bound: float = LOGVAR_BOUND,
-    prior_components: int = 1,
-    side: int = 28,
-) -> QuadrantCVAE:
-    """The paper's MNIST quadrant-completion MLPs, under the training config's names."""
-    if prior_components != 1:
-        raise ValueError(
-            f"prior_components={prior_components}: the mixture prior exists for the conv prior "
-            "net only; arch 'mnist_mlp' takes 1"
-        )
-    return QuadrantCVAE(
-        observed=observed,
-        objective=objective,
-        hidden=tuple(mlp_hidden),
-        latent_features=latent_channels,
-        recurrent=recurrent,
-        alpha=alpha,
-        kl_weight=kl_weight,
-        importance_samples=importance_samples,
-        elbo_share=elbo_share,
-        logvar_bound=logvar_bound,
-        side=side,
-        dropout=mlp_dropout,
-    )

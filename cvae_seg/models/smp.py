@@ -36,9 +36,9 @@ from cvae_seg.modules.multiscale import (
     soft_nll,
 )
 from cvae_seg.objectives import get_objective
-from cvae_seg.registry import is_model, register_model
+from cvae_seg.registry import is_model
 
-__all__ = ["CVAE", "HEAD_ARGUMENTS", "SMP_ARCHITECTURES", "create_backbone", "wrap_backbone"]
+__all__ = ["CVAE", "HEAD_ARGUMENTS"]
 
 
 class CVAE(ConditionalGenerativeModel):
@@ -381,70 +381,3 @@ def _check_labels(
             f"{ignore_index}), e.g. {int(bad[0])}; the model was built with classes={classes}"
         )
     return y
-
-
-# --------------------------------------------------------------------------- the registry
-SMP_ARCHITECTURES = (
-    "Unet", "UnetPlusPlus", "MAnet", "Linknet", "FPN", "PSPNet", "DeepLabV3", "DeepLabV3Plus",
-    "PAN", "UPerNet", "Segformer", "DPT",
-)  # fmt: skip
-
-
-def create_backbone(
-    arch: str,
-    encoder_name: str = "resnet34",
-    encoder_weights: str | None = None,
-    in_channels: int = 3,
-    classes: int = 2,
-    **kwargs: Any,
-) -> nn.Module:
-    """The plain smp model (``smp.create_model``) with random weights unless told otherwise.
-
-    encoder_weights defaults to None (random initialisation): cvae_seg never downloads.
-    """
-    import segmentation_models_pytorch as smp  # slow import, only when an smp model is built
-
-    return smp.create_model(
-        arch,
-        encoder_name=encoder_name,
-        encoder_weights=encoder_weights,
-        in_channels=in_channels,
-        classes=classes,
-        **kwargs,
-    )
-
-
-def wrap_backbone(backbone: nn.Module, objective: str, kwargs: dict[str, Any]) -> CVAE:
-    """CVAE(backbone, ...) with the head arguments picked out of ``kwargs``; others refused."""
-    unknown = sorted(set(kwargs) - HEAD_ARGUMENTS)
-    if unknown:
-        raise TypeError(
-            f"unexpected argument(s) {', '.join(unknown)} for the CVAE heads; they take "
-            f"{', '.join(sorted(HEAD_ARGUMENTS))}"
-        )
-    return CVAE(backbone, objective=objective, **kwargs)
-
-
-def _smp_builder(arch: str):
-    def build(
-        encoder_name: str = "resnet34",
-        encoder_weights: str | None = None,
-        in_channels: int = 3,
-        classes: int = 2,
-        objective: str = "cvae",
-        **kwargs: Any,
-    ) -> CVAE:
-        heads = {k: kwargs.pop(k) for k in list(kwargs) if k in HEAD_ARGUMENTS}
-        backbone = create_backbone(
-            arch, encoder_name, encoder_weights, in_channels, classes, **kwargs
-        )
-        return wrap_backbone(backbone, objective, heads)
-
-    build.parameters = HEAD_ARGUMENTS  # what it takes besides smp's arguments
-    build.__name__ = build.__qualname__ = arch
-    build.__doc__ = f"smp's {arch} with the CVAE heads (smp's arguments + `CVAE`'s)."
-    return build
-
-
-for _arch in SMP_ARCHITECTURES:
-    register_model(_arch)(_smp_builder(_arch))

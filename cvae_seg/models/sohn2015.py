@@ -12,15 +12,10 @@ multi-scale heads read the final decoder features (one mechanism for all archite
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import nn
 
-from cvae_seg.models.smp import CVAE, wrap_backbone
-from cvae_seg.registry import register_model
-
-__all__ = ["Sohn2015", "sohn2015"]
+__all__ = ["Sohn2015"]
 
 
 def _conv(in_channels: int, out_channels: int, kernel: int, stride: int = 1) -> list[nn.Module]:
@@ -64,11 +59,3 @@ class Sohn2015(nn.Module):
                 f"{height}x{width}; resize or pad the input"
             )
         return self.segmentation_head(self.decoder(self.encoder(x)))
-
-
-@register_model("sohn2015")
-def sohn2015(
-    in_channels: int = 3, classes: int = 2, objective: str = "cvae", **kwargs: Any
-) -> CVAE:
-    """The paper's network with the CVAE heads; ``kwargs`` are `cvae_seg.CVAE`'s."""
-    return wrap_backbone(Sohn2015(in_channels=in_channels, classes=classes), objective, kwargs)
