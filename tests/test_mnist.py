@@ -208,7 +208,7 @@ def test_tools_on_a_tiny_mnist_model(tmp_path):
 
 
 def test_block_estimates_average_log_mean_exp_over_disjoint_blocks():
-    from likelihood_convergence import block_estimates
+    from cvae_seg.likelihood import block_estimates
 
     # weights 1 and 3 alternate: blocks of 2 average to 2 exactly; single samples to 1 or 3
     weights = torch.tensor([1.0, 3.0] * 4).log().unsqueeze(1)  # (8, 1)
