@@ -245,7 +245,9 @@ def test_importance_weighted_gradients_are_the_doubly_reparameterised_ones(elbo_
         z = q.rsample((k,))
         frozen = Normal(q.mean.detach(), q.stddev.detach())
         z_used = z if squared else z.detach()
-        nll = model.reconstruction_nll(model.decode(encoded, z_used).flatten(0, 1), y.repeat(k, 1, 1))
+        nll = model.reconstruction_nll(
+            model.decode(encoded, z_used).flatten(0, 1), y.repeat(k, 1, 1)
+        )
         log_w = -nll.view(k, -1) + (
             encoded.prior.log_prob(z_used) - frozen.log_prob(z_used)
         ).flatten(2).sum(-1)
@@ -295,7 +297,9 @@ def test_ignored_pixels_count_in_no_loss_or_likelihood():
     nll = torch.nn.functional.cross_entropy(logits, y.clamp_max(CLASSES - 1), reduction="none")
     torch.testing.assert_close(model.log_likelihood(x, y), -(nll * labelled).sum((1, 2)))
     model.eval()
-    torch.testing.assert_close(model.loss(x, y).terms["nll"], (nll * labelled).sum() / labelled.sum())
+    torch.testing.assert_close(
+        model.loss(x, y).terms["nll"], (nll * labelled).sum() / labelled.sum()
+    )
 
 
 def test_multiscale_can_be_turned_off():

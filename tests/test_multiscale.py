@@ -5,7 +5,12 @@ import torch
 import torch.nn.functional as F
 
 from cvae_seg.modules.heads import upsample_bilinear
-from cvae_seg.modules.multiscale import MultiScaleHeads, one_hot_labels, soft_coarse_targets, soft_nll
+from cvae_seg.modules.multiscale import (
+    MultiScaleHeads,
+    one_hot_labels,
+    soft_coarse_targets,
+    soft_nll,
+)
 
 
 def test_soft_targets_are_pooled_and_renormalised():
