@@ -214,3 +214,43 @@ def test_every_shipped_config_smoke_trains_on_generated_data(name, tmp_path):
     result = train(config, tmp_path, progress=False)
     metric = "nll" if name.startswith("mnist") else "pixel_accuracy"
     assert result["step"] == 2 and math.isfinite(result["last"][metric])
+
+
+def test_a_changed_learning_rate_applies_on_resume_and_is_recorded(tmp_path):
+    train(_config("train.max_steps=2", "train.eval_interval=2"), tmp_path, progress=False)
+    resumed = _config("train.max_steps=3", "train.eval_interval=3", "train.lr=2.5e-4")
+    train(resumed, tmp_path, resume=tmp_path / "last.pt", progress=False)
+    assert [float(r["lr"]) for r in _rows(tmp_path / "train.csv")] == [1e-3, 2.5e-4]
+    state = load_checkpoint(tmp_path / "last.pt")
+    assert [g["lr"] for g in state["optimizer"]["param_groups"]] == [2.5e-4]
+    assert load_config(tmp_path / "config.yaml").train.lr == 2.5e-4  # the record is true
+
+
+def test_diverging_weights_stop_with_the_step_and_a_checkpoint_from_before(tmp_path):
+    with pytest.raises(FloatingPointError, match=r"step [2-6] \(rank 0\): the (forward pass|loss)"):
+        train(_config("train.max_steps=6", "train.lr=1e6"), tmp_path, progress=False)
+    state = load_checkpoint(tmp_path / "last.pt")  # written before the first update
+    assert state["step"] == 0 and state["metrics"] == {}
+
+
+def test_a_non_finite_validation_stops_before_saving(tmp_path, monkeypatch):
+    import cvae_seg.training.loop as loop
+
+    monkeypatch.setattr(loop, "validate", lambda *args, **kwargs: {"pixel_accuracy": math.nan})
+    with pytest.raises(FloatingPointError, match=r"step 2 \(rank 0\): validation gave pixel_"):
+        train(_config("train.max_steps=4", "train.eval_interval=2"), tmp_path, progress=False)
+    assert (
+        load_checkpoint(tmp_path / "last.pt")["step"] == 0 and not (tmp_path / "best.pt").exists()
+    )
+
+
+def test_train_step_stops_on_a_non_finite_gradient():
+    model = build_model(_config(), num_classes=2).train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    x, y = torch.randn(2, 3, 32, 32), torch.randint(0, 2, (2, 32, 32))
+    first = next(model.parameters())
+    first.register_hook(lambda grad: grad * float("inf"))
+    before = first.detach().clone()
+    with pytest.raises(FloatingPointError, match=r"the gradient norm is (inf|nan) \(.*loss="):
+        train_step(model, x, y, optimizer)
+    assert torch.equal(first.detach(), before)

@@ -24,11 +24,12 @@ from cvae_seg.training.checkpoint import (
     set_rng_state,
 )
 from cvae_seg.training.loading import dataset_for, load_for_evaluation, load_trained
-from cvae_seg.training.loop import train, train_step
+from cvae_seg.training.loop import train
 from cvae_seg.training.metrics_log import CsvTable, MetricsLog, RunningMeans
 from cvae_seg.training.runtime import autocast_dtype, select_device
 from cvae_seg.training.samplers import ShardSampler, StepSampler, make_loader
 from cvae_seg.training.schedules import kl_warmup_factor, lr_factor
+from cvae_seg.training.step import train_step
 from cvae_seg.training.validation import validate
 
 __all__ = [

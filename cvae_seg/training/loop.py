@@ -1,4 +1,4 @@
-"""The training loop: `train` runs a config end to end, `train_step` is one update.
+"""The training loop: `train` runs a config end to end (`train_step` is one update).
 
 A run is a function of its config and seed alone: the data order and every augmentation are
 derived from (seed, step) (`StepSampler`), and a checkpoint holds everything else that
@@ -9,6 +9,7 @@ metrics as 2N steps (bit for bit on the CPU; the tests check it).
 from __future__ import annotations
 
 import logging
+import math
 import os
 import random
 import time
@@ -30,6 +31,7 @@ from cvae_seg.models.base import ConditionalGenerativeModel
 from cvae_seg.training.build import build_model
 from cvae_seg.training.checkpoint import CheckpointSaver, load_checkpoint, rng_state, set_rng_state
 from cvae_seg.training.metrics_log import MetricsLog, RunningMeans
+from cvae_seg.training.optimizer import apply_optimizer_settings, build_optimizer
 from cvae_seg.training.runtime import (
     autocast_dtype,
     process_batch_size,
@@ -38,54 +40,13 @@ from cvae_seg.training.runtime import (
     wrap_for_processes,
 )
 from cvae_seg.training.samplers import ShardSampler, StepSampler, make_loader
-from cvae_seg.training.schedules import kl_warmup_factor, lr_factor
+from cvae_seg.training.schedules import kl_warmup_factor
+from cvae_seg.training.step import train_step
 from cvae_seg.training.validation import summary, validate
 
 __all__ = ["train", "train_step"]
 
 log = logging.getLogger(__name__)
-
-
-def train_step(
-    model: torch.nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    optimizer: torch.optim.Optimizer,
-    scaler: torch.amp.GradScaler | None = None,
-    grad_clip: float | None = None,
-    autocast_dtype: torch.dtype | None = None,
-) -> dict[str, float]:
-    """One update on a batch: x (B, C, H, W) inputs, y (B, H, W) targets.
-
-    ``model`` is a `ConditionalGenerativeModel` or a wrapper of one (DistributedDataParallel):
-    the loss goes through ``model(x, y, mode="loss")`` so that a wrapper's hooks run. Then
-    backward (through ``scaler`` for fp16 autocast), gradient-norm clipping at ``grad_clip``
-    when given, and the optimizer step. The learning-rate scheduler is the caller's.
-
-    Returns the loss terms as floats. A batch with non-finite values (which would also spoil
-    BatchNorm's running statistics) or a non-finite loss raises FloatingPointError naming the
-    count or the terms, before any statistic, gradient or weight is touched.
-    """
-    for name, tensor in (("input", x), ("target", y)):
-        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
-            bad = int((~torch.isfinite(tensor)).sum())
-            raise FloatingPointError(f"the {name} batch holds {bad} non-finite values")
-    enabled = autocast_dtype is not None
-    with torch.autocast(x.device.type, dtype=autocast_dtype, enabled=enabled):
-        out = model(x, y, mode="loss")
-    if not torch.isfinite(out.loss):
-        terms = ", ".join(f"{k}={float(v):.4g}" for k, v in out.terms.items())
-        raise FloatingPointError(f"the loss is {float(out.loss.detach())} ({terms})")
-    if scaler is None:
-        scaler = torch.amp.GradScaler(x.device.type, enabled=False)
-    optimizer.zero_grad(set_to_none=True)
-    scaler.scale(out.loss).backward()
-    if grad_clip is not None:
-        scaler.unscale_(optimizer)
-        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-    scaler.step(optimizer)
-    scaler.update()
-    return {key: float(value) for key, value in out.terms.items()}
 
 
 @dataclass
@@ -163,12 +124,7 @@ def _build_run(config: Config, work_dir: Path, device: torch.device) -> _Run:
     model = build_model(config, train_set.num_classes).to(device)
     if train_cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.Adam(
-        model.parameters(),
-        lr=train_cfg.lr,
-        betas=train_cfg.betas,
-        weight_decay=train_cfg.weight_decay,
-    )
+    optimizer, scheduler = build_optimizer(model, train_cfg)
     amp_dtype = autocast_dtype(config, device)
     return _Run(
         config=config,
@@ -177,7 +133,7 @@ def _build_run(config: Config, work_dir: Path, device: torch.device) -> _Run:
         model=model,
         train_model=model,
         optimizer=optimizer,
-        scheduler=torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(train_cfg)),
+        scheduler=scheduler,
         scaler=torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16),
         amp_dtype=amp_dtype,
         train_set=train_set,
@@ -198,6 +154,7 @@ def _restore(run: _Run, state: dict[str, Any] | None, resume: Any) -> None:
     run.model.load_state_dict(state["model"])
     run.optimizer.load_state_dict(state["optimizer"])
     run.scheduler.load_state_dict(state["scheduler"])
+    apply_optimizer_settings(run.optimizer, run.scheduler, run.config.train)
     run.scaler.load_state_dict(state["scaler"])
     run.saver.load_state_dict(state)
     run.step, run.last_eval = state["step"], dict(state.get("metrics") or {})
@@ -258,6 +215,7 @@ def _evaluate_and_save(run: _Run, val_loader: Any, history: MetricsLog, progress
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         metrics = validate(run.model, run.config, val_loader, run.val_set.classes, device, progress)
     run.train_model.train()
+    _check_finite_metrics(run, metrics)
     improved = run.saver.update(metrics)
     elapsed = round(time.perf_counter() - run.started, 1)
     run.last_eval = {"step": run.step, "elapsed_s": elapsed, **metrics}
@@ -267,6 +225,25 @@ def _evaluate_and_save(run: _Run, val_loader: Any, history: MetricsLog, progress
     state = _checkpoint_state(run)
     if state is not None:
         run.saver.save(state, run.model, improved)
+
+
+def _check_finite_metrics(run: _Run, metrics: dict[str, Any]) -> None:
+    """Stop when the tracked metric or the likelihood is NaN or inf (before any saving)."""
+    for key in dict.fromkeys((run.config.train.best_metric, "nll")):
+        value = metrics.get(key)
+        if value is not None and not math.isfinite(value):
+            raise FloatingPointError(
+                f"step {run.step} (rank {run.rank}): validation gave {key}={value}; stopped, "
+                f"the last good checkpoint is {run.saver.last_path}"
+            )
+
+
+def _save_start(run: _Run) -> None:
+    """last.pt before the first update, so that a run failing at once leaves a checkpoint
+    (it resumes exactly as the run would have gone on)."""
+    state = _checkpoint_state(run)
+    if state is not None:
+        run.saver.save(state, run.model, improved=False)
 
 
 def _next_batch(run: _Run, batches: Iterator[dict[str, Any]]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -368,6 +345,8 @@ def train(
     history = MetricsLog(work_dir, run.step, enabled=run.main_process)
     show = progress and run.main_process
     bar = tqdm(total=config.train.max_steps, initial=run.step, desc="train", disable=not show)
+    if state is None:
+        _save_start(run)
     run.started = time.perf_counter()
     try:
         _fit(run, iter(loader), val_loader, history, bar, progress)
