@@ -185,14 +185,72 @@ def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """yaml's safe loader, refusing a key given twice in one mapping (plain YAML loading
+    keeps the last value without a word, so a config would run with a setting its reader
+    did not see)."""
+
+
+class _DuplicateKey(yaml.constructor.ConstructorError):
+    pass
+
+
+def _unique_key_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False):
+    first_line: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":  # "<<": yaml's merge key, not a setting
+            continue
+        key = loader.construct_object(key_node, deep=True)
+        try:
+            earlier = first_line.get(key)
+        except TypeError:  # an unhashable key: let yaml say so
+            continue
+        if earlier is not None:
+            raise _DuplicateKey(
+                problem=f"duplicate key {key!r} (first given on line {earlier + 1})",
+                problem_mark=key_node.start_mark,
+            )
+        first_line[key] = key_node.start_mark.line
+    return loader.construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(
+    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_key_mapping
+)
+
+
+def _read_yaml(path: Path) -> Any:
+    """The YAML document in ``path``; errors name the file and the line, in one line."""
+    with open(path, encoding="utf-8") as handle:
+        try:
+            return yaml.load(handle, Loader=_UniqueKeyLoader)
+        except yaml.YAMLError as error:
+            mark = getattr(error, "problem_mark", None)
+            where = f", line {mark.line + 1}" if mark is not None else ""
+            if isinstance(error, _DuplicateKey):
+                raise ValueError(f"config file {path}{where}: {error.problem}") from None
+            parts = [getattr(error, "context", None), getattr(error, "problem", None)]
+            detail = ": ".join(p for p in parts if p) or str(error)
+            raise ValueError(f"config file {path}{where}: not valid YAML ({detail})") from None
+
+
 def read_yaml_config(path: str | os.PathLike, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
-    """A YAML config as a dict, with its ``_base_`` file (relative to it) merged underneath."""
+    """A YAML config as a dict, with its ``_base_`` file (relative to it) merged underneath.
+
+    An empty file, a key given twice and a YAML syntax error are refused with the file (and
+    line) named.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"config file {path} does not exist")
     if path.resolve() in _seen:
         raise ValueError(f"config file {path} includes itself through _base_")
-    data = yaml.safe_load(path.read_text()) or {}
+    data = _read_yaml(path)
+    if data is None:
+        raise ValueError(
+            f"config file {path} is empty; expected sections such as model, data and train "
+            "(configs/demo.yaml is a complete example)"
+        )
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a mapping of sections at the top level")
     base = data.pop("_base_", None)

@@ -45,3 +45,34 @@ def test_config_log_variance_bound_reaches_both_gaussian_nets(arch):
     config = load_config(base, [f"model.arch={arch}", "model.logvar_bound=9"])
     model = build_model(config, 2)
     assert model.prior_net.logvar_bound == model.recognition_net.logvar_bound == 9
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            "model:\n  arch: Unet\n  arch: FPN\n",
+            r"c\.yaml, line 3: duplicate key 'arch' \(first .* 2\)",
+        ),
+        (
+            "model: {arch: Unet}\ntrain: {lr: 1}\nmodel: {arch: FPN}\n",
+            r"line 3: duplicate key 'model'",
+        ),
+        ("", r"c\.yaml is empty; expected sections such as model, data and train"),
+        ("# a comment alone\n", r"c\.yaml is empty"),
+        ("model: [1,\n", r"c\.yaml, line 2: not valid YAML \(while parsing a flow node"),
+        ("model:\n  arch: Unet\n\tx: 1\n", r"line 3: not valid YAML \(.*'\\t'"),
+        ("- model\n", r"expected a mapping of sections at the top level"),
+    ],
+)
+def test_config_files_that_would_run_wrongly_are_refused_naming_the_line(text, message, tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=message):
+        load_config(path)
+
+
+def test_yaml_merge_keys_and_anchors_still_load(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("<<: {train: {seed: 3}}\nmodel: &m {arch: FPN}\n")
+    assert load_config(path).model.arch == "FPN" and load_config(path).train.seed == 3
