@@ -254,3 +254,12 @@ def test_train_step_stops_on_a_non_finite_gradient():
     with pytest.raises(FloatingPointError, match=r"the gradient norm is (inf|nan) \(.*loss="):
         train_step(model, x, y, optimizer)
     assert torch.equal(first.detach(), before)
+
+
+def test_resume_with_another_model_is_refused_naming_the_setting(tmp_path):
+    train(_config("train.max_steps=2", "train.eval_interval=2"), tmp_path, progress=False)
+    changed = _config("train.max_steps=3", "model.latent_channels=16")
+    message = r"does not fit .*model\.latent_channels: checkpoint 8, config 16; \d+ tensor\(s\)"
+    with pytest.raises(ValueError, match=message):
+        train(changed, tmp_path, resume=tmp_path / "last.pt", progress=False)
+    assert load_config(tmp_path / "config.yaml").model.latent_channels == 8  # still the record

@@ -11,7 +11,7 @@ from cvae_seg.config import Config, load_config
 from cvae_seg.data import build_dataset
 from cvae_seg.models.base import ConditionalGenerativeModel
 from cvae_seg.training.build import build_model
-from cvae_seg.training.checkpoint import load_checkpoint
+from cvae_seg.training.checkpoint import load_checkpoint, load_model_state
 
 __all__ = ["dataset_for", "load_for_evaluation", "load_trained"]
 
@@ -33,12 +33,7 @@ def load_trained(
     config = Config.model_validate(state["config"])
     classes = state["classes"]
     model = build_model(config, len(classes)).to(device)
-    try:
-        model.load_state_dict(state["model"])
-    except RuntimeError as error:
-        raise ValueError(
-            f"checkpoint {checkpoint} does not fit the model its config builds: {error}"
-        ) from error
+    load_model_state(model, state["model"], f"checkpoint {checkpoint}")
     return model.eval(), config, classes
 
 

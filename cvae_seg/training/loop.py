@@ -29,7 +29,13 @@ from cvae_seg.data import build_dataset
 from cvae_seg.io import atomic_write_text, remove_stale_temporaries
 from cvae_seg.models.base import ConditionalGenerativeModel
 from cvae_seg.training.build import build_model
-from cvae_seg.training.checkpoint import CheckpointSaver, load_checkpoint, rng_state, set_rng_state
+from cvae_seg.training.checkpoint import (
+    CheckpointSaver,
+    load_checkpoint,
+    load_model_state,
+    rng_state,
+    set_rng_state,
+)
 from cvae_seg.training.metrics_log import MetricsLog, RunningMeans
 from cvae_seg.training.optimizer import apply_optimizer_settings, build_optimizer
 from cvae_seg.training.runtime import (
@@ -102,11 +108,16 @@ def _read_resume(
     return state
 
 
-def _prepare_work_dir(work_dir: Path, config: Config) -> None:
-    """The work dir with the resolved config, cleared of an interrupted write's leftovers."""
+def _prepare_work_dir(work_dir: Path) -> None:
+    """The work dir, cleared of an interrupted write's leftovers."""
     work_dir.mkdir(parents=True, exist_ok=True)
     for folder in (work_dir, work_dir / "pretrained"):
         remove_stale_temporaries(folder)
+
+
+def _record_config(work_dir: Path, config: Config) -> None:
+    """config.yaml: the resolved config, written once the run has accepted it (a resume
+    that refuses the config leaves the record of the run it refused to continue)."""
     text = yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
     atomic_write_text(work_dir / "config.yaml", text)
 
@@ -151,7 +162,9 @@ def _restore(run: _Run, state: dict[str, Any] | None, resume: Any) -> None:
         if run.rank > 0:  # distinct latent noise per process; the weights come from rank 0
             torch.manual_seed(rank_rng_seed(run.config.train.seed, 0, run.rank))
         return
-    run.model.load_state_dict(state["model"])
+    saved_model = state["config"].get("model", {})
+    current = run.config.model.model_dump(mode="json")
+    load_model_state(run.model, state["model"], f"checkpoint {resume}", saved_model, current)
     run.optimizer.load_state_dict(state["optimizer"])
     run.scheduler.load_state_dict(state["scheduler"])
     apply_optimizer_settings(run.optimizer, run.scheduler, run.config.train)
@@ -327,7 +340,7 @@ def train(
     torch_device = _join_processes(device)
     state = _read_resume(resume, config, torch_device)
     if distributed.is_main_process():
-        _prepare_work_dir(work_dir, config)
+        _prepare_work_dir(work_dir)
     world = distributed.world_size()
     global_batch, local_batch = process_batch_size(config, world)
     run = _build_run(config, work_dir, torch_device)
@@ -342,11 +355,13 @@ def train(
     val_loader = make_loader(
         run.val_set, config.eval.batch_size, workers, torch_device, val_sampler
     )
+    if run.main_process:
+        _record_config(work_dir, config)
+    if state is None:
+        _save_start(run)
     history = MetricsLog(work_dir, run.step, enabled=run.main_process)
     show = progress and run.main_process
     bar = tqdm(total=config.train.max_steps, initial=run.step, desc="train", disable=not show)
-    if state is None:
-        _save_start(run)
     run.started = time.perf_counter()
     try:
         _fit(run, iter(loader), val_loader, history, bar, progress)

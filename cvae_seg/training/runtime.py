@@ -18,10 +18,24 @@ __all__ = [
 
 
 def select_device(name: str | None = None) -> torch.device:
-    """The named device, else the GPU when there is one, else the CPU."""
-    if name:
-        return torch.device(name)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """The named device, else the GPU when there is one, else the CPU.
+
+    A name this machine cannot run on is refused here, in words, instead of later with a
+    driver message.
+    """
+    if not name:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(
+            f"device {name!r}: not a device name; expected cpu, cuda or cuda:N"
+        ) from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0 or (device.index or 0) >= count:
+            raise ValueError(f"device {name!r}: this machine has {count} CUDA GPU(s)")
+    return device
 
 
 def autocast_dtype(config: Config, device: torch.device) -> torch.dtype | None:
