@@ -1,0 +1,525 @@
+"""The LFW CPU study at 128 px: resumable recipe runs pinned to one commit, and their curves.
+
+    python benchmarks/lfw_study.py --stage recipes --data-root DATA/lfw --runs RUNS
+        [--recipes r18_b16 ...] [--jobs 2] [--commit REV] [--allow-commit-change]
+    python benchmarks/lfw_study.py --stage collect --runs RUNS [--out results/lfw128_recipes.json]
+
+``recipes`` trains every recipe (configs/lfw128_cpu_<recipe>.yaml; the progressive recipe
+first trains its 64 px config) into RUNS/<recipe>/, at most ``--jobs`` at a time, each in a
+child process with one thread. The same command again skips finished runs (RUNS/<recipe>/
+done.json, written atomically at the end) and resumes unfinished ones from their last.pt,
+bit for bit. Runs train from a git worktree of one commit (RUNS/worktrees/<sha>, outside
+the repo; the commit is recorded in RUNS/study.json and in each run's run.json), so work on
+the main checkout does not change a running study; a run is not resumed at another commit
+unless ``--allow-commit-change`` says so.
+
+Each run records its learning curve (RUNS/<recipe>/curve.csv: validation metrics against
+the process CPU seconds and wall seconds of training so far, carried across resumes) and
+every call's CPU time (the child's rusage) in run.json. ``collect`` gathers the curves and
+the CPU spent into one JSON file. Only the validation split is ever scored here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime
+import fcntl
+import json
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+# recipe -> the configs (configs/<name>.yaml) it trains in turn, each resuming the previous
+RECIPES: dict[str, tuple[str, ...]] = {
+    "r18_b16": ("lfw128_cpu_r18_b16",),
+    "r18_b16_cosine": ("lfw128_cpu_r18_b16_cosine",),
+    "narrow_b16": ("lfw128_cpu_narrow_b16",),
+    "progressive": ("lfw128_cpu_progressive_64px", "lfw128_cpu_progressive"),
+}
+CURVE_FIELDS = [
+    "step",
+    "phase",
+    "size",
+    "cpu_s",
+    "wall_s",
+    "pixel_accuracy",
+    "class_accuracy",
+    "mean_iou",
+    "foreground_iou",
+]
+PAUSED, LOCKED = 3, 4  # exit codes of a child: stopped by --max-steps-per-call; run busy
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def _write_json(path: Path, data: Any) -> None:
+    from cvae_seg.io import atomic_write_text
+
+    atomic_write_text(path, json.dumps(data, indent=2) + "\n")
+
+
+def _read_json(path: Path) -> Any:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _git(*args: str, cwd: Path = ROOT) -> str:
+    done = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=True)
+    return done.stdout.strip()
+
+
+# ------------------------------------------------------------------------ child: one run
+class _Pause(Exception):
+    """Raised after a checkpoint once a call has trained its --max-steps-per-call."""
+
+
+def read_curve(run_dir: Path) -> list[dict[str, Any]]:
+    """The run's curve rows (a row cut short by a kill is dropped)."""
+    path = run_dir / "curve.csv"
+    if not path.is_file():
+        return []
+    rows = []
+    with path.open(newline="") as handle:
+        for row in csv.DictReader(handle):
+            try:
+                rows.append({k: (row[k] if k == "phase" else float(row[k])) for k in CURVE_FIELDS})
+            except (TypeError, ValueError):
+                continue
+    for row in rows:
+        row["step"] = int(row["step"])
+    return rows
+
+
+class _CurveRecorder:
+    """Appends a curve row after every checkpoint that follows a validation."""
+
+    def __init__(self, run_dir: Path, stop_after: int | None) -> None:
+        self.path = run_dir / "curve.csv"
+        rows = read_curve(run_dir)
+        self.start_step = rows[-1]["step"] if rows else 0
+        self.base_cpu = rows[-1]["cpu_s"] if rows else 0.0  # + this process's CPU time
+        self.base_wall = rows[-1]["wall_s"] if rows else 0.0
+        self.started = time.perf_counter()
+        self.stop_step = None if stop_after is None else self.start_step + stop_after
+        self.phase, self.size, self.max_steps = "", 0, 0
+        lines = [",".join(CURVE_FIELDS)] + [",".join(str(r[k]) for k in CURVE_FIELDS) for r in rows]
+        from cvae_seg.io import atomic_write_text
+
+        atomic_write_text(self.path, "\n".join(lines) + "\n")
+
+    def saved(self, state: dict[str, Any]) -> None:
+        step, metrics = int(state["step"]), state.get("metrics") or {}
+        if metrics.get("step") == step:
+            row = {
+                "step": step,
+                "phase": self.phase,
+                "size": self.size,
+                "cpu_s": round(self.base_cpu + time.process_time(), 1),
+                "wall_s": round(self.base_wall + time.perf_counter() - self.started, 1),
+            }
+            row.update({k: metrics.get(k, "") for k in CURVE_FIELDS[5:]})
+            with self.path.open("a") as handle:
+                handle.write(",".join(str(row[k]) for k in CURVE_FIELDS) + "\n")
+        if self.stop_step is not None and self.stop_step <= step < self.max_steps:
+            raise _Pause(step)
+
+
+def _hook_checkpoints(recorder: _CurveRecorder) -> None:
+    """Call ``recorder.saved`` after each last.pt the training writes (once it is on disk)."""
+    from cvae_seg.training import CheckpointSaver
+
+    original = CheckpointSaver.save
+
+    def save(self: Any, state: dict[str, Any], *args: Any, **kwargs: Any) -> None:
+        original(self, state, *args, **kwargs)
+        recorder.saved(state)
+
+    CheckpointSaver.save = save  # type: ignore[method-assign]
+
+
+def _phase_overrides(name: str, overrides: list[str]) -> list[str]:
+    """The --set overrides for one config: KEY=VALUE for all, CONFIG:KEY=VALUE for one."""
+    chosen = []
+    for override in overrides:
+        target, sep, _ = override.partition("=")[0].partition(":")
+        if not sep:
+            chosen.append(override)
+        elif target == name:
+            chosen.append(override.split(":", 1)[1])
+    return chosen
+
+
+def _phase_config(name: str, args: argparse.Namespace) -> Any:
+    from cvae_seg.config import load_config
+
+    overrides = [
+        f"data.root={args.data_root}",
+        f"data.cache_dir={args.cache_dir}",
+        "data.num_workers=0",
+        *_phase_overrides(name, args.set),
+    ]
+    return load_config(ROOT / "configs" / f"{name}.yaml", overrides)
+
+
+def _phase_start(run_dir: Path, phases: tuple[str, ...], index: int) -> Path | None:
+    """The checkpoint a phase resumes from: its own last.pt, else the previous phase's
+    last.pt with the best-so-far reset (the validation size changes between phases)."""
+    work = run_dir / phases[index]
+    if (work / "last.pt").is_file():
+        return work / "last.pt"
+    if index == 0:
+        return None
+    from cvae_seg.training import load_checkpoint, save_checkpoint
+
+    state = load_checkpoint(run_dir / phases[index - 1] / "last.pt")
+    state.update(best=None, evals_since_best=0, metrics={})
+    state.pop("version", None)
+    work.mkdir(parents=True, exist_ok=True)
+    save_checkpoint(work / "start.pt", state)
+    return work / "start.pt"
+
+
+def _train_phases(args: argparse.Namespace, run_dir: Path, recorder: _CurveRecorder) -> dict:
+    """Train each phase of the recipe in turn (finished phases are skipped)."""
+    from cvae_seg.training import train
+
+    phases = RECIPES[args.recipes[0]]
+    result: dict[str, Any] = {}
+    for index, name in enumerate(phases):
+        work = run_dir / name
+        done = _read_json(work / "phase_done.json")
+        if done is not None:
+            result = done
+            continue
+        config = _phase_config(name, args)
+        recorder.phase, recorder.size = name, config.data.size
+        recorder.max_steps = config.train.max_steps
+        result = train(config, work, resume=_phase_start(run_dir, phases, index), progress=False)
+        _write_json(work / "phase_done.json", result)
+    return result
+
+
+def _child(args: argparse.Namespace) -> int:
+    """Train one recipe's run in this process (started by `_run_recipe`, one thread)."""
+    import logging
+
+    import torch
+
+    import cvae_seg
+
+    torch.set_num_threads(1)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    run_dir = Path(args.runs) / args.recipes[0]
+    lock = (run_dir / "lock").open("w")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return LOCKED
+    print(f"cvae_seg from {Path(cvae_seg.__file__).parent}", flush=True)
+    recorder = _CurveRecorder(run_dir, args.max_steps_per_call)
+    _hook_checkpoints(recorder)
+    try:
+        result = _train_phases(args, run_dir, recorder)
+    except _Pause as pause:
+        print(f"paused after step {pause.args[0]} (--max-steps-per-call)", flush=True)
+        return PAUSED
+    rows = read_curve(run_dir)
+    summary = {
+        "recipe": args.recipes[0],
+        "finished": _now(),
+        "commit": args.commit,
+        "steps": result.get("step"),
+        "best_pixel_accuracy": result.get("best"),
+        "last": result.get("last"),
+        "cpu_s": rows[-1]["cpu_s"] if rows else None,
+        "wall_s": rows[-1]["wall_s"] if rows else None,
+    }
+    _write_json(run_dir / "done.json", summary)
+    return 0
+
+
+# ----------------------------------------------------------------- parent: the study
+class StudyError(RuntimeError):
+    """A study that cannot go on as asked (commit mismatch, worktree at the wrong commit)."""
+
+
+def pin_checkout(args: argparse.Namespace) -> tuple[Path, str]:
+    """The folder the runs train from and its commit: a worktree of the pinned commit
+    (RUNS/study.json; else --commit or HEAD), or this checkout with --no-worktree."""
+    runs = Path(args.runs)
+    if args.no_worktree:
+        commit = _git("rev-parse", "HEAD")
+        dirty = _git("status", "--porcelain", "--untracked-files=no", cwd=ROOT)
+        return ROOT, commit + ("+dirty" if dirty else "")
+    study = _read_json(runs / "study.json") or {}
+    commit = _git(
+        "rev-parse", "--verify", f"{args.commit or study.get('commit') or 'HEAD'}^{{commit}}"
+    )
+    if study.get("commit") not in (None, commit) and not args.allow_commit_change:
+        raise StudyError(
+            f"{runs}/study.json pins commit {study['commit']}; --commit {args.commit} "
+            "differs (add --allow-commit-change to move the study)"
+        )
+    worktree = Path(args.worktree) if args.worktree else runs / "worktrees" / commit[:12]
+    if not worktree.exists():
+        worktree.parent.mkdir(parents=True, exist_ok=True)
+        _git("worktree", "add", "--detach", str(worktree), commit)
+    elif _git("rev-parse", "HEAD", cwd=worktree) != commit:
+        raise StudyError(f"worktree {worktree} is not at commit {commit}")
+    _write_json(
+        runs / "study.json", {"commit": commit, "worktree": str(worktree), "pinned": _now()}
+    )
+    return worktree, commit
+
+
+def _open_record(run_dir: Path, recipe: str, commit: str, args: argparse.Namespace) -> dict:
+    """run.json of a run (new or resumed), refusing a resume at another commit."""
+    record = _read_json(run_dir / "run.json")
+    if record is None:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        record = {
+            "recipe": recipe,
+            "configs": list(RECIPES[recipe]),
+            "commit": commit,
+            "created": _now(),
+            "overrides": args.set,
+            "calls": [],
+        }
+    elif record["commit"] != commit:
+        if not args.allow_commit_change:
+            raise StudyError(
+                f"{run_dir} was trained at commit {record['commit']}, the study is "
+                f"at {commit}: not resumed (--allow-commit-change to go on)"
+            )
+        record.setdefault("commit_changes", []).append(
+            {"from": record["commit"], "to": commit, "at": _now()}
+        )
+        record["commit"] = commit
+    return record
+
+
+def _child_command(args: argparse.Namespace, checkout: Path, recipe: str, commit: str) -> list:
+    command = [
+        sys.executable,
+        str(checkout / "benchmarks" / "lfw_study.py"),
+        "--stage",
+        "child",
+        "--runs",
+        str(Path(args.runs).resolve()),
+        "--recipes",
+        recipe,
+        "--data-root",
+        args.data_root,
+        "--cache-dir",
+        args.cache_dir,
+        "--commit",
+        commit,
+    ]
+    if args.max_steps_per_call:
+        command += ["--max-steps-per-call", str(args.max_steps_per_call)]
+    for override in args.set:
+        command += ["--set", override]
+    return command
+
+
+def _child_env(checkout: Path) -> dict[str, str]:
+    env = dict(os.environ, PYTHONPATH=str(checkout), NO_ALBUMENTATIONS_UPDATE="1")
+    env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    return env
+
+
+def _run_recipe(args: argparse.Namespace, checkout: Path, commit: str, recipe: str) -> str:
+    """Train (or resume) one run in a child process; returns what happened, in words."""
+    run_dir = Path(args.runs) / recipe
+    if (run_dir / "done.json").is_file():
+        return "finished before: skipped"
+    record = _open_record(run_dir, recipe, commit, args)
+    call: dict[str, Any] = {"commit": commit, "started": _now()}
+    record["calls"].append(call)
+    started = time.perf_counter()
+    with (run_dir / "train.log").open("ab") as log:
+        child = subprocess.Popen(
+            _child_command(args, checkout, recipe, commit),
+            cwd=checkout,
+            env=_child_env(checkout),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        call["pid"] = child.pid
+        _write_json(run_dir / "run.json", record)
+        _, status, usage = os.wait4(child.pid, 0)
+    child.returncode = code = os.waitstatus_to_exitcode(status)
+    if code == LOCKED:
+        record["calls"].pop()
+        _write_json(run_dir / "run.json", record)
+        return "busy (another process trains it): skipped"
+    call.update(
+        ended=_now(),
+        exit_code=code,
+        cpu_s=round(usage.ru_utime + usage.ru_stime, 1),
+        wall_s=round(time.perf_counter() - started, 1),
+    )
+    _write_json(run_dir / "run.json", record)
+    words = {0: "finished", PAUSED: "paused (--max-steps-per-call)"}
+    return words.get(code, f"failed with exit code {code} (see {run_dir / 'train.log'})")
+
+
+def run_recipes(args: argparse.Namespace) -> dict[str, str]:
+    """Every asked-for recipe, ``--jobs`` at a time; returns recipe -> outcome."""
+    unknown = sorted(set(args.recipes) - set(RECIPES))
+    if unknown:
+        raise StudyError(f"unknown recipe(s) {unknown}; known: {', '.join(RECIPES)}")
+    Path(args.runs).mkdir(parents=True, exist_ok=True)
+    checkout, commit = pin_checkout(args)
+
+    def one(recipe: str) -> str:
+        try:
+            return _run_recipe(args, checkout, commit, recipe)
+        except StudyError as error:
+            return f"refused: {error}"
+
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        outcomes = dict(zip(args.recipes, pool.map(one, args.recipes), strict=True))
+    for recipe, outcome in outcomes.items():
+        print(f"{recipe}: {outcome}", flush=True)
+    return outcomes
+
+
+# -------------------------------------------------------------- collect: the curves so far
+def _live_cpu(pid: int | None) -> float | None:
+    """CPU seconds of a still-running child of this study (None when it is gone)."""
+    try:
+        if pid is None or b"lfw_study.py" not in Path(f"/proc/{pid}/cmdline").read_bytes():
+            return None
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _max_steps(run_dir: Path, configs: list[str]) -> int | None:
+    import yaml
+
+    for name in reversed(configs):
+        path = run_dir / name / "config.yaml"
+        if path.is_file():
+            return int(yaml.safe_load(path.read_text())["train"]["max_steps"])
+    return None
+
+
+def run_summary(run_dir: Path) -> dict[str, Any]:
+    """One run's state: status, steps, CPU time (curve and spent) and its curve so far."""
+    record, rows = _read_json(run_dir / "run.json"), read_curve(run_dir)
+    done = _read_json(run_dir / "done.json")
+    calls_cpu, running = 0.0, False
+    for call in record["calls"]:
+        live = None if "cpu_s" in call else _live_cpu(call.get("pid"))
+        running = running or live is not None
+        calls_cpu += call.get("cpu_s") or live or 0.0
+    curve_cpu = rows[-1]["cpu_s"] if rows else 0.0
+    accuracies = [r["pixel_accuracy"] for r in rows if r["phase"] == record["configs"][-1]]
+    return {
+        "recipe": record["recipe"],
+        "configs": record["configs"],
+        "commit": record["commit"],
+        "status": "finished" if done else ("running" if running else "in progress (stopped)"),
+        "max_steps": _max_steps(run_dir, record["configs"]),
+        "step": rows[-1]["step"] if rows else 0,
+        "cpu_s_curve": curve_cpu,
+        # killed calls leave no rusage: their trained part is in the curve's CPU time
+        "cpu_s_spent": round(max(calls_cpu, curve_cpu), 1),
+        "calls": len(record["calls"]),
+        "last_pixel_accuracy": accuracies[-1] if accuracies else None,
+        "best_pixel_accuracy": max(accuracies) if accuracies else None,
+        "curve": rows,
+    }
+
+
+def collect(args: argparse.Namespace) -> dict[str, Any]:
+    """The curves and costs of every run in RUNS, written to --out."""
+    runs = Path(args.runs)
+    summaries = [run_summary(d) for d in sorted(runs.iterdir()) if (d / "run.json").is_file()]
+    result = {
+        "date": _now(),
+        "study": _read_json(runs / "study.json"),
+        "split": "val",
+        "metric": "validation pixel accuracy at the recipe's final size (128 px)",
+        "cpu_hours_spent": round(sum(s["cpu_s_spent"] for s in summaries) / 3600, 3),
+        "runs": summaries,
+    }
+    if args.out:
+        _write_json(Path(args.out), result)
+    for s in summaries:
+        print(
+            f"{s['recipe']}: {s['status']}, step {s['step']}/{s['max_steps']}, "
+            f"{s['cpu_s_curve'] / 3600:.2f} CPU-h trained ({s['cpu_s_spent'] / 3600:.2f} spent), "
+            f"last val pixel accuracy {s['last_pixel_accuracy']}"
+        )
+    print(f"CPU-hours spent: {result['cpu_hours_spent']}")
+    return result
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--stage", choices=["recipes", "collect", "child"], default="recipes")
+    parser.add_argument("--runs", required=True, help="folder of the runs (outside the repo)")
+    parser.add_argument("--data-root", help="the extracted LFW Part Labels folder")
+    parser.add_argument("--cache-dir", help="decoded-split cache (default RUNS/cache)")
+    parser.add_argument("--recipes", nargs="+", default=list(RECIPES))
+    parser.add_argument("--jobs", type=int, default=2, help="runs trained at once")
+    parser.add_argument("--commit", help="commit to pin (default: study.json's, else HEAD)")
+    parser.add_argument("--worktree", help="worktree folder (default RUNS/worktrees/<sha>)")
+    parser.add_argument(
+        "--allow-commit-change",
+        action="store_true",
+        help="resume runs at a commit other than the one they started at",
+    )
+    parser.add_argument(
+        "--no-worktree",
+        action="store_true",
+        help="train from this checkout (tests, quick trials): not pinned",
+    )
+    parser.add_argument(
+        "--max-steps-per-call",
+        type=int,
+        help="stop each run at its first checkpoint this many steps on",
+    )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="config override for every run (tests: a tiny network)",
+    )
+    parser.add_argument("--out", default=str(ROOT / "results" / "lfw128_recipes.json"))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.stage == "collect":
+        collect(args)
+        return 0
+    if not args.data_root:
+        raise SystemExit("--data-root is required to train (the LFW Part Labels folder)")
+    args.data_root = str(Path(args.data_root).resolve())
+    args.cache_dir = args.cache_dir or str(Path(args.runs).resolve() / "cache")
+    if args.stage == "child":
+        return _child(args)
+    try:
+        outcomes = run_recipes(args)
+    except StudyError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0 if all(not o.startswith(("failed", "refused")) for o in outcomes.values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
