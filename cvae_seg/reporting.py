@@ -1,5 +1,5 @@
-"""Small helpers for result files: PNG pictures written atomically, a hardware description,
-mean ± stderr. (Text goes through `cvae_seg.io.atomic_write_text`, re-exported here.)"""
+"""Small helpers for result files: PNG pictures written atomically (through
+`cvae_seg.io.atomic_write`, like every file we write), a hardware description, mean ± stderr."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from cvae_seg.io import atomic_write, atomic_write_text
+from cvae_seg.io import atomic_write
 
-__all__ = ["atomic_save_image", "atomic_write_text", "describe_hardware", "mean_stderr"]
+__all__ = ["atomic_save_image", "describe_hardware", "mean_stderr"]
 
 
 def atomic_save_image(path: str | os.PathLike, image: Image.Image) -> Path:

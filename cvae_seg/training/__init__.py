@@ -1,9 +1,10 @@
 """Training: the loop and its parts, each in a module of its own.
 
-- `loop`: `train` (a config end to end, resumable, under torchrun too) and `train_step`
-  (one update, for loops of your own);
-- `checkpoint`: `CheckpointSaver` (last.pt, best.pt, the pretrained export) and
-  `load_checkpoint`;
+- `loop`: `train`, a config end to end (resumable, under torchrun too);
+- `step`: `train_step`, one update with its non-finite checks (for loops of your own);
+- `optimizer`: Adam and its schedule, and the settings a resume applies;
+- `checkpoint`: `CheckpointSaver` (last.pt, best.pt, the pretrained export),
+  `load_checkpoint`, `load_model_state`;
 - `metrics_log`: train.csv, metrics.csv and TensorBoard;
 - `samplers`: `StepSampler` (the data order as a function of seed and step), `ShardSampler`,
   `make_loader`;
@@ -19,6 +20,7 @@ from cvae_seg.training.build import build_model
 from cvae_seg.training.checkpoint import (
     CheckpointSaver,
     load_checkpoint,
+    load_model_state,
     rng_state,
     save_checkpoint,
     set_rng_state,
@@ -45,6 +47,7 @@ __all__ = [
     "kl_warmup_factor",
     "load_checkpoint",
     "load_for_evaluation",
+    "load_model_state",
     "load_trained",
     "lr_factor",
     "make_loader",
