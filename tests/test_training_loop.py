@@ -263,3 +263,13 @@ def test_resume_with_another_model_is_refused_naming_the_setting(tmp_path):
     with pytest.raises(ValueError, match=message):
         train(changed, tmp_path, resume=tmp_path / "last.pt", progress=False)
     assert load_config(tmp_path / "config.yaml").model.latent_channels == 8  # still the record
+
+
+def test_amp_channels_last_clipping_and_cosine_train_on_the_cpu(tmp_path):
+    options = ["train.amp=true", "train.channels_last=true", "train.grad_clip=1.0"]
+    schedule = ["train.scheduler=cosine", "train.warmup_steps=1", "train.log_interval=1"]
+    config = _config("train.max_steps=3", "train.eval_interval=3", *options, *schedule)
+    result = train(config, tmp_path, progress=False)
+    assert result["step"] == 3 and math.isfinite(result["last"]["nll"])
+    lrs = [float(r["lr"]) for r in _rows(tmp_path / "train.csv")]
+    assert lrs == pytest.approx([1e-3, 0.5e-3, 0.0], abs=1e-12)  # warm-up, then cosine to 0

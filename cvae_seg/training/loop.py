@@ -50,7 +50,7 @@ from cvae_seg.training.schedules import kl_warmup_factor
 from cvae_seg.training.step import train_step
 from cvae_seg.training.validation import summary, validate
 
-__all__ = ["train", "train_step"]
+__all__ = ["train"]
 
 log = logging.getLogger(__name__)
 
