@@ -16,6 +16,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from cvae_seg.modules.heads import LOGVAR_BOUND
+
 __all__ = [
     "Config",
     "DataConfig",
@@ -51,29 +53,17 @@ class ModelConfig(_Section):
     kl_weight: float = Field(1.0, ge=0)
     # > 1: train the recognition term on the importance-weighted bound with k samples
     importance_samples: int = Field(1, ge=1)
-    # with importance_samples > 1: the share of the k-sample ELBO mixed into that bound (CIWAE);
-    # it helped with a mixture prior and hurt with one Gaussian (docs/known_truth.md)
+    # with importance_samples > 1: the share of the k-sample ELBO mixed into that bound (CIWAE;
+    # when it helps: docs/known_truth.md)
     elbo_share: float = Field(0.0, ge=0, le=1)
     # log-variances of q and p are squashed into (-bound, bound): std at most exp(bound / 2)
-    logvar_bound: float = Field(6.0, gt=0)
+    logvar_bound: float = Field(LOGVAR_BOUND, gt=0)
     # > 1: the prior p(z|x) is a mixture of this many Gaussians (conv priors only; 1: paper)
     prior_components: int = Field(1, ge=1)
     scale_weights: tuple[float, float, float] = (1.0, 1.0, 1.0)
     mlp_hidden: tuple[int, ...] = (1000, 1000)  # arch "mnist_mlp": hidden layers of every MLP
     mlp_dropout: float = Field(0.0, ge=0, lt=1)  # arch "mnist_mlp": dropout after each hidden layer
     backbone_kwargs: dict[str, Any] = Field(default_factory=dict)
-
-    def cvae_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments of `cvae_seg.CVAE` (everything but the backbone's)."""
-        backbone = {
-            "arch",
-            "encoder_name",
-            "encoder_weights",
-            "backbone_kwargs",
-            "mlp_hidden",
-            "mlp_dropout",
-        }
-        return {k: v for k, v in self.model_dump().items() if k not in backbone}
 
 
 class DataConfig(_Section):
