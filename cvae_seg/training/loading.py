@@ -9,6 +9,7 @@ import torch
 
 from cvae_seg.config import Config, load_config
 from cvae_seg.data import build_dataset
+from cvae_seg.hub import from_pretrained, read_pretrained_config
 from cvae_seg.models.base import ConditionalGenerativeModel
 from cvae_seg.training.build import build_model
 from cvae_seg.training.checkpoint import load_checkpoint, load_model_state
@@ -22,8 +23,6 @@ def load_trained(
     """Model (eval mode), config and class names of a training checkpoint (``*.pt``) or of a
     `save_pretrained` directory."""
     if Path(checkpoint).is_dir():
-        from cvae_seg.hub import from_pretrained, read_pretrained_config
-
         saved = read_pretrained_config(checkpoint)
         if not saved.get("training_config"):
             raise ValueError(f"{checkpoint}/config.json holds no training_config to evaluate with")
