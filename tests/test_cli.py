@@ -12,7 +12,7 @@ import pytest
 
 from cvae_seg import cli
 from cvae_seg.cli import commands
-from cvae_seg.cli.errors import raised_reading_input
+from cvae_seg.cli.errors import one_line, raised_reading_input
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = str(ROOT / "configs" / "demo.yaml")
@@ -98,6 +98,7 @@ def test_unreadable_checkpoint_through_the_tool(not_a_checkpoint):
     [
         (["train", DEMO, "model.latent_channels=-4"], ["model.latent_channels"]),
         (["train", DEMO, "no_dot_override"], ["no_dot_override", "key.sub=value"]),
+        (["train", DEMO, "train.lr=[1"], ["YAML", "'[1'"]),
         (["train", DEMO, "--resume", "no_such_last.pt"], ["--resume", "no_such_last.pt"]),
         (["train", DEMO, "--seed", "-1"], ["--seed", "-1"]),
         (["evaluate", DEMO, DEMO, "--split", "dev"], ["--split", "dev"]),
@@ -207,3 +208,11 @@ def test_evaluate_refuses_a_checkpoint_of_other_classes(monkeypatch, capsys):
     assert cli.main(["evaluate", DEMO, DEMO, *tiny, "--device", "cpu"]) == 2
     message = capsys.readouterr().err
     assert "['background', 'skin', 'hair']" in message and "'object'" in message
+
+
+def test_messages_are_one_line():
+    assert one_line(ValueError("checkpoint x.pt does not fit:\n\tsize mismatch a\n")) == (
+        "checkpoint x.pt does not fit: size mismatch a"
+    )
+    long = one_line(ValueError("size mismatch\n" * 200))
+    assert len(long) <= 600 and long.endswith(" ...") and "\n" not in long

@@ -17,13 +17,14 @@ inside the subcommands, so ``cvae-seg --help`` answers at once.
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 from collections.abc import Sequence
 from typing import Any
 
-from cvae_seg.cli.arguments import COMMAND_NAMES, PROG, build_parser, parse
-from cvae_seg.cli.errors import UserError, raised_reading_input, speaks_for_the_job
+from cvae_seg.cli.arguments import PROG, build_parser, parse
+from cvae_seg.cli.errors import UserError, one_line, raised_reading_input, speaks_for_the_job
 
 __all__ = ["UserError", "build_parser", "main", "run"]
 
@@ -32,32 +33,35 @@ def run(argv: Sequence[str]) -> Any:
     """Run one subcommand in this process and return what it made: train's result dict,
     evaluate's metrics, visualize's picture path, download's folder. Errors propagate (a
     usage error as SystemExit(2)); `main` is what turns them into an exit status."""
-    os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # no update check from a command
-    args = parse(argv)
+    return _execute(parse(argv))
+
+
+def _execute(args: argparse.Namespace) -> Any:
     from cvae_seg.cli.commands import COMMANDS
 
+    os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # no update check from a command
     return COMMANDS[args.command](args)
 
 
 def _run_reporting_user_errors(argv: Sequence[str]) -> int:
-    argv = list(argv)
-    command = argv[0] if argv and argv[0] in COMMAND_NAMES else ""
+    args = parse(argv)  # a usage error exits here with argparse's status 2
     try:
-        run(argv)
+        _execute(args)
     except UserError as error:
-        return _report(command, "error", error, 2)
+        return _report(args, "error", error, 2)
     except FloatingPointError as error:  # training diverged: not the user's typo, not a bug
-        return _report(command, "stopped", error, 1)
+        return _report(args, "stopped", error, 1)
     except Exception as error:
         if not raised_reading_input(error):
             raise
-        return _report(command, "error", error, 2)
+        return _report(args, "error", error, 2)
     return 0
 
 
-def _report(command: str, kind: str, error: BaseException, status: int) -> int:
+def _report(args: argparse.Namespace, kind: str, error: BaseException, status: int) -> int:
     if speaks_for_the_job():
-        print(f"{PROG} {command}".strip() + f": {kind}: {error}", file=sys.stderr)
+        message = one_line(error)
+        print(f"{PROG} {args.command}: {kind}: {message}", file=sys.stderr)
     return status
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import traceback
 
-__all__ = ["UserError", "raised_reading_input", "speaks_for_the_job"]
+__all__ = ["UserError", "one_line", "raised_reading_input", "speaks_for_the_job"]
 
 
 class UserError(Exception):
@@ -51,6 +51,28 @@ def raised_reading_input(error: BaseException) -> bool:
         if module.startswith(_READING_MODULES) or frame.f_code.co_name.startswith(_READER_PREFIXES):
             return True
     return False
+
+
+_LONGEST = 600  # characters of a message; the rest of a 30-line size-mismatch list is noise
+
+
+def one_line(error: BaseException) -> str:
+    """The message of ``error`` as one line: a YAML syntax error as its problem and the line
+    it is in (yaml names only "<unicode string>" and draws a caret over two lines), anything
+    else with its lines joined and cut at a length a terminal shows whole."""
+    mark = getattr(error, "problem_mark", None)
+    if mark is not None and getattr(error, "problem", None):
+        lines = (getattr(mark, "buffer", None) or "").rstrip("\0").splitlines()
+        text = lines[mark.line].strip() if mark.line < len(lines) else ""
+        return (
+            f"not valid YAML: {error.problem} at line {mark.line + 1}, column {mark.column + 1}"
+            f" of {text!r}"
+        )
+    text = ""
+    for line in filter(None, (line.strip() for line in str(error).splitlines())):
+        text += (" " if not text or text.endswith(":") else "; ") + line
+    text = text.strip()
+    return text if len(text) <= _LONGEST else text[: _LONGEST - 4] + " ..."
 
 
 def speaks_for_the_job() -> bool:
