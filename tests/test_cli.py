@@ -123,7 +123,7 @@ def test_device_without_a_gpu(capsys, monkeypatch):
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert cli.main(["train", DEMO, "--device", "cuda"]) == 2
-    assert "--device cuda" in capsys.readouterr().err
+    assert "device 'cuda'" in capsys.readouterr().err
 
 
 def test_unreadable_checkpoint_in_process(not_a_checkpoint, capsys):

@@ -16,34 +16,15 @@ from cvae_seg.cli.errors import UserError
 __all__ = ["COMMANDS"]
 
 
-def _check_device(name: str | None) -> None:
-    """Refuse a device this machine lacks before torch fails on it with a driver message."""
-    if name is None:
-        return
-    import torch
-
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise UserError(
-            f"--device {name}: not a device name; expected cpu, cuda or cuda:N"
-        ) from None
-    if device.type == "cuda":
-        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if count == 0:
-            raise UserError(f"--device {name}: no CUDA GPU is visible here; use --device cpu")
-        if device.index is not None and device.index >= count:
-            raise UserError(f"--device {name}: this machine has {count} CUDA GPU(s)")
-
-
 # ---------------------------------------------------------------------------- commands
 def _train(args: argparse.Namespace) -> dict[str, Any]:
     from cvae_seg import distributed
     from cvae_seg.config import load_config
-    from cvae_seg.training import train
+    from cvae_seg.training import select_device, train
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    _check_device(args.device)
+    if args.device is not None:
+        select_device(args.device)  # a device this machine lacks: refused before any work
     overrides = list(args.overrides)
     if args.resume and "=" in args.resume and not Path(args.resume).exists():
         # "--resume key=value": argparse gave the bare flag the override that followed it
@@ -74,7 +55,6 @@ def _load(args: argparse.Namespace) -> tuple[Any, Any, list[str], Any, Any]:
     """Device, model, config, classes and the split's data set for evaluate and visualize."""
     from cvae_seg.training import dataset_for, load_for_evaluation, select_device
 
-    _check_device(args.device)
     device = select_device(args.device)
     model, config, classes = load_for_evaluation(
         args.checkpoint, args.config, args.overrides, device
