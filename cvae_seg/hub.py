@@ -124,7 +124,8 @@ def _model_card(config: dict[str, Any]) -> str:
     lines = [
         f"# cvae_seg model: {config['arch']}, objective {kwargs.get('objective')}",
         "",
-        f"- built with: `cvae_seg.create_model({config['arch']!r}, **{json.dumps(kwargs)})`",
+        f"- built with: `cvae_seg.create_model({config['arch']!r}, **kwargs)`, kwargs as in "
+        "config.json",
         f"- data set: {data.get('dataset', 'unknown')} (size {data.get('size', 'n/a')})",
         f"- classes: {config.get('classes')}",
         f"- cvae_seg {config['cvae_seg_version']}, format {config['format_version']}",
