@@ -270,3 +270,22 @@ def test_download_checks_extracts_and_resumes_offline(tmp_path, monkeypatch):
         downloads.download("toy", tmp_path / "data", progress=False)
     with pytest.raises(ValueError, match="unknown data set 'imagenet'"):
         downloads.download("imagenet", tmp_path / "data")
+
+
+def test_broken_files_name_themselves(tmp_path):
+    """A truncated image, an empty split list and a malformed COCO file each fail naming the
+    file, where they used to fail as "image file is truncated", "need at least one array to
+    stack" and a bare JSONDecodeError (issue 18)."""
+    root = _write_lfw(tmp_path / "lfw")
+    image = root / "lfw_funneled" / "Cy_Young" / "Cy_Young_0002.jpg"
+    image.write_bytes(image.read_bytes()[:200])
+    with pytest.raises(ValueError, match=r"Cy_Young_0002\.jpg cannot be decoded.*truncated"):
+        load_lfw_parts(root, "val")
+    (root / "parts_test.txt").write_text("\n")
+    with pytest.raises(ValueError, match=r"parts_test\.txt names no images"):
+        load_lfw_parts(root, "test")
+    (tmp_path / "images").mkdir()
+    for text in ("{not json", "[1, 2]"):
+        (tmp_path / "bad.json").write_text(text)
+        with pytest.raises(ValueError, match=r"COCO annotation file .*bad\.json cannot be read"):
+            load_coco(tmp_path / "bad.json", tmp_path / "images")

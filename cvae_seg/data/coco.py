@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from cvae_seg.data.common import SegmentationArrays, resize_pair
+from cvae_seg.data.common import SegmentationArrays, decode_image, resize_pair
 
 __all__ = ["load_coco"]
 
@@ -34,8 +34,14 @@ def load_coco(
         raise FileNotFoundError(f"COCO annotation file {annotation_file} is missing")
     if not image_dir.is_dir():
         raise FileNotFoundError(f"COCO image folder {image_dir} is missing")
-    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
-        coco = COCO(str(annotation_file))
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
+            coco = COCO(str(annotation_file))
+    except (ValueError, KeyError, TypeError, AssertionError) as error:  # JSON or its layout
+        raise ValueError(
+            f"COCO annotation file {annotation_file} cannot be read ({type(error).__name__}: "
+            f"{error}); expected COCO JSON with images, annotations and categories"
+        ) from None
     known = sorted(coco.getCatIds())
     category_ids = list(category_ids) if category_ids is not None else known
     unknown = sorted(set(category_ids) - set(known))
@@ -59,7 +65,7 @@ def load_coco(
             label[region] = (
                 ignore_index if annotation.get("iscrowd") else class_of[annotation["category_id"]]
             )
-        image = Image.open(path)
+        image = decode_image(path)
         if image.size != (info["width"], info["height"]):
             raise ValueError(
                 f"COCO image {path} is {image.size[0]}x{image.size[1]} but {annotation_file} "

@@ -9,6 +9,7 @@ workers, and a resumed run sees what the uninterrupted run would have.
 
 from __future__ import annotations
 
+import io
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,7 @@ __all__ = [
     "ArraySegmentationDataset",
     "SegmentationArrays",
     "build_transform",
+    "decode_image",
     "resize_pair",
     "resolve_root",
 ]
@@ -87,6 +89,21 @@ def resolve_root(root: str | os.PathLike | None, dataset: str) -> Path:
             f"variable {DATA_ROOT_ENV} (the folder that holds {dataset}/)"
         )
     return Path(base).expanduser() / dataset
+
+
+def decode_image(source: str | os.PathLike | bytes, name: str | None = None) -> Image.Image:
+    """Open and decode an image now, from a path or from bytes (``name`` says where they came
+    from), so that a truncated or foreign file fails here naming itself: PIL decodes lazily
+    and would otherwise fail later with "image file is truncated" and no file name."""
+    name = name if name is not None else str(source)
+    try:
+        image = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
+        image.load()
+    except (OSError, ValueError, SyntaxError) as error:  # PIL raises all three on bad files
+        raise ValueError(
+            f"image {name} cannot be decoded ({error}); is it truncated or not an image?"
+        ) from None
+    return image
 
 
 def resize_pair(image: Image.Image, label: Image.Image, size: int) -> tuple[np.ndarray, np.ndarray]:

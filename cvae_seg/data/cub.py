@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from cvae_seg.data.common import SegmentationArrays
+from cvae_seg.data.common import SegmentationArrays, decode_image
 
 __all__ = ["CUB_CLASSES", "load_cub"]
 
@@ -111,8 +111,8 @@ def load_cub(
         for path in (image_path, mask_path):
             if not path.is_file():
                 raise FileNotFoundError(f"CUB file {path} is missing; {_LAYOUT}")
-        image = Image.open(image_path).convert("RGB")
-        mask = Image.open(mask_path).convert("L")
+        image = decode_image(image_path).convert("RGB")
+        mask = decode_image(mask_path).convert("L")
         if image.size != mask.size:
             raise ValueError(
                 f"{mask_path}: mask is {mask.size[0]}x{mask.size[1]} but its image is "

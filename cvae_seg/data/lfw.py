@@ -12,14 +12,12 @@ parts_lfw_funneled_gt_images.tgz) are read in place when the folders are absent.
 
 from __future__ import annotations
 
-import io
 import tarfile
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
-from cvae_seg.data.common import SegmentationArrays, resize_pair
+from cvae_seg.data.common import SegmentationArrays, decode_image, resize_pair
 
 __all__ = ["LFW_CLASSES", "LFW_SPLITS", "load_lfw_parts", "read_lfw_list"]
 
@@ -47,6 +45,8 @@ def read_lfw_list(path: Path) -> list[str]:
         if len(parts) != 2 or not parts[1].isdigit():
             raise ValueError(f"{path}:{line_number}: expected '<Name> <number>', got {line!r}")
         stems.append(f"{parts[0]}_{int(parts[1]):04d}")
+    if not stems:
+        raise ValueError(f"LFW split list {path} names no images; {_LAYOUT}")
     return stems
 
 
@@ -113,8 +113,8 @@ def load_lfw_parts(root: str | Path, split: str = "train", size: int = 128) -> S
     for stem in stems:
         image_bytes, image_path = images_source.read(f"{stem[:-5]}/{stem}.jpg", image_names)
         label_bytes, label_path = labels_source.read(f"{stem}.ppm", label_names)
-        image = Image.open(io.BytesIO(image_bytes))
-        label = Image.open(io.BytesIO(label_bytes)).convert("RGB")
+        image = decode_image(image_bytes, image_path)
+        label = decode_image(label_bytes, label_path).convert("RGB")
         if image.size != label.size:
             raise ValueError(
                 f"{label_path}: label is {label.size[0]}x{label.size[1]} but its image "
