@@ -19,7 +19,7 @@ class UserError(Exception):
 # user's mistake on the command line only when it was raised while reading or checking what
 # the user named: the config and its overrides, a checkpoint or a pretrained folder, a data
 # set, the device. The traceback tells that apart: it passes through one of the reading
-# modules below, or through a function named as a reader (load_*, read_*, check_*). The
+# modules below, or through a function of ours named as a reader (load_*, read_*, check_*). The
 # same exception type raised anywhere else (inside the model, the training step, the
 # metrics) is a bug and keeps its traceback, as does every other exception type. This is the
 # line that pip (its InstallationError family) and click (UsageError) draw with classes of
@@ -48,7 +48,9 @@ def raised_reading_input(error: BaseException) -> bool:
         return False
     for frame, _ in traceback.walk_tb(error.__traceback__):
         module = frame.f_globals.get("__name__", "")
-        if module.startswith(_READING_MODULES) or frame.f_code.co_name.startswith(_READER_PREFIXES):
+        if module.startswith(_READING_MODULES):
+            return True
+        if module.startswith("cvae_seg.") and frame.f_code.co_name.startswith(_READER_PREFIXES):
             return True
     return False
 
