@@ -18,6 +18,8 @@ __all__ = ["COMMANDS"]
 
 # ---------------------------------------------------------------------------- commands
 def _train(args: argparse.Namespace) -> dict[str, Any]:
+    """Train from the config; flags become overrides, so the work dir's config.yaml records
+    every setting the run used (seed and AMP included)."""
     from cvae_seg import distributed
     from cvae_seg.config import load_config
     from cvae_seg.training import select_device, train
@@ -72,6 +74,7 @@ def _load(args: argparse.Namespace) -> tuple[Any, Any, list[str], Any, Any]:
 
 
 def _evaluate(args: argparse.Namespace) -> dict[str, Any]:
+    """Score a checkpoint on a split; prints a table and writes the same numbers as JSON."""
     import torch
 
     from cvae_seg.io import atomic_write_text
@@ -169,6 +172,7 @@ def _likelihoods(model, loader, device, config, skip: bool) -> dict[str, float]:
 
 
 def _visualize(args: argparse.Namespace) -> Path:
+    """Draw a seeded sample grid (Figure 3's layout for MNIST) and write it as PNG."""
     import numpy as np
 
     from cvae_seg.reporting import atomic_save_image
@@ -191,6 +195,7 @@ def _visualize(args: argparse.Namespace) -> Path:
 
 
 def _download(args: argparse.Namespace) -> Path:
+    """Fetch a data set into ROOT/<dataset>/ and say which folder to point data.root at."""
     from cvae_seg.data.download import download
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
