@@ -9,8 +9,8 @@ from torch.distributions import Normal, kl_divergence
 
 import cvae_seg
 from cvae_seg.config import Config
-from cvae_seg.training import build_model
 from cvae_seg.modules.latent import GaussianMixture, latent_kl, latent_log_density, latent_point
+from cvae_seg.training import build_model
 
 
 def _mixture(batch=2, components=3, latent=(2, 2, 1)):

@@ -8,8 +8,8 @@ from torch import nn
 from torch.distributions import Normal
 
 from cvae_seg import CVAE
-from cvae_seg.modules.latent import GaussianMixture, latent_log_density
 from cvae_seg.likelihood import importance_log_weights, log_mean_exp, monte_carlo_log_weights
+from cvae_seg.modules.latent import GaussianMixture, latent_log_density
 
 # A 1-D latent and five binary pixels with p(y_i = 1 | z) = sigmoid(a_i z + b_i).
 A = torch.tensor([1.5, -2.0, 0.7, 2.5, -1.0], dtype=torch.float64)
