@@ -194,7 +194,7 @@ def test_benchmark_runs_end_to_end(tmp_path):
     benchmark.main(["--budget", "ci", "--draw", str(runs), str(runs), "--figure", str(redrawn)])
     with Image.open(tmp_path / "samples.png") as grid, Image.open(redrawn) as again:
         assert np.array_equal(np.asarray(grid), np.asarray(again))  # drawn from the saved runs
-    assert not list(tmp_path.glob("*.tmp"))
+    assert not list(tmp_path.glob(".*.tmp-*"))
     with pytest.raises(SystemExit):  # --draw without --figure is a usage error
         benchmark.main(["--budget", "ci", "--draw", str(runs), str(runs)])
 

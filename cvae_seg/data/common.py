@@ -2,9 +2,10 @@
 
 Our data sets are small at 128 px (LFW 2,927 images, CUB 11,788: under 600 MB as uint8), so
 each is decoded and resized once into arrays, and a DataLoader worker only augments. Every
-item can carry its own augmentation seed, handed out by `cvae_seg.engine`'s sampler as an
-(index, seed) pair: the same step then sees the same augmented batch whatever the number of
-workers, and a resumed run sees what the uninterrupted run would have.
+item can carry its own augmentation seed, handed out by the training sampler
+(`cvae_seg.training.StepSampler`) as an (index, seed) pair: the same step then sees the same
+augmented batch whatever the number of workers, and a resumed run sees what the
+uninterrupted run would have.
 """
 
 from __future__ import annotations

@@ -93,6 +93,9 @@ def sohn2015(
     return wrap_backbone(Sohn2015(in_channels=in_channels, classes=classes), objective, kwargs)
 
 
+sohn2015.parameters = HEAD_ARGUMENTS  # what its **kwargs take (`registry.builder_parameters`)
+
+
 @register_model("mnist_mlp")
 def mnist_mlp(
     observed: int = 1,
