@@ -98,7 +98,7 @@ def test_unreadable_checkpoint_through_the_tool(not_a_checkpoint):
     [
         (["train", DEMO, "model.latent_channels=-4"], ["model.latent_channels"]),
         (["train", DEMO, "no_dot_override"], ["no_dot_override", "key.sub=value"]),
-        (["train", DEMO, "train.lr=[1"], ["YAML", "'[1'"]),
+        (["train", DEMO, "train.lr=[1"], ["train.lr", "not valid YAML"]),
         (["train", DEMO, "--resume", "no_such_last.pt"], ["--resume", "no_such_last.pt"]),
         (["train", DEMO, "--seed", "-1"], ["--seed", "-1"]),
         (["evaluate", DEMO, DEMO, "--split", "dev"], ["--split", "dev"]),
@@ -192,6 +192,46 @@ def test_user_error_under_torchrun():
     frames = re.findall(r'File "([^"]+)"', result.stderr)
     assert not [f for f in frames if "cvae_seg" in f or f.endswith("train.py")], frames
     assert "UserError" not in result.stderr and "ValueError" not in result.stderr
+
+
+def test_the_launch_flag_is_not_passed_to_the_workers():
+    from cvae_seg.cli.launch import without_launch_flag
+
+    argv = ["train", DEMO, "--nproc-per-node", "2", "a.b=1", "--nproc-per-node=3", "--quiet"]
+    assert without_launch_flag(argv) == ["train", DEMO, "a.b=1", "--quiet"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("override", "names"),
+    [
+        ("train.no_such_key=1", "train.no_such_key: unknown key"),  # seen before any worker
+        ("data.batch_size=3", "data.batch_size=3 is the global batch"),  # seen by the workers
+    ],
+)
+def test_user_error_with_several_processes_is_one_line_and_status_2(override, names, tmp_path):
+    """`cvae-seg train --nproc-per-node 2`: the command's own launcher, so a user error ends
+    with status 2 and one message, and no launcher traceback (unlike raw torchrun)."""
+    result = _run(
+        "train", DEMO, override, "--nproc-per-node", "2", "--quiet", "--work-dir",
+        str(tmp_path / "run"), timeout=240,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.count("cvae-seg train: error:") == 1 and names in result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+
+
+@pytest.mark.slow
+def test_several_processes_train_through_the_command(tmp_path):
+    tiny = ["train.max_steps=2", "train.eval_interval=2", "data.size=32", "data.shapes_train=16",
+            "data.shapes_val=8", "data.num_workers=0", "model.encoder_name=tu-test_resnet"]  # fmt: skip
+    work_dir = tmp_path / "run"
+    result = _run(
+        "train", DEMO, *tiny, "--nproc-per-node", "2", "--quiet", "--work-dir", str(work_dir),
+        timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert (work_dir / "last.pt").is_file() and (work_dir / "metrics.csv").is_file()
 
 
 def test_evaluate_refuses_a_checkpoint_of_other_classes(monkeypatch, capsys):

@@ -78,6 +78,7 @@ _TRAIN_HELP = """Train a model from a YAML config.
 
     cvae-seg train configs/demo.yaml [--work-dir DIR] [--resume [CKPT]] [--seed N]
         [--device cpu|cuda] [--amp] [key.sub=value ...]
+    cvae-seg train configs/demo.yaml --nproc-per-node N ...   # DDP on this machine
     torchrun --nproc_per_node=N tools/train.py configs/demo.yaml ...   # DDP, same arguments
 
 The work dir (default work_dirs/<config name>) gets the resolved config.yaml, train.csv,
@@ -146,6 +147,12 @@ def _add_train(subparsers: Any) -> None:
     parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: GPU if any)")
     parser.add_argument("--amp", action="store_true", help="mixed precision (bf16 where supported)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument(
+        "--nproc-per-node",
+        type=_positive_int,
+        default=1,
+        help="training processes on this machine (DDP), started after the config is checked",
+    )
 
 
 def _add_evaluate(subparsers: Any) -> None:
@@ -221,6 +228,6 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
     parser, subparsers = _build()
     if argv and argv[0] in subparsers:
         args = subparsers[argv[0]].parse_intermixed_args(argv[1:])
-        args.command = argv[0]
+        args.command, args.argv = argv[0], argv
         return args
     return parser.parse_args(argv)  # --help, --version, or a usage error

@@ -44,6 +44,14 @@ def _train(args: argparse.Namespace) -> dict[str, Any]:
         if not resume.exists():
             where = " (the work dir holds no earlier run)" if args.resume == "last" else ""
             raise UserError(f"--resume: checkpoint {resume} does not exist{where}")
+    if args.nproc_per_node > 1 and not distributed.launched_by_torchrun():
+        from cvae_seg.cli.launch import launch_workers, without_launch_flag
+
+        # the config is valid: start the workers, which read it again
+        status = launch_workers(without_launch_flag(args.argv), args.nproc_per_node)
+        if status:
+            raise SystemExit(status)  # the workers printed why
+        return {"processes": args.nproc_per_node, "work_dir": str(work_dir)}
     try:
         result = train(config, work_dir, resume=resume, device=args.device, progress=not args.quiet)
     finally:
