@@ -223,8 +223,10 @@ def test_user_error_with_several_processes_is_one_line_and_status_2(override, na
 
 @pytest.mark.slow
 def test_several_processes_train_through_the_command(tmp_path):
-    tiny = ["train.max_steps=2", "train.eval_interval=2", "data.size=32", "data.shapes_train=16",
-            "data.shapes_val=8", "data.num_workers=0", "model.encoder_name=tu-test_resnet"]  # fmt: skip
+    tiny = [
+        "train.max_steps=2", "train.eval_interval=2", "data.size=32", "data.shapes_train=16",
+        "data.shapes_val=8", "data.num_workers=0", "model.encoder_name=tu-test_resnet",
+    ]  # fmt: skip
     work_dir = tmp_path / "run"
     result = _run(
         "train", DEMO, *tiny, "--nproc-per-node", "2", "--quiet", "--work-dir", str(work_dir),
