@@ -7,24 +7,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import TINY_DEMO, tiny_demo_config
 
-from cvae_seg.config import load_config
 from cvae_seg.training import CheckpointSaver, load_checkpoint, save_checkpoint, train
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = [
-    "data.size=32",
-    "data.batch_size=4",
-    "data.num_workers=0",
-    "data.shapes_train=24",
-    "data.shapes_val=8",
-    "eval.batch_size=8",
-    "eval.num_samples=2",
-]
 
 
-def _config(*overrides):
-    return load_config(ROOT / "configs" / "demo.yaml", [*TINY, *overrides])
+_config = tiny_demo_config
 
 
 class _Exported:
@@ -93,7 +83,7 @@ train(load_config(sys.argv[1], sys.argv[3:]), sys.argv[2], progress=False)
 @pytest.mark.slow
 @pytest.mark.skipif(os.name != "posix", reason="SIGKILL is POSIX")
 def test_kill_while_saving_keeps_the_last_good_checkpoint_and_resume_cleans_up(tmp_path):
-    overrides = [*TINY, "train.max_steps=6", "train.eval_interval=2"]
+    overrides = [*TINY_DEMO, "train.max_steps=6", "train.eval_interval=2"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "NO_ALBUMENTATIONS_UPDATE": "1"}
     killed = subprocess.run(
         [sys.executable, "-c", DIES_IN_THE_SECOND_SAVE_OF_LAST_PT,

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import TINY_DEMO, tiny_demo_config
 
 from cvae_seg import CVAEOutput
 from cvae_seg.config import load_config
@@ -13,19 +14,9 @@ from cvae_seg.models.smp import CVAE
 from cvae_seg.training import build_model, load_checkpoint, load_trained, train, train_step
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = [
-    "data.size=32",
-    "data.batch_size=4",
-    "data.num_workers=0",
-    "data.shapes_train=24",
-    "data.shapes_val=8",
-    "eval.batch_size=8",
-    "eval.num_samples=2",
-]
 
 
-def _config(*overrides):
-    return load_config(ROOT / "configs" / "demo.yaml", [*TINY, *overrides])
+_config = tiny_demo_config
 
 
 def _rows(path):
@@ -208,7 +199,7 @@ def test_every_shipped_config_smoke_trains_on_generated_data(name, tmp_path):
         data = [f"data.root={root}", "data.mnist_val_size=8", "data.batch_size=4",
                 "model.mlp_hidden=[32,32]", "eval.batch_size=8", "eval.num_samples=2"]  # fmt: skip
     else:
-        data = [*TINY, "data.dataset=shapes", "data.size=64"]
+        data = [*TINY_DEMO, "data.dataset=shapes", "data.size=64"]
     steps = ["train.max_steps=2", "train.eval_interval=2"]
     config = load_config(ROOT / "configs" / name, [*data, *steps])
     result = train(config, tmp_path, progress=False)

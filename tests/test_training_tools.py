@@ -5,21 +5,12 @@ import json
 from pathlib import Path
 
 import torch
+from conftest import TINY_DEMO as TINY
 
 from cvae_seg.cli import run
 from cvae_seg.training import load_checkpoint, load_trained
 
 ROOT = Path(__file__).resolve().parents[1]
-
-TINY = [
-    "data.size=32",
-    "data.batch_size=4",
-    "data.num_workers=0",
-    "data.shapes_train=24",
-    "data.shapes_val=8",
-    "eval.batch_size=8",
-    "eval.num_samples=2",
-]
 
 
 def test_tools_train_evaluate_visualize(tmp_path):
@@ -48,7 +39,15 @@ def test_tools_train_evaluate_visualize(tmp_path):
     best = run(["evaluate", config, str(work_dir / "best.pt"), *TINY, "--no-likelihood"])
     out = str(tmp_path / "p.json")
     shared = run(
-        ["evaluate", config, str(work_dir / "pretrained"), *TINY, "--no-likelihood", "--out", out]
+        [
+            "evaluate",
+            config,
+            str(work_dir / "pretrained"),
+            *TINY,
+            "--no-likelihood",
+            "--out",
+            out,
+        ]
     )
     assert shared["pixel_accuracy"] == best["pixel_accuracy"]
     assert classes == ["background", "object"] and trained.model.objective == "cvae"
