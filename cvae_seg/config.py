@@ -9,12 +9,13 @@ An unknown key or a bad value fails with its dotted path and what was expected, 
 
 from __future__ import annotations
 
+import difflib
 import os
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, ValidationError
 
 from cvae_seg.modules.heads import LOGVAR_BOUND
 
@@ -31,7 +32,9 @@ __all__ = [
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # no NaN or inf in any setting: train.lr=.inf or a NaN mean would run to non-finite
+    # weights or inputs instead of being refused here, naming the key
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class ModelConfig(_Section):
@@ -54,7 +57,7 @@ class ModelConfig(_Section):
     # > 1: train the recognition term on the importance-weighted bound with k samples
     importance_samples: int = Field(1, ge=1)
     # with importance_samples > 1: the share of the k-sample ELBO mixed into that bound (CIWAE;
-    # when it helps: docs/known_truth.md)
+    # when it helps: docs/benchmarks/known_truth.md)
     elbo_share: float = Field(0.0, ge=0, le=1)
     # log-variances of q and p are squashed into (-bound, bound): std at most exp(bound / 2)
     logvar_bound: float = Field(LOGVAR_BOUND, gt=0)
@@ -80,7 +83,8 @@ class DataConfig(_Section):
     flip: bool = True
     noise: float = Field(0.0, ge=0, le=1)  # max side of the occluding square; 0: off
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
-    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    # > 0: the images are divided by it (a zero would make every input inf)
+    std: tuple[PositiveFloat, PositiveFloat, PositiveFloat] = (0.229, 0.224, 0.225)
     ignore_index: int | None = None
     cache_dir: str | None = None  # decoded splits as .npz, reused by later runs
     # CUB
@@ -160,7 +164,14 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise ValueError(f"override {override!r}: {part} is not a section")
-        node[leaf] = yaml.safe_load(raw)
+        try:
+            node[leaf] = yaml.safe_load(raw)
+        except yaml.YAMLError as error:
+            problem = getattr(error, "problem", None) or str(error)
+            raise ValueError(
+                f"override {override!r}: the value of {key} is not valid YAML ({problem}); "
+                "quote strings and close brackets, e.g. train.betas=[0.9,0.99]"
+            ) from None
     return data
 
 
@@ -214,6 +225,11 @@ def _read_yaml(path: Path) -> Any:
     with open(path, encoding="utf-8") as handle:
         try:
             return yaml.load(handle, Loader=_UniqueKeyLoader)
+        except UnicodeDecodeError:
+            raise ValueError(
+                f"config file {path} is not UTF-8 text; expected a YAML config such as "
+                "configs/demo.yaml (a checkpoint goes to --resume or to evaluate)"
+            ) from None
         except yaml.YAMLError as error:
             mark = getattr(error, "problem_mark", None)
             where = f", line {mark.line + 1}" if mark is not None else ""
@@ -255,7 +271,10 @@ def _describe(error: dict[str, Any], root: type[BaseModel]) -> str:
         section: Any = root
         for part in error["loc"][:-1]:
             section = section.model_fields[str(part)].annotation
-        return f"{path}: unknown key; valid keys: {', '.join(sorted(section.model_fields))}"
+        valid = sorted(section.model_fields)
+        close = difflib.get_close_matches(str(error["loc"][-1]), valid, n=1)
+        guess = f" (did you mean {close[0]}?)" if close else ""
+        return f"{path}: unknown key{guess}; valid keys: {', '.join(valid)}"
     return f"{path}: {error['msg']} (got {error.get('input')!r})"
 
 

@@ -57,9 +57,8 @@ class CVAE(ConditionalGenerativeModel):
         importance_samples: k > 1 trains the recognition term on the importance-weighted
             bound with k samples of q (tighter than the ELBO; k decodes per image).
         elbo_share: with k > 1, the share of the k-sample ELBO mixed into that bound
-            (CIWAE): its gradient keeps q a posterior where k prior samples would do. Pair
-            it with ``prior_components`` > 1: with one Gaussian prior it raised the NLL on
-            the known-truth benchmark (docs/known_truth.md).
+            (CIWAE): its gradient keeps q a posterior where k prior samples would do. Use
+            it with ``prior_components`` > 1 (docs/benchmarks/known_truth.md says why).
         scale_weights: loss weights at strides (4, 2, 1); (0, 0, 1) turns multi-scale off.
         ignore_index: label of unlabelled pixels, excluded from every loss and likelihood.
         logvar_bound: log-variances are squashed into (-bound, bound).

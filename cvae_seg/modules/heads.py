@@ -64,8 +64,8 @@ class GaussianConvNet(nn.Module):
     ``[x, y_hat]`` or ``x``). Each stage halves the resolution with a strided convolution;
     ``widths`` gives the channel count of the first stages and the last width repeats for the
     remaining ones. The paper uses widths (64, 96, 128) and kernels (9, 5, 3); by default we
-    keep its widths with 3x3 kernels, which costs about a third of the paper's 9x9/5x5 stems
-    (see README, speed).
+    keep its widths with 3x3 kernels, which are cheaper than the paper's 9x9/5x5 stems
+    (docs/benchmarks/speed.md).
 
     Input (B, in_channels, H, W) -> Normal with mean and scale of shape
     (B, latent_channels, ceil(H / latent_stride), ceil(W / latent_stride)). With

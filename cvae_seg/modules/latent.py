@@ -2,10 +2,10 @@
 
 Why a mixture: a unimodal prior must put mass on the borders between the regions of z that
 decode to different outputs, and every sample drawn there decodes to a map between shapes
-(README, "A benchmark whose true answer is known": 26% of the samples on K = 8). A mixture
-of M Gaussians can hold M separated modes, so the borders can lie where the prior has almost
-no mass. One component is chosen for the whole latent map: the mixture picks the kind of
-output, each component's Gaussian its variations.
+(docs/benchmarks/known_truth.md measures how often). A mixture of M Gaussians can hold M
+separated modes, so the borders can lie where the prior has almost no mass. One component is
+chosen for the whole latent map: the mixture picks the kind of output, each component's
+Gaussian its variations.
 
 torch's `MixtureSameFamily` computes the density but has no `rsample`; `GaussianMixture`
 adds one that is reparameterised within the drawn component (the component choice itself
