@@ -12,7 +12,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_config_errors_name_the_key(tmp_path):
     demo = ROOT / "configs" / "demo.yaml"
-    with pytest.raises(ValueError, match=r"train\.max_step: unknown key; valid keys: .*max_steps"):
+    with pytest.raises(
+        ValueError,
+        match=r"train\.max_step: unknown key \(did you mean max_steps\?\); valid keys: .*max_",
+    ):
         load_config(demo, ["train.max_step=3"])
     with pytest.raises(ValueError, match=r"model\.objective: Input should be 'cnn', 'gdnn'"):
         load_config(demo, ["model.objective=vae"])

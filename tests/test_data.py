@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers.layouts import write_cub, write_lfw
 from PIL import Image
 
 from cvae_seg.config import DataConfig
@@ -16,35 +17,11 @@ from cvae_seg.data.lfw import read_lfw_list
 from cvae_seg.data.synthetic import make_occluded_shapes
 
 SHARED_LFW = Path(__file__).resolve().parents[2] / "shared" / "data" / "lfw"
-BLUE, GREEN, RED = (0, 0, 255), (0, 255, 0), (255, 0, 0)
 
 
 # ----------------------------------------------------------------------------- LFW
-def _write_lfw(root: Path, people=("Ann_Lee", "Bo_Diddley", "Cy_Young"), side=20):
-    """A small LFW Part Labels tree: top rows hair, a skin block, background elsewhere."""
-    (root / "lfw_funneled").mkdir(parents=True)
-    (root / "parts_lfw_funneled_gt_images").mkdir()
-    rng = np.random.default_rng(0)
-    for name in people:
-        (root / "lfw_funneled" / name).mkdir()
-        for number in (1, 2):
-            stem = f"{name}_{number:04d}"
-            image = rng.integers(0, 255, (side, side, 3), dtype=np.uint8)
-            Image.fromarray(image).save(root / "lfw_funneled" / name / f"{stem}.jpg")
-            label = np.zeros((side, side, 3), dtype=np.uint8)
-            label[:] = BLUE
-            label[: side // 4] = RED
-            label[side // 2 :, side // 4 : 3 * side // 4] = GREEN
-            Image.fromarray(label).save(root / "parts_lfw_funneled_gt_images" / f"{stem}.ppm")
-    # as in the official lists: unsorted, some numbers zero-padded, some not
-    (root / "parts_train.txt").write_text(f"{people[1]} 0002\n{people[0]} 1\n{people[2]} 0001\n")
-    (root / "parts_validation.txt").write_text(f"{people[0]} 2\n{people[2]} 0002\n")
-    (root / "parts_test.txt").write_text(f"{people[1]} 1\n")
-    return root
-
-
 def test_lfw_from_folders(tmp_path):
-    root = _write_lfw(tmp_path / "lfw")
+    root = write_lfw(tmp_path / "lfw")
     arrays = load_lfw_parts(root, "train", size=16)
     assert arrays.images.shape == (3, 16, 16, 3) and arrays.images.dtype == np.uint8
     assert arrays.names == ("Bo_Diddley_0002", "Ann_Lee_0001", "Cy_Young_0001")
@@ -55,7 +32,7 @@ def test_lfw_from_folders(tmp_path):
 
 
 def test_lfw_from_the_archives_equals_the_folders(tmp_path):
-    root = _write_lfw(tmp_path / "extracted")
+    root = write_lfw(tmp_path / "extracted")
     packed = tmp_path / "packed"
     packed.mkdir()
     for part, archive in (
@@ -72,7 +49,7 @@ def test_lfw_from_the_archives_equals_the_folders(tmp_path):
 
 
 def test_lfw_errors_name_the_file(tmp_path):
-    root = _write_lfw(tmp_path / "lfw")
+    root = write_lfw(tmp_path / "lfw")
     (root / "parts_test.txt").unlink()
     with pytest.raises(
         FileNotFoundError, match=r"parts_test\.txt is missing.*LFW Part Labels layout"
@@ -110,30 +87,8 @@ def test_lfw_shared_copy():
 
 
 # ----------------------------------------------------------------------------- CUB
-def _write_cub(base: Path, count=10, side=40):
-    root = base / "CUB_200_2011"
-    (root / "images" / "001.Some_bird").mkdir(parents=True)
-    (base / "segmentations" / "001.Some_bird").mkdir(parents=True)
-    lines, boxes, split = [], [], []
-    for i in range(1, count + 1):
-        relative = f"001.Some_bird/Some_bird_{i:04d}_{100 + i}.jpg"
-        image = np.full((side, side + 10, 3), 50, dtype=np.uint8)
-        mask = np.zeros((side, side + 10), dtype=np.uint8)
-        mask[10:30, 20:40] = 255  # the bird: exactly its bounding box
-        mask[10:30, 20:25] = 100  # a faint annotator edge, below the 0.5 threshold
-        Image.fromarray(image).save(root / "images" / relative)
-        Image.fromarray(mask).save((base / "segmentations" / relative).with_suffix(".png"))
-        lines.append(f"{i} {relative}")
-        boxes.append(f"{i} 20.0 10.0 20.0 20.0")
-        split.append(f"{i} {1 if i <= 6 else 0}")
-    (root / "images.txt").write_text("\n".join(lines) + "\n")
-    (root / "bounding_boxes.txt").write_text("\n".join(boxes) + "\n")
-    (root / "train_test_split.txt").write_text("\n".join(split) + "\n")
-    return root
-
-
 def test_cub_crops_thresholds_and_splits(tmp_path):
-    root = _write_cub(tmp_path)
+    root = write_cub(tmp_path)
     train = load_cub(root, "train", size=16, val_fraction=0.34, seed=3)
     val = load_cub(root, "val", size=16, val_fraction=0.34, seed=3)
     test = load_cub(root, "test", size=16)
@@ -153,7 +108,7 @@ def test_cub_crops_thresholds_and_splits(tmp_path):
 
 
 def test_cub_errors_name_the_file(tmp_path):
-    root = _write_cub(tmp_path)
+    root = write_cub(tmp_path)
     (root / "bounding_boxes.txt").write_text("1 20.0 10.0\n")
     with pytest.raises(ValueError, match=r"bounding_boxes\.txt:1: expected 5 fields"):
         load_cub(root, "test")
@@ -162,7 +117,7 @@ def test_cub_errors_name_the_file(tmp_path):
         FileNotFoundError, match=r"bounding_boxes\.txt is missing.*CUB_200_2011 layout"
     ):
         load_cub(root, "test")
-    root = _write_cub(tmp_path / "second")
+    root = write_cub(tmp_path / "second")
     next((tmp_path / "second" / "segmentations").rglob("*_0007_*.png")).unlink()
     with pytest.raises(FileNotFoundError, match=r"Some_bird_0007_107\.png is missing"):
         load_cub(root, "test")
@@ -276,7 +231,7 @@ def test_broken_files_name_themselves(tmp_path):
     """A truncated image, an empty split list and a malformed COCO file each fail naming the
     file, where they used to fail as "image file is truncated", "need at least one array to
     stack" and a bare JSONDecodeError (issue 18)."""
-    root = _write_lfw(tmp_path / "lfw")
+    root = write_lfw(tmp_path / "lfw")
     image = root / "lfw_funneled" / "Cy_Young" / "Cy_Young_0002.jpg"
     image.write_bytes(image.read_bytes()[:200])
     with pytest.raises(ValueError, match=r"Cy_Young_0002\.jpg cannot be decoded.*truncated"):

@@ -4,7 +4,7 @@ import json
 from pathlib import Path
 
 import pytest
-from test_data import _write_lfw
+from helpers.layouts import write_lfw
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -13,7 +13,7 @@ import segmentation as segmentation_benchmark  # noqa: E402
 
 @pytest.mark.slow
 def test_segmentation_benchmark_writes_tables_2_to_4(tmp_path):
-    root = _write_lfw(tmp_path / "lfw", side=32)
+    root = write_lfw(tmp_path / "lfw", side=32)
     out = tmp_path / "report"
     tiny = ["model.encoder_name=tu-test_resnet", "data.size=32", "data.batch_size=3",
             "train.max_steps=2", "train.eval_interval=2", "eval.batch_size=2"]  # fmt: skip

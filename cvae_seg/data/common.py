@@ -85,9 +85,14 @@ def resolve_root(root: str | os.PathLike | None, dataset: str) -> Path:
         return Path(root).expanduser()
     base = os.environ.get(DATA_ROOT_ENV)
     if not base:
+        fetch = (
+            f"; `cvae-seg download {dataset} --root DIR` fetches it into DIR/{dataset}"
+            if dataset in ("lfw", "cub", "mnist")
+            else ""
+        )
         raise ValueError(
             f"no data root for {dataset}: set data.root in the config or the environment "
-            f"variable {DATA_ROOT_ENV} (the folder that holds {dataset}/)"
+            f"variable {DATA_ROOT_ENV} (the folder that holds {dataset}/){fetch}"
         )
     return Path(base).expanduser() / dataset
 

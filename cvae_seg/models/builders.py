@@ -7,6 +7,7 @@ config's argument names). `cvae_seg.models` imports this module, which fills the
 
 from __future__ import annotations
 
+import difflib
 from typing import Any
 
 from torch import nn
@@ -39,13 +40,32 @@ def create_backbone(
     """
     import segmentation_models_pytorch as smp  # slow import, only when an smp model is built
 
-    return smp.create_model(
-        arch,
-        encoder_name=encoder_name,
-        encoder_weights=encoder_weights,
-        in_channels=in_channels,
-        classes=classes,
-        **kwargs,
+    if not isinstance(classes, int) or classes < 1:
+        raise ValueError(f"classes must be a positive integer, got {classes!r}")
+    try:
+        return smp.create_model(
+            arch,
+            encoder_name=encoder_name,
+            encoder_weights=encoder_weights,
+            in_channels=in_channels,
+            classes=classes,
+            **kwargs,
+        )
+    except (KeyError, RuntimeError) as error:
+        # smp: KeyError "Wrong encoder name ..." with every name; timm: "Unknown model (x)"
+        if "encoder name" not in str(error) and "Unknown model" not in str(error):
+            raise
+        raise ValueError(_unknown_encoder(encoder_name, smp.encoders.get_encoder_names())) from None
+
+
+def _unknown_encoder(name: str, known: list[str]) -> str:
+    """Say that ``name`` is no encoder, with the closest smp names and the timm spelling."""
+    close = difflib.get_close_matches(name, known, n=3)
+    guess = f" (closest: {', '.join(close)})" if close else ""
+    return (
+        f"encoder_name {name!r} is not an encoder{guess}; expected one of "
+        "segmentation_models_pytorch.encoders.get_encoder_names() or 'tu-' and a timm "
+        "model name (timm.list_models())"
     )
 
 
@@ -113,6 +133,9 @@ def mnist_mlp(
     side: int = 28,
 ) -> QuadrantCVAE:
     """The paper's MNIST quadrant-completion MLPs, under the training config's names."""
+    if not isinstance(latent_channels, int) or latent_channels < 1:
+        # zero latents would build and fail only at the first forward pass
+        raise ValueError(f"latent_channels must be a positive integer, got {latent_channels!r}")
     if prior_components != 1:
         raise ValueError(
             f"prior_components={prior_components}: the mixture prior exists for the conv prior "

@@ -108,9 +108,18 @@ def _read_resume(
     return state
 
 
-def _prepare_work_dir(work_dir: Path) -> None:
-    """The work dir, cleared of an interrupted write's leftovers."""
-    work_dir.mkdir(parents=True, exist_ok=True)
+def _check_work_dir(work_dir: Path) -> None:
+    """The work dir, made when missing and cleared of an interrupted write's leftovers. A
+    path that is a file or cannot be made a folder is refused naming it (the ``_check_``
+    name marks this as reading the user's input for the command line's error rule)."""
+    if work_dir.exists() and not work_dir.is_dir():
+        raise NotADirectoryError(
+            f"work dir {work_dir} is a file; expected a folder (made when missing)"
+        )
+    try:
+        work_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise OSError(f"work dir {work_dir} cannot be made: {error.strerror}") from None
     for folder in (work_dir, work_dir / "pretrained"):
         remove_stale_temporaries(folder)
 
@@ -340,7 +349,7 @@ def train(
     torch_device = _join_processes(device)
     state = _read_resume(resume, config, torch_device)
     if distributed.is_main_process():
-        _prepare_work_dir(work_dir)
+        _check_work_dir(work_dir)
     world = distributed.world_size()
     global_batch, local_batch = process_batch_size(config, world)
     run = _build_run(config, work_dir, torch_device)
