@@ -64,10 +64,7 @@ def from_pretrained(directory: str | os.PathLike, map_location: str | torch.devi
     for path in (config_path, weights_path):
         if not path.is_file():
             raise FileNotFoundError(f"{path} is missing; expected a save_pretrained directory")
-    try:
-        config = json.loads(config_path.read_text())
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{config_path} is not valid JSON ({error})") from error
+    config = read_pretrained_config(directory)
     if config.get("format_version") not in (1, FORMAT_VERSION):
         raise ValueError(
             f"{config_path} has format_version {config.get('format_version')!r}; this cvae_seg "
@@ -113,8 +110,15 @@ def _architecture(config: dict[str, Any], config_path: Path) -> tuple[str, dict[
 
 
 def read_pretrained_config(directory: str | os.PathLike) -> dict[str, Any]:
-    """The config.json of a saved model, as a dict."""
-    return json.loads((Path(directory) / CONFIG_NAME).read_text())
+    """The config.json of a saved model, as a dict; a missing or broken file is named (the
+    evaluate command reads it before the weights)."""
+    path = Path(directory) / CONFIG_NAME
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing; expected a save_pretrained directory")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path} is not valid JSON ({error})") from error
 
 
 def _model_card(config: dict[str, Any]) -> str:
