@@ -135,7 +135,10 @@ def partial_observation(
     after normalisation). For each (block size, drop probability), pixel accuracy (%) on the
     dropped pixels of the plain prediction and, for models with a recognition net, of the
     iterative inference (`CVAE.complete`). Masks are seeded, so every model sees the same.
+    ``num_iterations`` < 1 is refused: the "iterative" column would be the plain one.
     """
+    if not isinstance(num_iterations, int) or num_iterations < 1:
+        raise ValueError(f"num_iterations must be a positive integer, got {num_iterations!r}")
     fill_tensor = torch.as_tensor(fill, dtype=torch.float32, device=device).view(1, -1, 1, 1)
     with_recognition = model.recognition_net is not None
     rows = []

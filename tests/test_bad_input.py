@@ -261,6 +261,25 @@ def test_resume_refused_leaves_the_run_as_it_was(case, demo_run, tmp_path, capsy
     assert {p.name: p.read_bytes() for p in work.iterdir() if p.is_file()} == before
 
 
+def test_resume_with_a_changed_lr_applies_it_and_every_record_agrees(demo_run, tmp_path, caplog):
+    """A changed train.lr on resume is applied, said in the log, and recorded alike in
+    config.yaml, last.pt's config and optimizer, and train.csv (tests/test_training_loop.py
+    checks the same through `train`)."""
+    import csv
+
+    from cvae_seg.config import load_config
+
+    work = _copy_run(demo_run, tmp_path)
+    changed = ["train.max_steps=3", "train.eval_interval=3", "train.lr=5e-4", "--quiet"]
+    assert _status(["train", DEMO, *TINY, *changed, "--work-dir", work, "--resume"]) == 0
+    assert "resumed with train.lr=0.0005 (the checkpoint trained with 0.001)" in caplog.text
+    state = load_checkpoint(work / "last.pt")
+    assert load_config(work / "config.yaml").train.lr == state["config"]["train"]["lr"] == 5e-4
+    assert [group["lr"] for group in state["optimizer"]["param_groups"]] == [5e-4]
+    with open(work / "train.csv", newline="") as handle:
+        assert [float(row["lr"]) for row in csv.DictReader(handle)][-1] == 5e-4
+
+
 def test_resume_from_a_missing_file(capsys):
     _refused(capsys, ["train", DEMO, "--resume", "gone.pt"], ["--resume", "gone.pt does not exist"])
 
@@ -542,6 +561,15 @@ def test_model_call(case, unet):
     call, error, message = CALLS[case]
     with pytest.raises(error, match=message):
         call(unet)
+
+
+@pytest.mark.parametrize("iterations", [0, -3])
+def test_partial_observation_without_iterations(iterations, unet):
+    """Zero or negative iterations would make the "iterative" column the plain one."""
+    from cvae_seg.evaluation import partial_observation
+
+    with pytest.raises(ValueError, match=f"num_iterations must be a positive .*{iterations}"):
+        partial_observation(unet, [], torch.device("cpu"), [0, 0, 0], num_iterations=iterations)
 
 
 BUILDS = {
