@@ -93,7 +93,7 @@ def read_curve(run_dir: Path) -> list[dict[str, Any]]:
             except (TypeError, ValueError):
                 continue
     for row in rows:
-        row["step"] = int(row["step"])
+        row["step"], row["size"] = int(row["step"]), int(row["size"])
     return rows
 
 
@@ -442,6 +442,65 @@ def run_summary(run_dir: Path) -> dict[str, Any]:
     }
 
 
+def _write_curves_csv(path: Path, summaries: list[dict[str, Any]]) -> None:
+    from cvae_seg.io import atomic_write_text
+
+    lines = [",".join(["recipe", *CURVE_FIELDS])]
+    for summary in summaries:
+        for row in summary["curve"]:
+            lines.append(",".join([summary["recipe"], *(str(row[k]) for k in CURVE_FIELDS)]))
+    atomic_write_text(path, "\n".join(lines) + "\n")
+
+
+_COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b"]
+
+
+def curves_svg(summaries: list[dict[str, Any]], width: int = 640, height: int = 400) -> str:
+    """Validation pixel accuracy against CPU-hours, one line per run, as an SVG picture
+    (written by hand: matplotlib is not a dependency). Hollow points: validated at 64 px."""
+    points = [(r["cpu_s"] / 3600, r["pixel_accuracy"]) for s in summaries for r in s["curve"]]
+    x_max = max([x for x, _ in points] + [0.25])
+    y_min = min([y for _, y in points] + [90.0])
+    y_min = 5 * int(y_min // 5)
+    left, right, top, bottom = 60, 170, 20, 50
+
+    def xy(x: float, y: float) -> tuple[float, float]:
+        px = left + (width - left - right) * x / x_max
+        py = top + (height - top - bottom) * (100 - y) / (100 - y_min)
+        return round(px, 1), round(py, 1)
+
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+             f'font-family="sans-serif" font-size="11"><rect width="100%" height="100%" '
+             f'fill="white"/>']  # fmt: skip
+    for k in range(5):
+        x, y = x_max * k / 4, y_min + (100 - y_min) * k / 4
+        gx, _ = xy(x, 100)
+        _, gy = xy(0, y)
+        parts.append(f'<text x="{gx}" y="{height - bottom + 15}" text-anchor="middle">'
+                     f"{x:.2f}</text>")  # fmt: skip
+        parts.append(f'<text x="{left - 5}" y="{gy + 4}" text-anchor="end">{y:.1f}</text>')
+        parts.append(f'<line x1="{left}" x2="{width - right}" y1="{gy}" y2="{gy}" '
+                     f'stroke="#ddd"/>')  # fmt: skip
+    parts.append(f'<text x="{(left + width - right) / 2}" y="{height - 12}" '
+                 f'text-anchor="middle">CPU-hours (one thread)</text>')  # fmt: skip
+    parts.append(f'<text x="14" y="{height / 2}" transform="rotate(-90 14 {height / 2})" '
+                 f'text-anchor="middle">validation pixel accuracy (%)</text>')  # fmt: skip
+    for index, summary in enumerate(summaries):
+        colour = _COLOURS[index % len(_COLOURS)]
+        coords = [(xy(r["cpu_s"] / 3600, r["pixel_accuracy"]), r["size"]) for r in summary["curve"]]
+        if coords:
+            line = " ".join(f"{px},{py}" for (px, py), _ in coords)
+            parts.append(f'<polyline points="{line}" fill="none" stroke="{colour}"/>')
+        for (px, py), size in coords:
+            fill = colour if size >= 128 else "white"
+            parts.append(f'<circle cx="{px}" cy="{py}" r="3" fill="{fill}" stroke="{colour}"/>')
+        ly = top + 16 * index + 10
+        parts.append(f'<text x="{width - right + 10}" y="{ly}" fill="{colour}">'
+                     f"{summary['recipe']}</text>")  # fmt: skip
+    parts.append("</svg>")
+    return "\n".join(parts) + "\n"
+
+
 def collect(args: argparse.Namespace) -> dict[str, Any]:
     """The curves and costs of every run in RUNS, written to --out."""
     runs = Path(args.runs)
@@ -456,6 +515,12 @@ def collect(args: argparse.Namespace) -> dict[str, Any]:
     }
     if args.out:
         _write_json(Path(args.out), result)
+    if args.curves_csv:
+        _write_curves_csv(Path(args.curves_csv), summaries)
+    if args.plot:
+        from cvae_seg.io import atomic_write_text
+
+        atomic_write_text(args.plot, curves_svg(summaries))
     for s in summaries:
         print(
             f"{s['recipe']}: {s['status']}, step {s['step']}/{s['max_steps']}, "
@@ -499,6 +564,8 @@ def _parser() -> argparse.ArgumentParser:
         help="config override for every run (tests: a tiny network)",
     )
     parser.add_argument("--out", default=str(ROOT / "results" / "lfw128_recipes.json"))
+    parser.add_argument("--curves-csv", default=str(ROOT / "results" / "lfw128_recipes_curves.csv"))
+    parser.add_argument("--plot", default=str(ROOT / "docs" / "benchmarks" / "lfw128_curves.svg"))
     return parser
 
 

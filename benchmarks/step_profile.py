@@ -263,10 +263,20 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "CPU"
+
+
 def _environment() -> dict[str, Any]:
     return {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "hardware": f"{platform.machine()} CPU, {os.cpu_count()} cores ({platform.processor()})",
+        "hardware": f"{_cpu_model()}, {os.cpu_count()} cores ({platform.machine()})",
         "torch": torch.__version__,
         "load_average_start": _load_average(),
     }

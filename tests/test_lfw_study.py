@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from xml.etree import ElementTree
 
 import lfw_study
 import numpy as np
@@ -121,7 +122,11 @@ def test_progressive_recipe_continues_from_its_first_phase(lfw: Path, tmp_path: 
 
 def test_collect_reports_curves_and_cpu(finished: Path, tmp_path: Path) -> None:
     out = tmp_path / "recipes.json"
-    lfw_study.main(["--stage", "collect", "--runs", str(finished), "--out", str(out)])
+    plot, curves = tmp_path / "curves.svg", tmp_path / "curves.csv"
+    argv = ["--stage", "collect", "--runs", str(finished), "--out", str(out)]
+    lfw_study.main([*argv, "--plot", str(plot), "--curves-csv", str(curves)])
+    ElementTree.parse(plot)  # well-formed SVG
+    assert len(curves.read_text().splitlines()) == 3
     result = json.loads(out.read_text())
     (run,) = result["runs"]
     assert run["status"] == "finished" and run["step"] == 4 and len(run["curve"]) == 2
