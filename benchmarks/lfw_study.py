@@ -306,6 +306,7 @@ def _open_record(run_dir: Path, recipe: str, commit: str, args: argparse.Namespa
 
 
 def _child_command(args: argparse.Namespace, checkout: Path, recipe: str, commit: str) -> list:
+    # the child is the pinned commit's copy of this script: keep these arguments compatible
     command = [
         sys.executable,
         str(checkout / "benchmarks" / "lfw_study.py"),

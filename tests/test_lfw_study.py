@@ -135,3 +135,30 @@ def test_collect_reports_curves_and_cpu(finished: Path, tmp_path: Path) -> None:
 
 def test_unknown_recipe_is_refused(lfw: Path, tmp_path: Path) -> None:
     assert _study(lfw, tmp_path / "runs", recipe="nope") == 2
+
+
+def test_study_is_pinned_to_a_worktree_of_one_commit(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    parser = lfw_study._parser()
+    head, parent = lfw_study._git("rev-parse", "HEAD"), lfw_study._git("rev-parse", "HEAD~1")
+    made: list[Path] = []
+    try:
+        checkout, commit = lfw_study.pin_checkout(parser.parse_args(["--runs", str(runs)]))
+        made.append(checkout)
+        assert commit == head and lfw_study._git("rev-parse", "HEAD", cwd=checkout) == head
+        assert (checkout / "benchmarks" / "lfw_study.py").is_file()
+        assert json.loads((runs / "study.json").read_text())["commit"] == head
+        # later calls keep the pinned commit; another one needs --allow-commit-change
+        assert lfw_study.pin_checkout(parser.parse_args(["--runs", str(runs)])) == (checkout, head)
+        moved = parser.parse_args(["--runs", str(runs), "--commit", parent])
+        with pytest.raises(lfw_study.StudyError, match="allow-commit-change"):
+            lfw_study.pin_checkout(moved)
+        moved.allow_commit_change = True
+        checkout, commit = lfw_study.pin_checkout(moved)
+        made.append(checkout)
+        assert (
+            commit == parent and json.loads((runs / "study.json").read_text())["commit"] == parent
+        )
+    finally:
+        for folder in made:
+            lfw_study._git("worktree", "remove", "--force", str(folder))
