@@ -1,6 +1,6 @@
 """Reproduce the paper's Table 1 (MNIST quadrant completion) in one command.
 
-    python benchmarks/mnist_table1.py --data-root ../shared/data/mnist [--budget cpu|paper]
+    python benchmarks/mnist_table1.py --data-root DATA/mnist [--budget cpu|paper]
         [--quadrants 1 2 3] [--work-dir work_dirs/mnist_table1] [--out results/mnist_table1]
 
 Trains the NN, GSNN and CVAE of every quadrant setting with configs/mnist_q{1,2,3}_*.yaml

@@ -219,8 +219,8 @@ def upsample_bilinear(features: torch.Tensor, size: tuple[int, int]) -> torch.Te
     """``F.interpolate(features, size, mode="bilinear", align_corners=False)``, faster on CPU.
 
     Why not interpolate itself everywhere: on the CPU its backward scatters pixel by pixel and
-    dominated the importance-weighted training step (800 latent maps per batch; 11x slower
-    than this on a 1x1 -> 8x8 upsampling). Bilinear upsampling is separable, so here it is two
+    dominated the importance-weighted training step, which upsamples hundreds of latent maps
+    per batch. Bilinear upsampling is separable, so here it is two
     small matrix products whose weights come from torch's own 1-D linear interpolation of an
     identity matrix: the same rule, equal to float rounding (tested). Other devices keep
     interpolate.

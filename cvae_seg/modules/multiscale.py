@@ -1,4 +1,4 @@
-"""Multi-scale prediction objective (paper section 2.1): coarse heads and soft coarse targets.
+"""Multi-scale prediction objective of the paper: coarse heads and soft coarse targets.
 
 The paper predicts at 1/4, 1/2 and full resolution and adds the cross-entropy of every scale.
 Coarse targets are soft: the one-hot label map max-pooled 2x2 once or twice and renormalised
