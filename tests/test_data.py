@@ -1,4 +1,4 @@
-"""Loaders against fixtures in the official layouts, and against a local copy of the real data when present."""
+"""Loaders against fixtures in the official layouts, and against a local copy when present."""
 
 import json
 import tarfile
