@@ -204,3 +204,9 @@ def test_nothing_outside_the_models_calls_an_underscored_member_of_a_model():
                 f"{path.relative_to(ROOT)}: {m}" for m in pattern.findall(path.read_text())
             ]
     assert not offenders, offenders
+
+
+def test_every_public_name_is_in_the_api_reference():
+    reference = (ROOT / "docs" / "api.md").read_text()
+    missing = [name for name in cvae_seg.__all__ if f"`{name}" not in reference]
+    assert not missing, f"docs/api.md does not describe {missing}"
