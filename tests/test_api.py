@@ -208,5 +208,7 @@ def test_nothing_outside_the_models_calls_an_underscored_member_of_a_model():
 
 def test_every_public_name_is_in_the_api_reference():
     reference = (ROOT / "docs" / "api.md").read_text()
-    missing = [name for name in cvae_seg.__all__ if f"`{name}" not in reference]
+    # a name appears in code quotes; a submodule under its full name, `cvae_seg.metrics`
+    missing = [n for n in cvae_seg.__all__ if f"`{n}" not in reference
+               and f"`cvae_seg.{n}`" not in reference]  # fmt: skip
     assert not missing, f"docs/api.md does not describe {missing}"
