@@ -183,6 +183,44 @@ def test_model_setting(case, capsys):
     _refused(capsys, ["train", DEMO, *TINY, override, "--quiet"], names)
 
 
+DATA_SETTINGS = {
+    "side_fpn_cannot_take": (
+        ["model.arch=FPN", "data.size=33"],
+        ["data.size=33: arch 'FPN' cannot take it", "divisible by 32"],
+    ),
+    "batch_above_the_data": (
+        ["data.batch_size=64"],
+        ["data.batch_size=64 is more than the 8 items of the training set"],
+    ),
+    "known_truth_side": (
+        ["data.dataset=known_truth", "data.size=30"],
+        ["data.dataset=known_truth (data.size", "multiple of 8", "got 30"],
+    ),
+    "shapes_modes_not_summing_to_1": (
+        ["data.shapes_modes=[0.5,0.6]"],
+        ["data.dataset=shapes (data.size, data.shapes_modes)", "sum to 1"],
+    ),
+    "cache_dir_is_a_file": (
+        ["data.cache_dir=taken"],
+        ["data.cache_dir taken is a file; expected a folder"],
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(DATA_SETTINGS))
+def test_data_setting(case, tmp_path, capsys):
+    overrides, names = DATA_SETTINGS[case]
+    (tmp_path / "taken").write_text("a file of the user's")
+    _refused(capsys, ["train", DEMO, *TINY, *overrides, "--quiet"], names)
+
+
+def test_a_side_that_is_no_multiple_of_32_trains_with_unet(tmp_path):
+    """smp 0.6's Unet takes any side (its decoder resizes each feature map to the size of
+    its skip connection), so a 40 px run is not refused."""
+    argv = ["train", DEMO, *TINY, "data.size=40", "--work-dir", tmp_path / "w", "--quiet"]
+    assert _status(argv) == 0 and load_checkpoint(tmp_path / "w" / "last.pt")["step"] == 2
+
+
 # ---------------------------------------------------------------------------- arguments
 ARGUMENTS = {
     "missing_config": (["train", "no_such.yaml"], ["no_such.yaml does not exist"]),

@@ -43,15 +43,23 @@ __all__ = [
 SPLITS = ("train", "val", "test")
 
 
-def _decode(config: DataConfig, split: str) -> SegmentationArrays:
-    if config.dataset == "shapes":
-        count = config.shapes_train if split == "train" else config.shapes_val
-        seed = {"train": 0, "val": 1, "test": 2}[split] + 1000 * config.split_seed
-        return make_occluded_shapes(count, config.size, config.shapes_modes, seed)
-    if config.dataset == "known_truth":
-        count = config.shapes_train if split == "train" else config.shapes_val
-        seed = {"train": 0, "val": 1, "test": 2}[split] + 1000 * config.split_seed
+def _generate(config: DataConfig, split: str) -> SegmentationArrays:
+    """A generated split; a setting the generator refuses is named by its config key."""
+    count = config.shapes_train if split == "train" else config.shapes_val
+    seed = {"train": 0, "val": 1, "test": 2}[split] + 1000 * config.split_seed
+    keys = "data.size, data.shapes_modes"
+    try:
+        if config.dataset == "shapes":
+            return make_occluded_shapes(count, config.size, config.shapes_modes, seed)
+        keys = "data.size, data.known_truth_modes"
         return make_known_truth(count, config.size, config.known_truth_modes, seed).arrays
+    except ValueError as error:
+        raise ValueError(f"data.dataset={config.dataset} ({keys}): {error}") from None
+
+
+def _decode(config: DataConfig, split: str) -> SegmentationArrays:
+    if config.dataset in ("shapes", "known_truth"):
+        return _generate(config, split)
     root = resolve_root(config.root, config.dataset)
     if config.dataset == "lfw":
         return load_lfw_parts(root, split, config.size)
@@ -82,6 +90,10 @@ def load_split(config: DataConfig, split: str) -> SegmentationArrays:
     decoding = config.model_dump(
         exclude={"batch_size", "num_workers", "flip", "noise", "mean", "std", "cache_dir"}
     )
+    if Path(config.cache_dir).exists() and not Path(config.cache_dir).is_dir():
+        raise NotADirectoryError(
+            f"data.cache_dir {config.cache_dir} is a file; expected a folder for decoded splits"
+        )
     key = hashlib.sha1(json.dumps(decoding, sort_keys=True).encode()).hexdigest()[:12]
     path = Path(config.cache_dir) / f"{config.dataset}_{split}_{config.size}_{key}.npz"
     if path.is_file():

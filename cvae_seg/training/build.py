@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
+
 from cvae_seg.config import Config
 from cvae_seg.models import ConditionalGenerativeModel
 from cvae_seg.registry import builder_parameters, is_model, list_models
@@ -48,6 +50,24 @@ def build_model(config: Config, num_classes: int) -> ConditionalGenerativeModel:
     """The model that a config describes, for a data set of ``num_classes`` classes."""
     kwargs = model_kwargs(config, num_classes)
     try:
-        return create_registered_model(config.model.arch, **kwargs)
+        model = create_registered_model(config.model.arch, **kwargs)
     except (TypeError, ValueError) as error:  # say that the model section of the config is wrong
         raise ValueError(f"model (arch {config.model.arch!r}): {error}") from error
+    _check_input_size(model, config)
+    return model
+
+
+def _check_input_size(model: ConditionalGenerativeModel, config: Config) -> None:
+    """Refuse a data.size that the smp architecture cannot take (most need a multiple of
+    their output stride; smp 0.6's Unet takes any side) now, rather than at the first batch
+    with smp's RuntimeError."""
+    check = getattr(getattr(model, "backbone", None), "check_input_shape", None)
+    if check is None:
+        return
+    size = config.data.size
+    try:
+        check(torch.empty(1, 1, size, size, device="meta"))  # reads the shape alone
+    except RuntimeError as error:
+        raise ValueError(
+            f"data.size={size}: arch {config.model.arch!r} cannot take it ({error})"
+        ) from None

@@ -124,6 +124,16 @@ def _check_work_dir(work_dir: Path) -> None:
         remove_stale_temporaries(folder)
 
 
+def _check_batch_fits(items: int, batch: int) -> None:
+    """Refuse a batch larger than the training set, naming the setting (the sampler's own
+    check would be a bug's traceback on the command line)."""
+    if items < batch:
+        raise ValueError(
+            f"data.batch_size={batch} is more than the {items} items of the training set; "
+            "lower data.batch_size or give more data"
+        )
+
+
 def _record_config(work_dir: Path, config: Config) -> None:
     """config.yaml: the resolved config, written once the run has accepted it (a resume
     that refuses the config leaves the record of the run it refused to continue)."""
@@ -356,6 +366,7 @@ def train(
     _restore(run, state, resume)
     run.train_model = wrap_for_processes(run.model, config, torch_device)
     seed, workers = config.train.seed, config.data.num_workers
+    _check_batch_fits(len(run.train_set), global_batch)
     run.sampler = StepSampler(
         len(run.train_set), global_batch, seed, run.step, distributed.rank(), world
     )
