@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import DEMO_CONFIG, TINY_DEMO
 from helpers.layouts import write_coco, write_cub, write_lfw
 
 import cvae_seg
@@ -24,18 +25,9 @@ from cvae_seg import cli
 from cvae_seg.training import load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
-DEMO = str(ROOT / "configs" / "demo.yaml")
-TINY = [
-    "data.size=32",
-    "data.batch_size=2",
-    "data.num_workers=0",
-    "data.shapes_train=8",
-    "data.shapes_val=4",
-    "eval.batch_size=4",
-    "eval.num_samples=2",
-    "train.max_steps=2",
-    "train.eval_interval=2",
-]
+DEMO = str(DEMO_CONFIG)
+TINY = [*TINY_DEMO, "train.max_steps=2", "train.eval_interval=2"]  # a run of two updates
+SMALL_DATA = "data.batch_size=2"  # the LFW, CUB and COCO trees hold a few images per split
 
 
 # ------------------------------------------------------------------------------ helpers
@@ -88,7 +80,7 @@ def lfw_checkpoint(tmp_path_factory) -> Path:
     """last.pt of a two-update run on a tiny LFW tree: 3 classes (background, skin, hair)."""
     base = tmp_path_factory.mktemp("lfw_run")
     root = write_lfw(base / "lfw")
-    data = ["data.dataset=lfw", f"data.root={root}", "data.noise=0"]
+    data = ["data.dataset=lfw", f"data.root={root}", SMALL_DATA]
     cli.run(["train", DEMO, *TINY, *data, "--work-dir", str(base / "work"), "--quiet"])
     return base / "work" / "last.pt"
 
@@ -190,7 +182,7 @@ DATA_SETTINGS = {
     ),
     "batch_above_the_data": (
         ["data.batch_size=64"],
-        ["data.batch_size=64 is more than the 8 items of the training set"],
+        ["data.batch_size=64 is more than the 24 items of the training set"],
     ),
     "known_truth_side": (
         ["data.dataset=known_truth", "data.size=30"],
@@ -414,7 +406,7 @@ DATA = {
 def test_broken_data_set(case, tmp_path, capsys):
     dataset, breaker, names = DATA[case]
     root = breaker(case.split("_", 1)[1], tmp_path)
-    argv = ["train", DEMO, *TINY, f"data.dataset={dataset}", f"data.root={root}", "--quiet"]
+    argv = ["train", DEMO, *TINY, f"data.dataset={dataset}", f"data.root={root}", SMALL_DATA]
     _refused(capsys, argv, names)
 
 
@@ -440,7 +432,7 @@ def test_no_data_root_at_all_says_how_to_set_and_fetch_one(capsys):
 @pytest.mark.parametrize("command", ["evaluate", "visualize"])
 def test_a_3_class_checkpoint_on_2_class_data(command, lfw_checkpoint, capsys):
     """Scores named iou_skin and iou_hair on shapes data would look believable: refused."""
-    argv = [command, DEMO, lfw_checkpoint, *TINY[:5], "--device", "cpu"]
+    argv = [command, DEMO, lfw_checkpoint, *TINY_DEMO, "--device", "cpu"]
     names = ["predicts the classes ['background', 'skin', 'hair']", "['background', 'object']"]
     _refused(capsys, argv, names)
 
@@ -489,7 +481,7 @@ CHECKPOINTS = {
 @pytest.mark.parametrize("case", sorted(CHECKPOINTS))
 def test_unusable_checkpoint(case, demo_run, tmp_path, capsys):
     make, names = CHECKPOINTS[case]
-    _refused(capsys, ["evaluate", DEMO, make(demo_run, tmp_path), *TINY[:5]], names)
+    _refused(capsys, ["evaluate", DEMO, make(demo_run, tmp_path), *TINY_DEMO], names)
 
 
 # ------------------------------------------------------------------- non-finite stops
@@ -666,13 +658,14 @@ def test_process_tool_bad_override():
 
 
 def test_process_tool_3_class_checkpoint(lfw_checkpoint):
-    result = _run(DEMO, lfw_checkpoint, *TINY[:5], "--device", "cpu", launcher=TOOL_EVALUATE)
+    result = _run(DEMO, lfw_checkpoint, *TINY_DEMO, "--device", "cpu", launcher=TOOL_EVALUATE)
     _one_line_no_traceback(result, 2, ["['background', 'skin', 'hair']"])
 
 
 def test_process_tool_truncated_image(tmp_path):
     root = _broken_lfw("truncated_jpeg", tmp_path)
     argv = [DEMO, *TINY, "data.dataset=lfw", f"data.root={root}", "--work-dir", tmp_path / "w"]
+    argv.append(SMALL_DATA)
     result = _run(*argv, launcher=TOOL_TRAIN)
     _one_line_no_traceback(result, 2, ["Ann_Lee_0001.jpg cannot be decoded"])
 
