@@ -1,0 +1,209 @@
+"""`SegmentationModel`: what every model around an smp backbone shares, whatever its head.
+
+The user's model stays intact as ``model.backbone``. One backbone pass gives the decoder
+features d (the input of its ``segmentation_head``, caught with a forward hook, which works
+whatever the decoder's call signature) and the logits s(x). The heads (the paper's CVAE and
+the peers in `cvae_seg.models.peers`) differ in what they put on top; they share the input
+checks, the categorical p(y|x,z) per pixel with ``ignore_index``, the one-hot recognition
+input and the description that saves and rebuilds them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+from cvae_seg.likelihood import log_mean_exp
+from cvae_seg.models.base import ConditionalGenerativeModel
+from cvae_seg.modules.multiscale import one_hot_labels, pixel_nll
+from cvae_seg.registry import is_model
+
+__all__ = ["SegmentationModel", "check_image", "check_labels"]
+
+
+class SegmentationModel(ConditionalGenerativeModel):
+    """Base class of the heads around an smp backbone: categorical p(y|x,z) per pixel.
+
+    Subclasses set ``head_name`` (their name in ``create_model(..., head=...)``) and
+    ``head_config`` (their own constructor arguments), and implement `_encode` / `_decode`.
+    """
+
+    head_name = "cvae"
+    head_config: dict[str, Any]
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        objective: str,
+        *,
+        alpha: float = 0.5,
+        kl_weight: float = 1.0,
+        importance_samples: int = 1,
+        elbo_share: float = 0.0,
+        ignore_index: int | None = None,
+        probe_size: int = 128,
+    ) -> None:
+        super().__init__(objective, alpha, kl_weight, importance_samples, elbo_share)
+        if not hasattr(backbone, "segmentation_head"):
+            raise TypeError(
+                f"backbone {type(backbone).__name__} has no `segmentation_head`; expected an "
+                "smp model (smp.create_model) or a cvae_seg architecture"
+            )
+        if not isinstance(probe_size, int) or probe_size < 1:
+            raise ValueError(f"probe_size must be a positive integer, got {probe_size!r}")
+        self.backbone = backbone
+        self.ignore_index = ignore_index
+        self.in_channels = _first_conv(backbone).in_channels
+        self.feature_channels, self.num_classes = _probe_backbone(self, probe_size)
+        if self.num_classes < 2:
+            raise ValueError(
+                "the backbone predicts 1 class; cvae_seg models a categorical p(y|x,z): build "
+                "the backbone with classes=2 for binary segmentation"
+            )
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """What rebuilds this model: ``cvae_seg.create_model(**model.config)``.
+
+        The backbone is described by its class name and its ``config`` (the constructor
+        arguments that smp models keep); its weights come from the saved file, never a download.
+        """
+        arch, backbone_kwargs = describe_backbone(self.backbone)
+        # the default head goes unnamed, so builders of CVAEs alone need no `head` argument
+        head = {} if self.head_name == "cvae" else {"head": self.head_name}
+        return {"arch": arch, **backbone_kwargs, **head, "objective": self.objective,
+                **self.head_config}  # fmt: skip
+
+    # ----------------------------------------------------------------- shared computation
+    def _run_backbone(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(logits s(x), decoder features d) of one backbone pass."""
+        return run_backbone(self.backbone, x)
+
+    def _check_input(self, x: torch.Tensor) -> None:
+        check_image(x, self.in_channels, next(self.backbone.parameters()).dtype)
+
+    def _target(self, y: torch.Tensor, x: torch.Tensor | None = None) -> torch.Tensor:
+        if x is not None:
+            self._check_input(x)
+        return check_labels(y, x, self.num_classes, self.ignore_index)
+
+    def _output_nll(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return pixel_nll(logits, y, self.ignore_index)
+
+    def _scored(self, y: torch.Tensor) -> torch.Tensor:
+        if self.ignore_index is None:
+            return super()._scored(y)
+        return (y != self.ignore_index).flatten(1).sum(1).float()
+
+    def _recognition_input(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return torch.cat([x, one_hot_labels(y, self.num_classes, self.ignore_index)], 1)
+
+    def _average_samples(self, samples: torch.Tensor) -> torch.Tensor:
+        """Log of the mean class probabilities (log-probabilities serve as logits)."""
+        return log_mean_exp(torch.log_softmax(samples, dim=2), dim=0)
+
+
+# --------------------------------------------------------------------------- helpers
+def run_backbone(backbone: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logits, the input of ``backbone.segmentation_head``) of one forward pass."""
+    captured: list[torch.Tensor] = []
+    hook = backbone.segmentation_head.register_forward_hook(
+        lambda _module, inputs, _output: captured.append(inputs[0])
+    )
+    try:
+        logits = backbone(x)
+    finally:
+        hook.remove()
+    if isinstance(logits, tuple | list):  # smp models with aux_params return (masks, labels)
+        logits = logits[0]
+    return logits, captured[-1]
+
+
+def _first_conv(backbone: nn.Module) -> nn.Conv2d:
+    for module in backbone.modules():
+        if isinstance(module, nn.Conv2d):
+            return module
+    raise TypeError(f"backbone {type(backbone).__name__} has no Conv2d to read in_channels from")
+
+
+def _probe_backbone(model: SegmentationModel, size: int) -> tuple[int, int]:
+    """One dry run on zeros: the decoder's channel count and the number of classes."""
+    backbone = model.backbone
+    parameter = next(backbone.parameters())
+    probe = torch.zeros(1, model.in_channels, size, size, device=parameter.device)
+    was_training = backbone.training
+    backbone.eval()
+    try:
+        with torch.no_grad():
+            logits, features = run_backbone(backbone, probe)
+    except Exception as error:
+        raise RuntimeError(
+            f"the dry run of {type(backbone).__name__} on a {size}x{size} input failed ({error}); "
+            "pass a probe_size that the architecture accepts"
+        ) from error
+    finally:
+        backbone.train(was_training)
+    return features.shape[1], logits.shape[1]
+
+
+def describe_backbone(backbone: nn.Module) -> tuple[str, dict[str, Any]]:
+    """(registered name, constructor arguments) of a backbone that keeps its ``config``."""
+    arch = type(backbone).__name__
+    kwargs = getattr(backbone, "config", None)
+    if not is_model(arch) or not isinstance(kwargs, Mapping):
+        raise ValueError(
+            f"backbone {arch} cannot be rebuilt from a config: its class is not a registered "
+            f"model (cvae_seg.list_models()) or keeps no `config` of its constructor arguments "
+            f"(smp models do); register a builder with @cvae_seg.register_model, or save "
+            f"model.state_dict() yourself"
+        )
+    kwargs = dict(kwargs)
+    if "encoder_weights" in kwargs:
+        kwargs["encoder_weights"] = None  # the saved weights replace any pretrained ones
+    return arch, kwargs
+
+
+def check_image(x: torch.Tensor, in_channels: int, weight_dtype: torch.dtype) -> None:
+    """Refuse what is not a (B, in_channels, H, W) float batch of the weights' dtype."""
+    if not isinstance(x, torch.Tensor) or x.ndim != 4 or x.shape[1] != in_channels:
+        shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+        raise ValueError(f"x must be (B, {in_channels}, H, W) images, got {shape}")
+    if not x.is_floating_point():
+        raise TypeError(
+            f"x must be a floating-point image tensor, got {x.dtype}; convert uint8 images "
+            "with x.float() / 255 (and normalise them as in training)"
+        )
+    if x.dtype != weight_dtype and not torch.is_autocast_enabled(x.device.type):
+        raise TypeError(
+            f"x is {x.dtype} but the model's weights are {weight_dtype}; convert with "
+            f"x.to({weight_dtype}) (or the model with model.to({x.dtype}))"
+        )
+
+
+def check_labels(
+    y: torch.Tensor, x: torch.Tensor | None, classes: int, ignore_index: int | None
+) -> torch.Tensor:
+    """Validate (B, H, W) integer labels (against x when given); return them as int64."""
+    if not isinstance(y, torch.Tensor) or y.ndim != 3:
+        shape = tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__
+        raise ValueError(f"y must be (B, H, W) class labels, got {shape}")
+    if x is not None and (y.shape[0] != x.shape[0] or y.shape[-2:] != x.shape[-2:]):
+        raise ValueError(
+            f"y must be (B, H, W) labels matching x {tuple(x.shape)}, got shape {tuple(y.shape)}"
+        )
+    if y.dtype not in (torch.int64, torch.int32, torch.uint8, torch.int16):
+        raise TypeError(f"y must hold integer class labels, got dtype {y.dtype}")
+    y = y.long()
+    valid = (y >= 0) & (y < classes)
+    if ignore_index is not None:
+        valid |= y == ignore_index
+    if not bool(valid.all()):
+        bad = y[~valid]
+        raise ValueError(
+            f"y holds {bad.numel()} label(s) outside 0..{classes - 1} (ignore_index "
+            f"{ignore_index}), e.g. {int(bad[0])}; the model was built with classes={classes}"
+        )
+    return y
