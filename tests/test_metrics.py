@@ -165,7 +165,7 @@ def test_ged_empty_mask_policy_and_identity():
     distance = metrics.pairwise_iou_distance(empty[:1], empty[:1], C, empty_distance=1.0)
     assert float(distance) == 1.0
     same = torch.randint(0, C, (1, 2, 5, 5)).expand(3, -1, -1, -1)
-    torch.testing.assert_close(metrics.sample_diversity(same, C), torch.zeros(2))
+    torch.testing.assert_close(metrics.sample_diversity(same, C), torch.zeros(2).double())
     accumulator = metrics.GeneralizedEnergyDistance(C)
     accumulator.update(same, same[:1])
     assert float(accumulator.compute()) == pytest.approx(0.0)

@@ -10,7 +10,11 @@ __all__ = ["ImageMean"]
 
 
 class ImageMean:
-    """Mean of a per-image score over every image fed to `update`."""
+    """Mean of a per-image score over every image fed to `update`.
+
+    A NaN score means the image had nothing to score (every pixel ignored, say): it is left
+    out of the mean and counted in ``skipped``. `compute` is NaN when no image counted.
+    """
 
     def __init__(self) -> None:
         self.reset()
@@ -18,11 +22,15 @@ class ImageMean:
     def reset(self) -> None:
         self.total = 0.0
         self.count = 0
+        self.skipped = 0
 
     def add(self, per_image: torch.Tensor) -> None:
-        """Count the per-image scores (any shape; one score per element)."""
-        self.total += float(per_image.double().sum())
-        self.count += per_image.numel()
+        """Count the per-image scores (any shape; one score per element; NaN skipped)."""
+        scores = per_image.detach().double().flatten()
+        defined = ~torch.isnan(scores)
+        self.total += float(scores[defined].sum())
+        self.count += int(defined.sum())
+        self.skipped += int((~defined).sum())
 
     def compute(self) -> torch.Tensor:
         return torch.tensor(self.total / self.count if self.count else float("nan"))
@@ -30,6 +38,6 @@ class ImageMean:
     def sync(self) -> None:
         """Pool the images of every torchrun process (a no-op in a single process)."""
         summed = distributed.all_reduce_sum(
-            torch.tensor([self.total, self.count], dtype=torch.float64)
+            torch.tensor([self.total, self.count, self.skipped], dtype=torch.float64)
         )
-        self.total, self.count = float(summed[0]), int(summed[1])
+        self.total, self.count, self.skipped = float(summed[0]), int(summed[1]), int(summed[2])

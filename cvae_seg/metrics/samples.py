@@ -11,9 +11,11 @@ Conventions, stated once:
   counting a label absent from both maps as IoU 1).
 - A pair in which neither map has a foreground pixel is at ``empty_distance`` (default 0:
   two empty maps agree); an empty map against a non-empty one is at distance 1.
-- ``valid`` (B, H, W) bool restricts every distance of image b to its valid pixels; GED
-  derives it from the references and ``ignore_index`` (a pixel that any reference marks
-  ``ignore_index`` is left out of every distance of that image).
+- ``valid`` (B, H, W) bool restricts every distance of image b to its valid pixels. With
+  ``ignore_index``, GED and diversity derive it from the references: a pixel that any
+  reference marks ``ignore_index`` is left out of every distance of that image (diversity
+  needs the references passed for that). An image with no pixel left scores NaN, and the
+  accumulators leave it out of their mean.
 - GED is D^2 = 2 E[d(S, Y)] - E[d(S, S')] - E[d(Y, Y')], the expectations over the
   empirical distributions: every ordered pair, self-pairs included (the plug-in estimate,
   as the Probabilistic U-Net and PHiSeg evaluations compute it), the references weighted
@@ -29,6 +31,7 @@ from __future__ import annotations
 
 import torch
 
+from cvae_seg.metrics import _checks as checks
 from cvae_seg.metrics.base import ImageMean
 
 __all__ = [
@@ -45,12 +48,30 @@ def _one_hot_foreground(
 ) -> torch.Tensor:
     """(N, B, H, W) -> (N, B, P, K) float indicators of the K foreground classes."""
     classes = [c for c in range(num_classes) if c != background]
-    if not classes:
-        raise ValueError(f"num_classes={num_classes} with background={background} leaves no class")
     indicators = torch.stack([maps == c for c in classes], -1)
     if valid is not None:
         indicators = indicators & valid[None, ..., None]
     return indicators.flatten(2, -2).float()
+
+
+def _iou_distance(
+    first: torch.Tensor,
+    second: torch.Tensor,
+    num_classes: int,
+    background: int | None,
+    empty_distance: float,
+    valid: torch.Tensor | None,
+) -> torch.Tensor:
+    """The computation of `pairwise_iou_distance`, on arguments already checked."""
+    a = _one_hot_foreground(first, num_classes, background, valid)  # N, B, P, K
+    b = _one_hot_foreground(second, num_classes, background, valid)
+    intersection = torch.einsum("nbpk,mbpk->nmbk", a, b)
+    union = a.sum(2).unsqueeze(1) + b.sum(2).unsqueeze(0) - intersection
+    present = union > 0
+    iou = torch.where(present, intersection / union.clamp_min(1), 0.0)
+    count = present.sum(-1)
+    mean = iou.sum(-1) / count.clamp_min(1)
+    return torch.where(count > 0, 1.0 - mean, empty_distance)
 
 
 def pairwise_iou_distance(
@@ -67,21 +88,9 @@ def pairwise_iou_distance(
     pair; a pair in which neither map has such a class is at ``empty_distance``. Only the
     pixels where ``valid`` (B, H, W) is True count, when it is given.
     """
-    if first.shape[1:] != second.shape[1:]:
-        raise ValueError(
-            f"sample sets must share (B, H, W), got {tuple(first.shape)} and {tuple(second.shape)}"
-        )
-    if valid is not None and valid.shape != first.shape[1:]:
-        raise ValueError(f"valid must be (B, H, W) = {tuple(first.shape[1:])}, got {valid.shape}")
-    a = _one_hot_foreground(first, num_classes, background, valid)  # N, B, P, K
-    b = _one_hot_foreground(second, num_classes, background, valid)
-    intersection = torch.einsum("nbpk,mbpk->nmbk", a, b)
-    union = a.sum(2).unsqueeze(1) + b.sum(2).unsqueeze(0) - intersection
-    present = union > 0
-    iou = torch.where(present, intersection / union.clamp_min(1), 0.0)
-    count = present.sum(-1)
-    mean = iou.sum(-1) / count.clamp_min(1)
-    return torch.where(count > 0, 1.0 - mean, empty_distance)
+    checks.sample_sets(first, second, num_classes, background, names=("first", "second"))
+    checks.valid_mask(valid, first.shape[1:])
+    return _iou_distance(first, second, num_classes, background, empty_distance, valid)
 
 
 def _reference_weights(weights: torch.Tensor | None, count: int, batch: int) -> torch.Tensor:
@@ -96,6 +105,14 @@ def _reference_weights(weights: torch.Tensor | None, count: int, batch: int) -> 
     if (weights < 0).any() or not torch.allclose(weights.sum(0), torch.ones(batch).double()):
         raise ValueError("reference_weights must be non-negative and sum to 1 over R")
     return weights
+
+
+def _nothing_to_score(scores: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
+    """NaN for the images (B,) that have no valid pixel left: there is nothing to score."""
+    if valid is None:
+        return scores
+    empty = ~valid.flatten(1).any(1).to(scores.device)
+    return scores.masked_fill(empty, float("nan"))
 
 
 def generalized_energy_distance(
@@ -114,22 +131,23 @@ def generalized_energy_distance(
     samples (S, B, H, W) from the model, references (R, B, H, W) from the data (R may be 1).
     Every expectation runs over all ordered pairs, self-pairs included; the references are
     weighted by ``reference_weights`` ((R,) or (R, B), summing to 1 over R; uniform when
-    None). Pixels that any reference marks ``ignore_index`` count in no distance.
+    None). Pixels that any reference marks ``ignore_index`` count in no distance; an image
+    with no pixel left scores NaN.
     """
-    valid = None
-    if ignore_index is not None:
-        valid = (references != ignore_index).all(0)
+    checks.sample_sets(samples, references, num_classes, background, ignore_index)
+    weights = _reference_weights(reference_weights, references.shape[0], references.shape[1])
+    valid = checks.valid_pixels(references, ignore_index)
+    weights = weights.to(samples.device)
     options = dict(
         num_classes=num_classes, background=background, empty_distance=empty_distance, valid=valid
     )
-    weights = _reference_weights(reference_weights, references.shape[0], references.shape[1])
-    weights = weights.to(samples.device)
-    cross = pairwise_iou_distance(samples, references, **options).double()  # (S, R, B)
-    within_s = pairwise_iou_distance(samples, samples, **options).double()
-    within_r = pairwise_iou_distance(references, references, **options).double()
+    cross = _iou_distance(samples, references, **options).double()  # (S, R, B)
+    within_s = _iou_distance(samples, samples, **options).double()
+    within_r = _iou_distance(references, references, **options).double()
     expected_cross = (cross * weights[None]).sum(1).mean(0)
     expected_r = torch.einsum("rb,rqb,qb->b", weights, within_r, weights)
     squared_distance = 2 * expected_cross - within_s.mean((0, 1)) - expected_r
+    squared_distance = _nothing_to_score(squared_distance, valid)
     return squared_distance if squared else squared_distance.clamp_min(0).sqrt()
 
 
@@ -139,20 +157,28 @@ def sample_diversity(
     background: int | None = 0,
     empty_distance: float = 0.0,
     valid: torch.Tensor | None = None,
+    references: torch.Tensor | None = None,
+    ignore_index: int | None = None,
 ) -> torch.Tensor:
-    """Mean distance between distinct samples of the same image, (B,); 0 for one sample.
+    """Mean distance between distinct samples of the same image, (B,) float64.
 
     The mean runs over the S (S - 1) ordered pairs i != j: a sample is never compared with
-    itself, so two empty maps add ``empty_distance`` once per pair of distinct samples.
+    itself, so two empty maps add ``empty_distance`` once per pair of distinct samples; one
+    sample scores 0. Only the pixels where ``valid`` (B, H, W) is True count; with
+    ``ignore_index``, also only those that no map of ``references`` (R, B, H, W) marks
+    ``ignore_index`` (the pixels GED scores). An image with no pixel left scores NaN.
     """
+    checks.sample_sets(samples, references, num_classes, background, ignore_index)
+    checks.valid_mask(valid, samples.shape[1:])
+    valid = checks.valid_pixels(references, ignore_index, valid)
     count = samples.shape[0]
     if count < 2:
-        return torch.zeros(samples.shape[1], device=samples.device)
-    distances = pairwise_iou_distance(
-        samples, samples, num_classes, background, empty_distance, valid
-    )
+        zeros = torch.zeros(samples.shape[1], dtype=torch.float64, device=samples.device)
+        return _nothing_to_score(zeros, valid)
+    distances = _iou_distance(samples, samples, num_classes, background, empty_distance, valid)
+    distances = distances.double()
     off_diagonal = distances.sum((0, 1)) - distances.diagonal(dim1=0, dim2=1).sum(-1)
-    return off_diagonal / (count * (count - 1))
+    return _nothing_to_score(off_diagonal / (count * (count - 1)), valid)
 
 
 class GeneralizedEnergyDistance(ImageMean):
@@ -194,16 +220,29 @@ class GeneralizedEnergyDistance(ImageMean):
 class SampleDiversity(ImageMean):
     """Mean distance between distinct samples of one image, averaged over images.
 
-    ``update(samples (S, B, H, W), valid=None)``.
+    ``update(samples (S, B, H, W), valid=None, references=None)``; ``references`` are needed
+    only with ``ignore_index`` (conventions of `sample_diversity`).
     """
 
     def __init__(
-        self, num_classes: int, background: int | None = 0, empty_distance: float = 0.0
+        self,
+        num_classes: int,
+        background: int | None = 0,
+        empty_distance: float = 0.0,
+        ignore_index: int | None = None,
     ) -> None:
         self.options = dict(
-            num_classes=num_classes, background=background, empty_distance=empty_distance
+            num_classes=num_classes,
+            background=background,
+            empty_distance=empty_distance,
+            ignore_index=ignore_index,
         )
         super().__init__()
 
-    def update(self, samples: torch.Tensor, valid: torch.Tensor | None = None) -> None:
-        self.add(sample_diversity(samples, valid=valid, **self.options))
+    def update(
+        self,
+        samples: torch.Tensor,
+        valid: torch.Tensor | None = None,
+        references: torch.Tensor | None = None,
+    ) -> None:
+        self.add(sample_diversity(samples, valid=valid, references=references, **self.options))
