@@ -175,11 +175,16 @@ class CheckpointSaver:
 
     def save(self, state: dict[str, Any], model: Any, improved: bool) -> None:
         """Write ``state`` (with this saver's best and count) as last.pt and, when
-        ``improved``, as best.pt plus ``model.save_pretrained`` into pretrained/."""
+        ``improved``, as best.pt plus ``model.save_pretrained`` into pretrained/.
+
+        last.pt comes last: it records this evaluation as the best so far, so a run killed
+        after it but before best.pt would resume believing best.pt written and never write
+        it. Killed before it, the run resumes from the previous last.pt and writes all three
+        again.
+        """
         if not self.write:
             return
         state = {**state, **self.state_dict()}
-        save_checkpoint(self.last_path, state)
         if improved:
             save_checkpoint(self.work_dir / "best.pt", state)
             model.save_pretrained(
@@ -188,3 +193,4 @@ class CheckpointSaver:
                 classes=state.get("classes"),
                 metrics=state.get("metrics"),
             )
+        save_checkpoint(self.last_path, state)
