@@ -72,7 +72,9 @@ class ModelConfig(_Section):
 class DataConfig(_Section):
     """Which data set, where, and how it is augmented and batched."""
 
-    dataset: Literal["lfw", "cub", "coco", "shapes", "known_truth", "mnist"] = "shapes"
+    dataset: Literal["lfw", "cub", "coco", "multi_annotator", "shapes", "known_truth", "mnist"] = (
+        "shapes"
+    )
     root: str | None = None  # default: $CVAE_SEG_DATA/<dataset>
     size: int = Field(128, ge=8)
     batch_size: int = Field(32, ge=1)
@@ -107,6 +109,12 @@ class DataConfig(_Section):
     shapes_modes: tuple[float, ...] = (0.5, 0.3, 0.2)
     # known_truth: the probabilities of its K hidden parts (K = 1-8; size a multiple of 8)
     known_truth_modes: tuple[float, ...] = (0.4, 0.3, 0.2, 0.1)
+    # known_truth: annotations per image, each drawn from the image's true distribution (the
+    # first is its label); > 1 trains on one drawn per step and scores against all of them
+    known_truth_annotators: int = Field(1, ge=1)
+    # known_truth: the share of the 336 layouts reserved for the test split (never drawn in
+    # train or val); 0: off, as the published numbers were made
+    known_truth_holdout: float = Field(0.0, ge=0, lt=1)
 
 
 class TrainConfig(_Section):

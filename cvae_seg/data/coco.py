@@ -3,6 +3,13 @@
 Categories become classes 1..K in the order given (default: sorted category ids); class 0 is
 background. Later (smaller) annotations are painted over larger ones; crowd regions are
 marked ``ignore_index`` so that they count in no loss or metric.
+
+Several annotators: when the annotations carry an annotator id (``"annotator"``, or
+``"attributes": {"annotator": ...}`` as CVAT exports it), each image gets one label map per
+annotator found anywhere in the file (ids in sorted order) and the arrays hold them as
+``annotations`` (N, A, H, W); ``labels`` is the first annotator's. An annotator with no
+annotation on an image has marked nothing there: an all-background map. Either every
+annotation names its annotator or none does.
 """
 
 from __future__ import annotations
@@ -10,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import io
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -50,33 +58,84 @@ def load_coco(
     class_of = {cat: index + 1 for index, cat in enumerate(category_ids)}
     names = [c["name"] for c in coco.loadCats(category_ids)]
 
+    annotators = _annotators(coco.dataset.get("annotations", []), annotation_file)
+    ignore = ignore_index
     images, labels, files = [], [], []
     for image_id in sorted(coco.getImgIds()):
         info = coco.loadImgs(image_id)[0]
         path = image_dir / info["file_name"]
         if not path.is_file():
             raise FileNotFoundError(f"COCO image {path} (id {image_id}) is missing")
-        label = np.zeros((info["height"], info["width"]), dtype=np.uint8)
         annotations = coco.loadAnns(coco.getAnnIds(imgIds=image_id, iscrowd=None))
-        for annotation in sorted(annotations, key=lambda a: -a.get("area", 0)):
-            if annotation["category_id"] not in class_of:
-                continue
-            region = coco.annToMask(annotation) > 0
-            label[region] = (
-                ignore_index if annotation.get("iscrowd") else class_of[annotation["category_id"]]
-            )
+        shape = (info["height"], info["width"])
+        maps = [
+            _paint(coco, [a for a in annotations if _annotator(a) == who], shape, class_of, ignore)
+            for who in annotators or [None]
+        ]
         image = decode_image(path)
         if image.size != (info["width"], info["height"]):
             raise ValueError(
                 f"COCO image {path} is {image.size[0]}x{image.size[1]} but {annotation_file} "
                 f"says {info['width']}x{info['height']}"
             )
-        image_array, label_array = resize_pair(image, Image.fromarray(label), size)
-        images.append(image_array)
-        labels.append(label_array)
+        images.append(resize_pair(image, Image.fromarray(maps[0]), size)[0])
+        labels.append(np.stack([_resize_label(m, size) for m in maps]))
         files.append(info["file_name"])
     if not images:
         raise ValueError(f"{annotation_file} has no images")
+    stacked = np.stack(labels)
     return SegmentationArrays(
-        np.stack(images), np.stack(labels), ("background", *names), tuple(files)
+        np.stack(images),
+        stacked[:, 0].copy(),
+        ("background", *names),
+        tuple(files),
+        stacked if annotators else None,
     )
+
+
+def _resize_label(label: np.ndarray, size: int) -> np.ndarray:
+    """Nearest-neighbour resize, as `resize_pair` does to labels."""
+    return np.asarray(Image.fromarray(label).resize((size, size), Image.Resampling.NEAREST))
+
+
+def _annotator(annotation: dict[str, Any]) -> Any:
+    """The annotation's annotator id, or None."""
+    if "annotator" in annotation:
+        return annotation["annotator"]
+    attributes = annotation.get("attributes")
+    return attributes.get("annotator") if isinstance(attributes, dict) else None
+
+
+def _annotators(annotations: list[dict[str, Any]], annotation_file: Path) -> list[Any]:
+    """The annotator ids of a file, sorted (numbers numerically); [] when none is given."""
+    ids = [_annotator(a) for a in annotations]
+    missing = [a.get("id") for a, who in zip(annotations, ids, strict=True) if who is None]
+    if len(missing) == len(ids):
+        return []
+    if missing:
+        raise ValueError(
+            f"{annotation_file}: annotations {missing[:5]} have no annotator id while others "
+            'do; expected an "annotator" (or attributes.annotator) on every annotation'
+        )
+    unique = set(ids)
+    numeric = all(isinstance(who, int | float) and not isinstance(who, bool) for who in unique)
+    return sorted(unique) if numeric else sorted(unique, key=str)
+
+
+def _paint(
+    coco: Any,
+    annotations: list[dict[str, Any]],
+    shape: tuple[int, int],
+    class_of: dict[int, int],
+    ignore_index: int,
+) -> np.ndarray:
+    """One label map (H, W) uint8: larger annotations first, crowds as ``ignore_index``."""
+    label = np.zeros(shape, dtype=np.uint8)
+    for annotation in sorted(annotations, key=lambda a: -a.get("area", 0)):
+        if annotation["category_id"] not in class_of:
+            continue
+        region = coco.annToMask(annotation) > 0
+        label[region] = (
+            ignore_index if annotation.get("iscrowd") else class_of[annotation["category_id"]]
+        )
+    return label

@@ -6,6 +6,10 @@ item can carry its own augmentation seed, handed out by the training sampler
 (`cvae_seg.training.StepSampler`) as an (index, seed) pair: the same step then sees the same
 augmented batch whatever the number of workers, and a resumed run sees what the
 uninterrupted run would have.
+
+Data with several annotations per image (``SegmentationArrays.annotations``, (N, A, H, W))
+train on one annotation per image and step, chosen by `annotator_for_seed` from that same
+seed, and evaluate against all of them (the item's ``masks``).
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ __all__ = [
     "DATA_ROOT_ENV",
     "ArraySegmentationDataset",
     "SegmentationArrays",
+    "annotator_for_seed",
     "build_transform",
     "decode_image",
     "resize_pair",
@@ -42,18 +47,38 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 @dataclass
 class SegmentationArrays:
-    """A decoded split: images (N, H, W, 3) uint8, labels (N, H, W) uint8, class names."""
+    """A decoded split: images (N, H, W, 3) uint8, labels (N, H, W) uint8, class names.
+
+    ``annotations`` (N, A, H, W) uint8, when the data has A annotations per image: the label
+    maps of its A annotators, in a fixed order; ``labels`` is then the first of them.
+    """
 
     images: np.ndarray
     labels: np.ndarray
     classes: tuple[str, ...]
     names: tuple[str, ...] = ()
+    annotations: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if self.images.shape[:3] != self.labels.shape:
             raise ValueError(
                 f"images {self.images.shape} and labels {self.labels.shape} do not match"
             )
+        if self.annotations is None:
+            return
+        shape = self.annotations.shape
+        if len(shape) != 4 or shape[0] != len(self.labels) or shape[2:] != self.labels.shape[1:]:
+            raise ValueError(
+                f"annotations {shape} do not match labels {self.labels.shape}; expected "
+                "(N, A, H, W) with A >= 1"
+            )
+        if shape[1] < 1 or not np.array_equal(self.annotations[:, 0], self.labels):
+            raise ValueError("labels must be the first annotation of each image")
+
+    @property
+    def num_annotators(self) -> int:
+        """A: annotations per image (1 for data with one label map per image)."""
+        return 1 if self.annotations is None else self.annotations.shape[1]
 
     def save(self, path: str | os.PathLike) -> None:
         """Write to a compressed .npz atomically (for caches and for carrying to a GPU)."""
@@ -65,6 +90,7 @@ class SegmentationArrays:
                 labels=self.labels,
                 classes=np.array(self.classes),
                 names=np.array(self.names),
+                **({} if self.annotations is None else {"annotations": self.annotations}),
             ),
         )
 
@@ -76,6 +102,7 @@ class SegmentationArrays:
                 data["labels"],
                 tuple(str(c) for c in data["classes"]),
                 tuple(str(n) for n in data["names"]),
+                data.get("annotations"),
             )
 
 
@@ -146,16 +173,46 @@ def build_transform(
     return A.Compose(steps, seed=0)
 
 
+# mixed into an item's seed to choose its annotator, so the choice and the augmentation
+# (seeded by the seed itself) are independent draws
+_ANNOTATOR_STREAM = 0x616E6E6F
+
+
+def annotator_for_seed(seed: int, num_annotators: int) -> int:
+    """The annotator (0 .. A-1) a training item with augmentation seed ``seed`` learns from.
+
+    A function of (seed, A) alone: the training sampler's (index, seed) pairs depend only on
+    (run seed, step), so the same step draws the same annotators for any number of workers
+    or processes, and after a resume. Uniform over the A annotators.
+    """
+    if num_annotators < 1:
+        raise ValueError(f"num_annotators must be >= 1, got {num_annotators}")
+    state = np.random.SeedSequence([int(seed), _ANNOTATOR_STREAM]).generate_state(2, np.uint64)
+    return int(state[0] % np.uint64(num_annotators))
+
+
 class ArraySegmentationDataset(torch.utils.data.Dataset):
     """Items {"image": (3, H, W) float, "mask": (H, W) int64, "index": int} from arrays.
 
     ``dataset[i]`` augments with the transform's running generator; ``dataset[(i, seed)]``
     reseeds it first, so that the item's augmentation depends on the seed alone.
+
+    With A annotations per image (``arrays.annotations``): when ``draw_annotator`` (training),
+    "mask" is one annotation, chosen by `annotator_for_seed` (from a running generator for
+    ``dataset[i]``), and "annotator" says which; otherwise (evaluation) "mask" is the first
+    annotation and "masks" (A, H, W) int64 holds all of them, transformed alike.
     """
 
-    def __init__(self, arrays: SegmentationArrays, transform: A.Compose | None = None) -> None:
+    def __init__(
+        self,
+        arrays: SegmentationArrays,
+        transform: A.Compose | None = None,
+        draw_annotator: bool = False,
+    ) -> None:
         self.arrays = arrays
         self.transform = transform or build_transform(train=False)
+        self.draw_annotator = draw_annotator
+        self._annotator_rng = np.random.default_rng()
 
     @property
     def classes(self) -> tuple[str, ...]:
@@ -165,6 +222,10 @@ class ArraySegmentationDataset(torch.utils.data.Dataset):
     def num_classes(self) -> int:
         return len(self.arrays.classes)
 
+    @property
+    def num_annotators(self) -> int:
+        return self.arrays.num_annotators
+
     def __len__(self) -> int:
         return len(self.arrays.images)
 
@@ -172,5 +233,20 @@ class ArraySegmentationDataset(torch.utils.data.Dataset):
         index, seed = key if isinstance(key, tuple) else (key, None)
         if seed is not None:
             self.transform.set_random_seed(seed)
-        out = self.transform(image=self.arrays.images[index], mask=self.arrays.labels[index])
-        return {"image": out["image"], "mask": out["mask"].long(), "index": index}
+        image, annotations = self.arrays.images[index], self.arrays.annotations
+        if annotations is None:
+            out = self.transform(image=image, mask=self.arrays.labels[index])
+            return {"image": out["image"], "mask": out["mask"].long(), "index": index}
+        count = annotations.shape[1]
+        if self.draw_annotator:
+            annotator = (
+                annotator_for_seed(seed, count)
+                if seed is not None
+                else int(self._annotator_rng.integers(count))
+            )
+            out = self.transform(image=image, mask=annotations[index, annotator])
+            item = {"image": out["image"], "mask": out["mask"].long(), "index": index}
+            return {**item, "annotator": annotator}
+        out = self.transform(image=image, masks=list(annotations[index]))
+        masks = torch.stack([torch.as_tensor(m) for m in out["masks"]]).long()
+        return {"image": out["image"], "mask": masks[0], "masks": masks, "index": index}

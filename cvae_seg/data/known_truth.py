@@ -10,6 +10,14 @@ The true -log p(y|x) of any pair (`true_log_likelihood`, nats per image), the co
 entropy H = -sum pi log pi and the true mode frequencies are then exact numbers to hold a
 model's estimates against (benchmarks/known_truth.py; the sample metrics against the
 candidates are in `cvae_seg.metrics.modes` and `cvae_seg.metrics.samples`).
+
+Two options of the LIDC-style protocol, both off by default (the published numbers use
+neither): ``annotators`` A > 1 gives each image A annotations drawn independently from its
+true distribution (``arrays.annotations``, the first being ``arrays.labels``), to score
+samples against annotators as on LIDC-IDRI; ``holdout`` > 0 reserves that share of the 336
+layouts (box and occluder geometry, `known_truth_layouts`) for the test split: the training
+and validation splits never draw them, so part of the test split (``held_out``) shows
+layouts no model saw in training.
 """
 
 from __future__ import annotations
@@ -28,6 +36,8 @@ __all__ = [
     "KnownTruthSet",
     "conditional_entropy",
     "default_mode_probs",
+    "held_out_layouts",
+    "known_truth_layouts",
     "known_truth_split",
     "make_known_truth",
     "true_log_likelihood",
@@ -54,6 +64,9 @@ HIDDEN_PARTS: tuple[frozenset[tuple[int, int]], ...] = tuple(
 )
 # a split's generator seed is its offset + 1000 * split_seed (the data config's split_seed)
 SPLIT_SEED_OFFSETS = {"train": 0, "val": 1, "test": 2}
+# mixed into seeds so that the annotators' draws and the held-out layouts are streams of
+# their own: turning either option on leaves the images and labels as they were
+_ANNOTATION_STREAM, _HOLDOUT_STREAM = 0x616E6E, 0x686F6C64
 DEFAULT_MODE_PROBS: dict[int, tuple[float, ...]] = {
     2: (0.7, 0.3),
     4: (0.4, 0.3, 0.2, 0.1),
@@ -74,7 +87,9 @@ class KnownTruthSet:
 
     ``candidates`` (N, K, H, W) uint8: the label map of each hidden part for each image, with
     probabilities ``probs`` (K,); ``hidden`` (N, H, W) bool: the occluder's pixels; ``modes``
-    (N,): the part drawn for ``arrays.labels``.
+    (N,): the part drawn for ``arrays.labels``; ``annotation_modes`` (N, A): the part of each
+    annotation (column 0 is ``modes``); ``layouts`` (N, 5): each image's `Layout`;
+    ``held_out`` (N,) bool: the images whose layout is reserved for the test split.
     """
 
     arrays: SegmentationArrays
@@ -82,6 +97,9 @@ class KnownTruthSet:
     probs: np.ndarray
     hidden: np.ndarray
     modes: np.ndarray
+    annotation_modes: np.ndarray | None = None
+    layouts: np.ndarray | None = None
+    held_out: np.ndarray | None = None
 
     @property
     def entropy(self) -> float:
@@ -102,32 +120,77 @@ def _validate(mode_probs: tuple[float, ...], size: int) -> np.ndarray:
     return probs / probs.sum()
 
 
+# (width, height, left, top, occluder offset) in cells: the box is width x height at
+# (left, top); the 3-cell occluder starts ``offset`` cells below the box's top
+Layout = tuple[int, int, int, int, int]
+
+
+def known_truth_layouts() -> tuple[Layout, ...]:
+    """Every layout the generator can draw (336 on the 8 x 8 grid), in a fixed order."""
+    return tuple(
+        (width, height, left, top, offset)
+        for width in range(2, 5)
+        for height in range(_HIDDEN_ROWS, _HIDDEN_ROWS + 3)
+        for left in range(GRID - width - _HIDDEN_COLS + 1)
+        for top in range(GRID - height + 1)
+        for offset in range(height - _HIDDEN_ROWS + 1)
+    )
+
+
+def held_out_layouts(fraction: float, seed: int = 0) -> frozenset[Layout]:
+    """round(fraction x 336) layouts reserved for the test split, chosen by ``seed``."""
+    layouts = known_truth_layouts()
+    count = round(fraction * len(layouts))
+    if not 0 <= count < len(layouts):
+        raise ValueError(
+            f"holdout must leave layouts to train on: 0 <= fraction < 1, got {fraction}"
+        )
+    order = np.random.default_rng([seed, _HOLDOUT_STREAM]).permutation(len(layouts))
+    return frozenset(layouts[i] for i in order[:count])
+
+
+def _draw_layout(rng: np.random.Generator, excluded: frozenset[Layout]) -> Layout:
+    """A layout drawn as the generator always has, redrawn while it is ``excluded``."""
+    while True:
+        width = int(rng.integers(2, 5))  # the visible box, in cells
+        height = int(rng.integers(_HIDDEN_ROWS, _HIDDEN_ROWS + 3))
+        left = int(rng.integers(0, GRID - width - _HIDDEN_COLS + 1))
+        top = int(rng.integers(0, GRID - height + 1))
+        offset = int(rng.integers(0, height - _HIDDEN_ROWS + 1))
+        if (width, height, left, top, offset) not in excluded:
+            return width, height, left, top, offset
+
+
 def make_known_truth(
     num_images: int,
     size: int = 32,
     mode_probs: tuple[float, ...] = DEFAULT_MODE_PROBS[4],
     seed: int = 0,
+    annotators: int = 1,
+    excluded_layouts: frozenset[Layout] = frozenset(),
 ) -> KnownTruthSet:
-    """Generate ``num_images`` pairs with their K candidate label maps; seeded."""
+    """Generate ``num_images`` pairs with their K candidate label maps; seeded.
+
+    ``annotators`` A > 1: each image also gets A annotations, the first its label, the
+    others drawn independently from its true distribution (a stream of their own: the
+    images and labels are those of A = 1). ``excluded_layouts``: layouts never drawn.
+    """
     probs = _validate(mode_probs, size)
+    if annotators < 1:
+        raise ValueError(f"annotators must be >= 1, got {annotators}")
     cell = size // GRID
     rng = np.random.default_rng(seed)
     images = np.full((num_images, size, size, 3), _BACKGROUND, dtype=np.uint8)
-    labels = np.zeros((num_images, size, size), dtype=np.uint8)
     candidates = np.zeros((num_images, len(probs), size, size), dtype=np.uint8)
     hidden = np.zeros((num_images, size, size), dtype=bool)
+    layouts = np.zeros((num_images, 5), dtype=np.int64)
     modes = rng.choice(len(probs), size=num_images, p=probs)
-    names = []
     for i in range(num_images):
-        width = int(rng.integers(2, 5))  # the visible box, in cells
-        height = int(rng.integers(_HIDDEN_ROWS, _HIDDEN_ROWS + 3))
-        left = int(rng.integers(0, GRID - width - _HIDDEN_COLS + 1))
-        top = int(rng.integers(0, GRID - height + 1))
-        occluder_top = top + int(rng.integers(0, height - _HIDDEN_ROWS + 1))
+        layouts[i] = width, height, left, top, offset = _draw_layout(rng, excluded_layouts)
         box = np.zeros((GRID, GRID), dtype=bool)
         box[top : top + height, left : left + width] = True
         occluded = np.zeros_like(box)
-        right = left + width
+        occluder_top, right = top + offset, left + width
         occluded[occluder_top : occluder_top + _HIDDEN_ROWS, right : right + _HIDDEN_COLS] = True
         for k in range(len(probs)):
             part = np.zeros_like(box)
@@ -135,14 +198,27 @@ def make_known_truth(
                 part[occluder_top + row, right + column] = True
             candidates[i, k] = np.kron(box | part, np.ones((cell, cell), dtype=bool))
         hidden[i] = np.kron(occluded, np.ones((cell, cell), dtype=bool))
-        labels[i] = candidates[i, modes[i]]
         colour = rng.integers(50, 100, 3)  # one strong channel: never near the grey occluder
         colour[rng.integers(3)] = rng.integers(180, 256)
         images[i][candidates[i, 0].astype(bool) & ~hidden[i]] = colour
         images[i][hidden[i]] = _OCCLUDER
-        names.append(f"known{i:05d}_mode{modes[i]}")
-    arrays = SegmentationArrays(images, labels, KNOWN_TRUTH_CLASSES, tuple(names))
-    return KnownTruthSet(arrays, candidates, probs, hidden, modes)
+    extra = np.random.default_rng([seed, _ANNOTATION_STREAM]).choice(
+        len(probs), size=(num_images, annotators - 1), p=probs
+    )
+    annotation_modes = np.concatenate([modes[:, None], extra], 1)
+    annotations = np.take_along_axis(candidates, annotation_modes[..., None, None], 1)
+    names = tuple(f"known{i:05d}_mode{mode}" for i, mode in enumerate(modes))
+    arrays = SegmentationArrays(
+        images,
+        annotations[:, 0].copy(),
+        KNOWN_TRUTH_CLASSES,
+        names,
+        annotations if annotators > 1 else None,
+    )
+    held_out = np.array([tuple(row) in excluded_layouts for row in layouts.tolist()], dtype=bool)
+    return KnownTruthSet(
+        arrays, candidates, probs, hidden, modes, annotation_modes, layouts, held_out
+    )
 
 
 def known_truth_split(
@@ -151,16 +227,27 @@ def known_truth_split(
     size: int = 32,
     mode_probs: tuple[float, ...] = DEFAULT_MODE_PROBS[4],
     split_seed: int = 0,
+    annotators: int = 1,
+    holdout: float = 0.0,
 ) -> KnownTruthSet:
     """The ``split`` ("train", "val" or "test") that a data config with these values loads.
 
     Its seed is ``SPLIT_SEED_OFFSETS[split] + 1000 * split_seed``, so the arrays equal
     `cvae_seg.data.load_split`'s and the candidates, probabilities and occluder come with them.
+    ``holdout`` > 0 reserves `held_out_layouts(holdout, split_seed)` for the test split: the
+    training and validation splits never draw them; the test split draws every layout as
+    before, and ``held_out`` marks its images whose layout training never saw.
     """
     if split not in SPLIT_SEED_OFFSETS:
         raise ValueError(f"split must be one of {sorted(SPLIT_SEED_OFFSETS)}, got {split!r}")
     seed = SPLIT_SEED_OFFSETS[split] + 1000 * split_seed
-    return make_known_truth(num_images, size, mode_probs, seed)
+    reserved = held_out_layouts(holdout, split_seed)
+    truth = make_known_truth(
+        num_images, size, mode_probs, seed, annotators, reserved if split != "test" else frozenset()
+    )
+    if split == "test":
+        truth.held_out = np.array([tuple(r) in reserved for r in truth.layouts.tolist()], bool)
+    return truth
 
 
 def true_log_likelihood(
