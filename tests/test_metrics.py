@@ -265,3 +265,113 @@ def test_ged_validates_weights_and_valid_masks():
     accumulator = metrics.GeneralizedEnergyDistance(C, ignore_index=IGNORE)
     accumulator.update(samples, samples, reference_weights=torch.tensor([0.5, 0.5]))
     assert float(accumulator.compute()) == 0.0
+
+
+# ---------------------------------------------------------------------------- calibration
+def _ref_ece(probs, target, num_bins, ignore):
+    """Guo et al.'s ECE in loops: bins ((m - 1) / M, m / M], top-1 confidence per pixel."""
+    flat_probs = np.moveaxis(probs, 1, -1).reshape(-1, probs.shape[1])
+    counts, confidence, correct = np.zeros(num_bins), np.zeros(num_bins), np.zeros(num_bins)
+    for p, t in zip(flat_probs, target.reshape(-1), strict=True):
+        if t == ignore:
+            continue
+        c = p.max()
+        m = next(m for m in range(num_bins) if c <= (m + 1) / num_bins or m == num_bins - 1)
+        counts[m] += 1
+        confidence[m] += c
+        correct[m] += int(np.argmax(p) == t)
+    total = counts.sum()
+    if total == 0:
+        return float("nan")
+    return sum(abs(correct[m] - confidence[m]) for m in range(num_bins)) / total
+
+
+def _random_probs(seed, shape=(2, C, 5, 6)):
+    rng = np.random.default_rng(seed)
+    probs = torch.softmax(torch.from_numpy(rng.normal(size=shape) * 2), 1)
+    target = rng.integers(0, shape[1], (shape[0], *shape[2:]))
+    target[rng.random(target.shape) < 0.2] = IGNORE
+    return probs, torch.from_numpy(target)
+
+
+def test_ece_hand_example_and_reliability_diagram():
+    # 4 bins (0, 1/4], (1/4, 1/2], (1/2, 3/4], (3/4, 1]; class-0 probabilities 1, 3/4, 5/8,
+    # 1/8 give confidences 1, 3/4, 5/8, 7/8 and predictions 0, 0, 0, 1; targets 0, 1, 0, 0
+    # make them right, wrong, right, wrong. Bin 3 holds 3/4 (wrong) and 5/8 (right): accuracy
+    # 1/2, confidence 11/16; bin 4 holds 1 (right) and 7/8 (wrong): 1/2 and 15/16.
+    # ECE = (2 |1/2 - 11/16| + 2 |1/2 - 15/16|) / 4 = (3/8 + 7/8) / 4 = 5/16.
+    first = torch.tensor([1.0, 0.75, 0.625, 0.125, 0.5], dtype=torch.float64)
+    probs = torch.stack([first, 1 - first]).view(1, 2, 1, 5)
+    target = torch.tensor([[[0, 1, 0, 0, IGNORE]]])  # the fifth pixel is not labelled
+    ece = metrics.expected_calibration_error(probs, target, num_bins=4, ignore_index=IGNORE)
+    assert float(ece) == 5 / 16
+    diagram = metrics.reliability_diagram(probs, target, num_bins=4, ignore_index=IGNORE)
+    assert diagram.edges.tolist() == [0.0, 0.25, 0.5, 0.75, 1.0]
+    assert diagram.counts.tolist() == [0, 0, 2, 2]
+    assert diagram.accuracy[2:].tolist() == [0.5, 0.5] and diagram.accuracy[:2].isnan().all()
+    assert diagram.confidence[2:].tolist() == [11 / 16, 15 / 16]
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_ece_matches_loops(seed):
+    probs, target = _random_probs(seed)
+    got = metrics.expected_calibration_error(probs, target, num_bins=10, ignore_index=IGNORE)
+    assert float(got) == pytest.approx(_ref_ece(probs.numpy(), target.numpy(), 10, IGNORE))
+
+
+def test_ece_agrees_with_torchmetrics_off_the_bin_edges():
+    functional = pytest.importorskip("torchmetrics.functional.classification")
+    for seed in range(3):
+        probs, target = _random_probs(seed)
+        ours = metrics.expected_calibration_error(probs, target, 10, IGNORE)
+        theirs = functional.multiclass_calibration_error(
+            probs.movedim(1, -1).reshape(-1, C), target.reshape(-1), num_classes=C, n_bins=10,
+            ignore_index=IGNORE,
+        )  # fmt: skip
+        assert float(ours) == pytest.approx(float(theirs), abs=1e-6)
+    # on the edges they differ, as documented: torchmetrics bins left-closed with 1 in a bin
+    # of its own, so the hand example's 3/4 joins 7/8 and 1 stands apart: ECE 1/2, not 5/16
+    first = torch.tensor([1.0, 0.75, 0.625, 0.125], dtype=torch.float64)
+    probs, target = torch.stack([first, 1 - first], 1), torch.tensor([0, 1, 0, 0])
+    theirs = functional.multiclass_calibration_error(probs.float(), target, 2, n_bins=4)
+    assert float(theirs) == pytest.approx(0.5)
+    ours = metrics.expected_calibration_error(probs.T[None], target[None], num_bins=4)
+    assert float(ours) == 5 / 16
+
+
+def test_ece_accumulator_pools_pixels_and_edge_cases():
+    batches = [_random_probs(seed, (1, C, 4, 4)) for seed in range(3)]
+    accumulator = metrics.ExpectedCalibrationError(num_bins=8, ignore_index=IGNORE)
+    for probs, target in batches:
+        accumulator.update(probs, target)
+    probs = torch.cat([p for p, _ in batches])
+    target = torch.cat([t for _, t in batches])
+    whole = metrics.expected_calibration_error(probs, target, 8, IGNORE)
+    assert float(accumulator.compute()) == pytest.approx(float(whole))
+    diagram = metrics.reliability_diagram(probs, target, 8, IGNORE)
+    assert accumulator.diagram().counts.tolist() == diagram.counts.tolist()
+    assert int(diagram.counts.sum()) == int((target != IGNORE).sum())
+    # ignore_index everywhere: nothing to score
+    assert torch.isnan(metrics.expected_calibration_error(probs, target * 0 + IGNORE, 8, IGNORE))
+    accumulator.reset()
+    assert torch.isnan(accumulator.compute())
+    # one class: every pixel certain and right
+    one = torch.ones(2, 1, 3, 3, dtype=torch.float64)
+    assert float(metrics.expected_calibration_error(one, torch.zeros(2, 3, 3, dtype=int))) == 0
+
+
+def test_ece_refuses_logits_and_bad_shapes():
+    target = torch.zeros(2, 3, 3, dtype=torch.long)
+    with pytest.raises(ValueError, match=r"probs must lie in \[0, 1\]"):
+        metrics.expected_calibration_error(torch.randn(2, 4, 3, 3) * 5, target)
+    with pytest.raises(ValueError, match="sum to 1"):
+        metrics.expected_calibration_error(torch.rand(2, 4, 3, 3), target)
+    probs = torch.full((2, 2, 3, 3), 0.5)
+    with pytest.raises(ValueError, match="integer labels"):
+        metrics.expected_calibration_error(probs, target.float())
+    with pytest.raises(ValueError, match=r"target must be \(B, ...\)"):
+        metrics.expected_calibration_error(probs, target[:, :2])
+    with pytest.raises(ValueError, match=r"target labels must lie in \[0, 2\)"):
+        metrics.expected_calibration_error(probs, target + 2)
+    with pytest.raises(ValueError, match="num_bins"):
+        metrics.ExpectedCalibrationError(num_bins=0)
