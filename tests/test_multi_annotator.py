@@ -207,14 +207,15 @@ def test_evaluation_scores_samples_against_every_annotation():
             assert result[f"ged_{count}_stderr"] == pytest.approx(
                 float(expected.std() / np.sqrt(2))
             )
+            matched = metrics.hungarian_matched_iou(samples[:count], references, 3)
+            assert result[f"hm_iou_{count}"] == pytest.approx(float(matched.mean()))
     assert result["annotators"] == 4
     perfect = evaluate_annotators(
         _FixedSampler(references, 3), [batch], 3, CPU, sample_counts=(4,), progress=None
     )
     within = metrics.generalized_energy_distance(references, references, 3)
     assert perfect["ged_4"] == pytest.approx(float(within.mean())) and abs(perfect["ged_4"]) < 1e-9
-    if hasattr(metrics, "hungarian_matched_iou"):
-        assert "hm_iou_4" in perfect and "hm_iou_16" not in perfect
+    assert perfect["hm_iou_4"] == pytest.approx(1.0) and "hm_iou_16" not in perfect
     with pytest.raises(ValueError, match="sample_counts must be positive"):
         evaluate_annotators(model, [batch], 3, CPU, sample_counts=(0,), progress=None)
 
@@ -232,7 +233,7 @@ def test_evaluation_runs_a_model_on_known_truth_annotations():
     )
     result = evaluate_annotators(model, loader, 2, CPU, sample_counts=(2, 5), progress=None)
     assert result["annotators"] == 3
-    assert np.isfinite(result["ged_2"]) and np.isfinite(result["ged_5"])
+    assert all(np.isfinite(result[k]) for k in ("ged_2", "ged_5", "hm_iou_2", "hm_iou_5"))
 
 
 # ----------------------------------------------------------------------------- known truth
