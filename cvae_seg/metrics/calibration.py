@@ -28,8 +28,8 @@ from typing import NamedTuple
 
 import torch
 
+import cvae_seg.metrics._checks as checks
 from cvae_seg import distributed
-from cvae_seg.metrics import _checks as checks
 
 __all__ = [
     "ExpectedCalibrationError",

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
 
-from cvae_seg.metrics import _checks as checks
+import cvae_seg.metrics._checks as checks
 from cvae_seg.metrics.base import ImageMean
 from cvae_seg.metrics.samples import pairwise_iou_distance
 

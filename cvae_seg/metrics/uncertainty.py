@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import torch
 
-from cvae_seg.metrics import _checks as checks
+import cvae_seg.metrics._checks as checks
 from cvae_seg.metrics.base import ImageMean
 
 __all__ = ["UncertaintyNCC", "uncertainty_ncc"]
