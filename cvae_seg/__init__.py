@@ -17,11 +17,17 @@ from typing import Any
 from cvae_seg.hub import from_pretrained, save_pretrained
 from cvae_seg.models import (
     CVAE,
+    HEADS,
     ConditionalGenerativeModel,
     CVAEOutput,
+    DeepEnsemble,
     Encoded,
+    MCDropout,
+    ProbabilisticUNet,
     QuadrantCVAE,
+    SegmentationModel,
     Sohn2015,
+    StochasticSegmentationNetwork,
     create_backbone,
 )
 from cvae_seg.objectives import OBJECTIVES
@@ -30,12 +36,18 @@ from cvae_seg.version import __version__
 
 __all__ = [
     "CVAE",
+    "HEADS",
     "OBJECTIVES",
     "CVAEOutput",
     "ConditionalGenerativeModel",
+    "DeepEnsemble",
     "Encoded",
+    "MCDropout",
+    "ProbabilisticUNet",
     "QuadrantCVAE",
+    "SegmentationModel",
     "Sohn2015",
+    "StochasticSegmentationNetwork",
     "__version__",
     "create_backbone",
     "create_model",

@@ -38,7 +38,7 @@ class _Section(BaseModel):
 
 
 class ModelConfig(_Section):
-    """The backbone (smp's create_model arguments, or "sohn2015") and the CVAE heads."""
+    """The backbone (smp's create_model arguments, or "sohn2015") and its head's arguments."""
 
     arch: str = "Unet"
     encoder_name: str = "resnet18"
@@ -66,6 +66,15 @@ class ModelConfig(_Section):
     scale_weights: tuple[float, float, float] = (1.0, 1.0, 1.0)
     mlp_hidden: tuple[int, ...] = (1000, 1000)  # arch "mnist_mlp": hidden layers of every MLP
     mlp_dropout: float = Field(0.0, ge=0, lt=1)  # arch "mnist_mlp": dropout after each hidden layer
+    # the head on an smp (or sohn2015) backbone: the paper's CVAE, or a peer (docs/models.md)
+    head: Literal["cvae", "probunet", "ssn", "mc_dropout", "ensemble"] = "cvae"
+    encoder_widths: tuple[int, ...] = (32, 64, 128, 192)  # probunet: its prior/posterior nets
+    combiner_layers: int = Field(3, ge=1)  # probunet: 1x1 convs mixing z into the features
+    rank: int = Field(10, ge=1)  # ssn: rank of the logits' covariance factor
+    train_samples: int = Field(20, ge=1)  # ssn: logit maps drawn per image in training
+    min_variance: float = Field(1e-5, gt=0)  # ssn: added to the covariance's diagonal
+    dropout: float = Field(0.5, gt=0, lt=1)  # mc_dropout: channel dropout on decoder features
+    members: int = Field(5, ge=2)  # ensemble: number of backbones
     backbone_kwargs: dict[str, Any] = Field(default_factory=dict)
 
 

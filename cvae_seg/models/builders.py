@@ -1,24 +1,42 @@
 """The registry's entries for the models of this package.
 
-One builder per smp architecture (smp's arguments plus the CVAE heads'), "sohn2015" (the
-paper's network with the heads) and "mnist_mlp" (the paper's MNIST MLPs under the training
-config's argument names). `cvae_seg.models` imports this module, which fills the registry.
+One builder per smp architecture (smp's arguments, ``head=`` and the head's arguments),
+"sohn2015" (the paper's network with a head) and "mnist_mlp" (the paper's MNIST MLPs under
+the training config's argument names). `cvae_seg.models` imports this module, which fills
+the registry.
 """
 
 from __future__ import annotations
 
 import difflib
+import inspect
+from collections.abc import Callable
 from typing import Any
 
 from torch import nn
 
 from cvae_seg.models.mnist import QuadrantCVAE
-from cvae_seg.models.smp import CVAE, HEAD_ARGUMENTS
+from cvae_seg.models.peers import (
+    DeepEnsemble,
+    MCDropout,
+    ProbabilisticUNet,
+    StochasticSegmentationNetwork,
+)
+from cvae_seg.models.segmentation import SegmentationModel
+from cvae_seg.models.smp import CVAE
 from cvae_seg.models.sohn2015 import Sohn2015
 from cvae_seg.modules.heads import LOGVAR_BOUND
 from cvae_seg.registry import register_model
 
-__all__ = ["SMP_ARCHITECTURES", "create_backbone", "mnist_mlp", "sohn2015", "wrap_backbone"]
+__all__ = [
+    "HEADS",
+    "SMP_ARCHITECTURES",
+    "create_backbone",
+    "head_parameters",
+    "mnist_mlp",
+    "sohn2015",
+    "wrap_backbone",
+]
 
 SMP_ARCHITECTURES = (
     "Unet", "UnetPlusPlus", "MAnet", "Linknet", "FPN", "PSPNet", "DeepLabV3", "DeepLabV3Plus",
@@ -69,15 +87,58 @@ def _unknown_encoder(name: str, known: list[str]) -> str:
     )
 
 
-def wrap_backbone(backbone: nn.Module, objective: str, kwargs: dict[str, Any]) -> CVAE:
-    """CVAE(backbone, ...) with the head arguments picked out of ``kwargs``; others refused."""
-    unknown = sorted(set(kwargs) - HEAD_ARGUMENTS)
+# the heads `create_model(..., head=...)` puts on a backbone; "cvae" is the paper's
+HEADS: dict[str, type[SegmentationModel]] = {
+    "cvae": CVAE,
+    "probunet": ProbabilisticUNet,
+    "ssn": StochasticSegmentationNetwork,
+    "mc_dropout": MCDropout,
+    "ensemble": DeepEnsemble,
+}
+
+
+def head_parameters(head: str) -> frozenset[str]:
+    """The keyword arguments a head takes (an ensemble's ``members`` included)."""
+    if head not in HEADS:
+        raise ValueError(f"head must be one of {', '.join(HEADS)}, got {head!r}")
+    named = set(inspect.signature(HEADS[head]).parameters) - {"backbone", "backbones"}
+    return frozenset(named | ({"members"} if head == "ensemble" else set()))
+
+
+ALL_HEAD_PARAMETERS = frozenset().union(*(head_parameters(h) for h in HEADS)) | {"head"}
+
+
+def wrap_backbone(
+    make_backbone: Callable[[], nn.Module] | nn.Module,
+    objective: str | None = None,
+    kwargs: dict[str, Any] | None = None,
+    head: str = "cvae",
+) -> SegmentationModel:
+    """Put ``head`` on a backbone (``make_backbone()``; an ensemble calls it once per member).
+
+    ``objective`` is the CVAE's (default "cvae"); every peer trains on its own objective.
+    Arguments the head does not take are refused by name.
+    """
+    kwargs = dict(kwargs or {})
+    accepted = head_parameters(head) - {"objective"}
+    unknown = sorted(set(kwargs) - accepted)
     if unknown:
-        raise TypeError(
-            f"unexpected argument(s) {', '.join(unknown)} for the CVAE heads; they take "
-            f"{', '.join(sorted(HEAD_ARGUMENTS))}"
-        )
-    return CVAE(backbone, objective=objective, **kwargs)
+        raise TypeError(f"unexpected argument(s) {', '.join(unknown)} for the {head!r} head; it "
+                        f"takes {', '.join(sorted(accepted))}")  # fmt: skip
+    if isinstance(make_backbone, nn.Module):
+        backbone = make_backbone
+        make_backbone = lambda: backbone  # noqa: E731 (one member: the module given)
+    if head == "cvae":
+        return CVAE(make_backbone(), objective=objective or "cvae", **kwargs)
+    if objective is not None:
+        raise ValueError(f"objective={objective!r}: the {head!r} head trains on its own objective; "
+                         "objective chooses among the 'cvae' head's")  # fmt: skip
+    if head == "ensemble":
+        members = kwargs.pop("members", 5)
+        if not isinstance(members, int) or members < 2:
+            raise ValueError(f"members must be an integer >= 2, got {members!r}")
+        return DeepEnsemble([make_backbone() for _ in range(members)], **kwargs)
+    return HEADS[head](make_backbone(), **kwargs)
 
 
 def _smp_builder(arch: str):
@@ -86,18 +147,18 @@ def _smp_builder(arch: str):
         encoder_weights: str | None = None,
         in_channels: int = 3,
         classes: int = 2,
-        objective: str = "cvae",
+        objective: str | None = None,
+        head: str = "cvae",
         **kwargs: Any,
-    ) -> CVAE:
-        heads = {k: kwargs.pop(k) for k in list(kwargs) if k in HEAD_ARGUMENTS}
-        backbone = create_backbone(
-            arch, encoder_name, encoder_weights, in_channels, classes, **kwargs
-        )
-        return wrap_backbone(backbone, objective, heads)
+    ) -> SegmentationModel:
+        heads = {k: kwargs.pop(k) for k in list(kwargs) if k in ALL_HEAD_PARAMETERS}
+        smp_kwargs = dict(encoder_name=encoder_name, encoder_weights=encoder_weights,
+                          in_channels=in_channels, classes=classes, **kwargs)  # fmt: skip
+        return wrap_backbone(lambda: create_backbone(arch, **smp_kwargs), objective, heads, head)
 
-    build.parameters = HEAD_ARGUMENTS  # what it takes besides smp's arguments
+    build.parameters = ALL_HEAD_PARAMETERS  # what it takes besides smp's arguments
     build.__name__ = build.__qualname__ = arch
-    build.__doc__ = f"smp's {arch} with the CVAE heads (smp's arguments + `CVAE`'s)."
+    build.__doc__ = f"smp's {arch} with a head (smp's arguments + the head's; default the CVAE)."
     return build
 
 
@@ -107,13 +168,18 @@ for _arch in SMP_ARCHITECTURES:
 
 @register_model("sohn2015")
 def sohn2015(
-    in_channels: int = 3, classes: int = 2, objective: str = "cvae", **kwargs: Any
-) -> CVAE:
-    """The paper's network with the CVAE heads; ``kwargs`` are `cvae_seg.CVAE`'s."""
-    return wrap_backbone(Sohn2015(in_channels=in_channels, classes=classes), objective, kwargs)
+    in_channels: int = 3,
+    classes: int = 2,
+    objective: str | None = None,
+    head: str = "cvae",
+    **kwargs: Any,
+) -> SegmentationModel:
+    """The paper's network with a head (default the CVAE); ``kwargs`` are the head's."""
+    return wrap_backbone(lambda: Sohn2015(in_channels=in_channels, classes=classes), objective,
+                         kwargs, head)  # fmt: skip
 
 
-sohn2015.parameters = HEAD_ARGUMENTS  # what its **kwargs take (`registry.builder_parameters`)
+sohn2015.parameters = ALL_HEAD_PARAMETERS  # what its **kwargs take (`registry.builder_parameters`)
 
 
 @register_model("mnist_mlp")

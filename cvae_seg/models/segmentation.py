@@ -11,13 +11,13 @@ input and the description that saves and rebuilds them.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import nn
 
 from cvae_seg.likelihood import log_mean_exp
-from cvae_seg.models.base import ConditionalGenerativeModel
+from cvae_seg.models.base import ConditionalGenerativeModel, inference_mode
 from cvae_seg.modules.multiscale import one_hot_labels, pixel_nll
 from cvae_seg.registry import is_model
 
@@ -72,10 +72,13 @@ class SegmentationModel(ConditionalGenerativeModel):
         arguments that smp models keep); its weights come from the saved file, never a download.
         """
         arch, backbone_kwargs = describe_backbone(self.backbone)
-        # the default head goes unnamed, so builders of CVAEs alone need no `head` argument
-        head = {} if self.head_name == "cvae" else {"head": self.head_name}
-        return {"arch": arch, **backbone_kwargs, **head, "objective": self.objective,
-                **self.head_config}  # fmt: skip
+        # the default head goes unnamed, so builders of CVAEs alone need no `head` argument;
+        # a peer trains on its own objective, so only the CVAE names one
+        if self.head_name == "cvae":
+            head = {"objective": self.objective}
+        else:
+            head = {"head": self.head_name}
+        return {"arch": arch, **backbone_kwargs, **head, **self.head_config}
 
     # ----------------------------------------------------------------- shared computation
     def _run_backbone(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -104,6 +107,42 @@ class SegmentationModel(ConditionalGenerativeModel):
     def _average_samples(self, samples: torch.Tensor) -> torch.Tensor:
         """Log of the mean class probabilities (log-probabilities serve as logits)."""
         return log_mean_exp(torch.log_softmax(samples, dim=2), dim=0)
+
+    @torch.no_grad()
+    def complete(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        observed: torch.Tensor,
+        num_iterations: int = 5,
+        latent: Literal["mean", "sample"] = "mean",
+    ) -> torch.Tensor:
+        """Label the unobserved pixels given the observed ones (the paper's Table 4).
+
+        Starts from the plain prediction, then alternates (a) z from the recognition net given
+        x and the current labels (``y`` where ``observed`` is True, the last prediction
+        elsewhere) and (b) a new prediction from p(y|x,z). Returns logits (B, C, H, W).
+        Objectives without a recognition net return the plain prediction.
+        """
+        if latent not in ("mean", "sample"):
+            raise ValueError(f"latent must be 'mean' or 'sample', got {latent!r}")
+        y = self._target(y, x)
+        if observed.shape != y.shape or observed.dtype != torch.bool:
+            raise ValueError(
+                f"observed must be a bool mask of shape {tuple(y.shape)}, got "
+                f"{observed.dtype} {tuple(observed.shape)}"
+            )
+        with inference_mode(self):
+            encoded = self._encode(x)
+            logits = self._deterministic_logits(encoded)
+            if self.recognition_net is None:
+                return logits
+            for _ in range(num_iterations):
+                current = torch.where(observed, y, logits.argmax(1))
+                posterior = self.recognition_net(self._recognition_input(x, current))
+                z = posterior.mean if latent == "mean" else posterior.sample()
+                logits = self._decode(encoded, z.unsqueeze(0))[0]
+            return logits
 
 
 # --------------------------------------------------------------------------- helpers

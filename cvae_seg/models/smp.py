@@ -16,7 +16,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from cvae_seg.models.base import Encoded, inference_mode
+from cvae_seg.models.base import Encoded
 from cvae_seg.models.segmentation import SegmentationModel
 from cvae_seg.modules.heads import (
     LOGVAR_BOUND,
@@ -168,42 +168,6 @@ class CVAE(SegmentationModel):
     @property
     def _full_weight(self) -> float:
         return self.scale_weights[2]
-
-    @torch.no_grad()
-    def complete(
-        self,
-        x: torch.Tensor,
-        y: torch.Tensor,
-        observed: torch.Tensor,
-        num_iterations: int = 5,
-        latent: Literal["mean", "sample"] = "mean",
-    ) -> torch.Tensor:
-        """Label the unobserved pixels given the observed ones (the paper's Table 4).
-
-        Starts from the plain prediction, then alternates (a) z from the recognition net given
-        x and the current labels (``y`` where ``observed`` is True, the last prediction
-        elsewhere) and (b) a new prediction from p(y|x,z). Returns logits (B, C, H, W).
-        Objectives without a recognition net return the plain prediction.
-        """
-        if latent not in ("mean", "sample"):
-            raise ValueError(f"latent must be 'mean' or 'sample', got {latent!r}")
-        y = self._target(y, x)
-        if observed.shape != y.shape or observed.dtype != torch.bool:
-            raise ValueError(
-                f"observed must be a bool mask of shape {tuple(y.shape)}, got "
-                f"{observed.dtype} {tuple(observed.shape)}"
-            )
-        with inference_mode(self):
-            encoded = self._encode(x)
-            logits = self._deterministic_logits(encoded)
-            if self.recognition_net is None:
-                return logits
-            for _ in range(num_iterations):
-                current = torch.where(observed, y, logits.argmax(1))
-                posterior = self.recognition_net(self._recognition_input(x, current))
-                z = posterior.mean if latent == "mean" else posterior.sample()
-                logits = self._decode(encoded, z.unsqueeze(0))[0]
-            return logits
 
 
 # the CVAE's own keyword arguments (everything but the backbone); what `config` records

@@ -14,6 +14,7 @@ import torch
 
 from cvae_seg.config import Config
 from cvae_seg.models import ConditionalGenerativeModel
+from cvae_seg.models.builders import ALL_HEAD_PARAMETERS, head_parameters
 from cvae_seg.registry import builder_parameters, is_model, list_models
 from cvae_seg.registry import create_model as create_registered_model
 
@@ -35,6 +36,8 @@ def model_kwargs(config: Config, num_classes: int) -> dict[str, Any]:
     }
     settings = model.model_dump(exclude={"arch", "backbone_kwargs"})
     accepted, takes_more = builder_parameters(model.arch)
+    if "head" in accepted:  # a builder of heads: only the chosen head's arguments apply
+        accepted = (accepted - ALL_HEAD_PARAMETERS) | head_parameters(model.head) | {"head"}
     defaults = type(model)().model_dump()
     for key in settings:
         if key not in accepted and settings[key] != defaults[key]:

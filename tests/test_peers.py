@@ -1,0 +1,157 @@
+"""The peer heads (Probabilistic U-Net, SSN, MC dropout, ensembles) on smp backbones."""
+
+import json
+import math
+
+import pytest
+import torch
+from conftest import TEST_ENCODER
+
+import cvae_seg
+
+PEERS = ["probunet", "ssn", "mc_dropout", "ensemble"]
+CLASSES = 3
+
+
+def _peer(head, arch="Unet", **kwargs):
+    if head == "ensemble":
+        kwargs.setdefault("members", 2)
+    return cvae_seg.create_model(
+        arch, encoder_name=TEST_ENCODER, classes=CLASSES, head=head, **kwargs
+    )
+
+
+def _batch(size=64):
+    return torch.randn(2, 3, size, size), torch.randint(0, CLASSES, (2, size, size))
+
+
+@pytest.mark.parametrize("arch", ["Unet", "FPN"])
+@pytest.mark.parametrize("head", PEERS)
+def test_every_peer_trains_samples_and_scores(head, arch):
+    model = _peer(head, arch)
+    x, y = _batch()
+    out = model.loss(x, y)
+    assert out.loss.ndim == 0 and torch.isfinite(out.loss)
+    out.loss.backward()
+    # every parameter is in the graph (DDP runs without searching for unused ones), and the
+    # heads and the backbone learn
+    unused = [n for n, p in model.named_parameters() if p.grad is None]
+    assert not unused, unused
+    for part in (model.backbone, *(m for n, m in model.named_children() if n != "backbone")):
+        assert any(p.grad.abs().sum() > 0 for p in part.parameters())
+    assert model(x).shape == (2, CLASSES, 64, 64)
+    samples = model.sample(x, num_samples=4)
+    assert samples.shape == (4, 2, CLASSES, 64, 64)
+    assert not torch.allclose(samples[0], samples[1])  # the samples differ
+    ll = model.log_likelihood(x, y, num_samples=4)
+    assert ll.shape == (2,) and bool(torch.isfinite(ll).all()) and bool((ll < 0).all())
+
+
+@pytest.mark.parametrize("head", PEERS)
+def test_peers_save_and_reload(head, tmp_path):
+    model = _peer(head)
+    model.save_pretrained(tmp_path)
+    loaded = cvae_seg.from_pretrained(tmp_path)
+    assert type(loaded) is type(model) and json.dumps(loaded.config) == json.dumps(model.config)
+    x, _ = _batch()
+    torch.testing.assert_close(loaded.predict(x), model.predict(x))
+    torch.manual_seed(3)
+    expected = model.sample(x, 3)
+    torch.manual_seed(3)
+    torch.testing.assert_close(loaded.sample(x, 3), expected)
+
+
+def test_mc_dropout_prediction_is_the_network_without_dropout():
+    model = _peer("mc_dropout", dropout=0.3).eval()
+    x, _ = _batch()
+    logits, _ = cvae_seg.models.segmentation.run_backbone(model.backbone, x)
+    torch.testing.assert_close(model(x), logits)
+    masks = model.prior(x).sample((2000,))
+    assert abs(float(masks.mean()) - 0.7) < 0.01  # channels kept with probability 1 - p
+
+
+def test_ensemble_likelihood_is_the_exact_mixture():
+    model = _peer("ensemble", members=3).eval()
+    x, y = _batch()
+    every = model.encode(x).logits  # (M, B, C, H, W)
+    per_member = torch.stack([-torch.nn.functional.cross_entropy(m, y, reduction="none")
+                              .sum((1, 2)) for m in every])  # fmt: skip
+    expected = torch.logsumexp(per_member, 0) - math.log(3)
+    torch.testing.assert_close(model.log_likelihood(x, y), expected)
+    # the prediction averages the members' probabilities
+    torch.testing.assert_close(model(x).exp(), every.softmax(2).mean(0))
+
+
+def test_ssn_logit_distribution_has_the_backbone_logits_as_mean_and_low_rank():
+    model = _peer("ssn", rank=2).eval()
+    x, _ = _batch(32)
+    prior = model.prior(x)
+    logits, _ = cvae_seg.models.segmentation.run_backbone(model.backbone, x)
+    torch.testing.assert_close(prior.mean, logits.flatten(1))
+    assert prior.cov_factor.shape == (2, CLASSES * 32 * 32, 2)
+    draws = prior.sample((4000,))
+    empirical = (draws - prior.mean).pow(2).mean(0)
+    torch.testing.assert_close(empirical, prior.variance, rtol=0.15, atol=1e-3)
+
+
+def test_ssn_loss_is_the_monte_carlo_log_likelihood():
+    model = _peer("ssn", train_samples=5).eval()
+    x, y = _batch(32)
+    torch.manual_seed(1)
+    loss = model.loss(x, y).loss
+    torch.manual_seed(1)
+    weights = model.log_likelihood_weights(x, y, num_samples=5, chunk_size=5)
+    expected = -(torch.logsumexp(weights, 0) - math.log(5)).sum() / y.numel()
+    torch.testing.assert_close(loss, expected)
+
+
+def test_probunet_latent_is_global_and_its_loss_is_the_beta_elbo():
+    model = _peer("probunet", latent_channels=4, kl_weight=0.5)
+    x, y = _batch()
+    assert model.prior(x).mean.shape == (2, 4, 1, 1)
+    assert model.posterior(x, y).mean.shape == (2, 4, 1, 1)
+    terms = model.loss(x, y).terms
+    pixels = y.numel()
+    torch.testing.assert_close(terms["loss"],
+                               terms["nll_posterior"] + 0.5 * terms["kl"] * 2 / pixels)  # fmt: skip
+
+
+def test_heads_refuse_what_they_do_not_take():
+    with pytest.raises(ValueError, match="head must be one of"):
+        _peer("probunett")
+    with pytest.raises(TypeError, match=r"latent_stride for the 'ssn' head"):
+        _peer("ssn", latent_stride=8)
+    with pytest.raises(ValueError, match="trains on its own objective"):
+        _peer("mc_dropout", objective="hybrid")
+    with pytest.raises(ValueError, match="members must be an integer >= 2"):
+        _peer("ensemble", members=1)
+    with pytest.raises(ValueError, match=r"dropout must be in \(0, 1\)"):
+        _peer("mc_dropout", dropout=1.0)
+
+
+def test_a_training_config_chooses_the_head():
+    from conftest import tiny_demo_config
+
+    from cvae_seg.training import build_model
+
+    head = ["model.head=ssn", "model.rank=3", f"model.encoder_name={TEST_ENCODER}"]
+    with pytest.raises(ValueError, match=r"model\.latent_channels does not apply"):
+        build_model(tiny_demo_config(*head), CLASSES)  # the demo sets the CVAE's latent size
+    config = tiny_demo_config(*head, "model.latent_channels=32")  # back to the default
+    model = build_model(config, CLASSES)
+    assert isinstance(model, cvae_seg.StochasticSegmentationNetwork) and model.rank == 3
+    with pytest.raises(ValueError, match=r"model\.rank does not apply"):
+        build_model(tiny_demo_config("model.rank=3"), CLASSES)
+
+
+@pytest.mark.parametrize("head", ["probunet", "ssn"])
+def test_iterative_completion_works_for_peers(head):
+    """Table 4's iterative inference needs a recognition net: the ProbUNet has one; the SSN
+    gives its plain prediction back."""
+    model = _peer(head).eval()
+    x, y = _batch()
+    observed = torch.rand(y.shape) < 0.5
+    completed = model.complete(x, y, observed, num_iterations=2)
+    assert completed.shape == (2, CLASSES, 64, 64)
+    if model.recognition_net is None:
+        torch.testing.assert_close(completed, model.predict(x))
