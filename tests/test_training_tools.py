@@ -72,3 +72,17 @@ def test_demo_script_trains_and_draws(tmp_path):
 
     picture = run_demo.main([*TINY, "--steps", "2", "--work-dir", str(tmp_path)])
     assert picture == tmp_path / "demo_samples.png" and picture.stat().st_size > 0
+
+
+def test_evaluate_scores_samples_against_every_annotator(tmp_path):
+    """With several annotations per image, evaluate adds the LIDC protocol (GED, HM-IoU)."""
+    config = str(ROOT / "configs" / "known_truth.yaml")
+    data = ["data.known_truth_annotators=3", "data.shapes_train=32", "data.shapes_val=8",
+            "eval.num_samples=2", "eval.batch_size=8"]  # fmt: skip
+    work_dir = tmp_path / "run"
+    run(["train", config, *data, "train.max_steps=2", "train.eval_interval=2",
+         "--work-dir", str(work_dir), "--quiet"])  # fmt: skip
+    result = run(["evaluate", config, str(work_dir / "last.pt"), *data, "--no-likelihood"])
+    assert result["annotators"] == 3
+    for samples in (16, 100):
+        assert result[f"ged_{samples}"] >= 0 and 0 <= result[f"hm_iou_{samples}"] <= 1

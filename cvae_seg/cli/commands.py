@@ -99,6 +99,7 @@ def _evaluate(args: argparse.Namespace) -> dict[str, Any]:
         "checkpoint": str(args.checkpoint),
         "split": args.split,
         "objective": config.model.objective,
+        "head": config.model.head,
         "arch": config.model.arch,
     }
     if config.data.dataset == "mnist":
@@ -143,19 +144,18 @@ def _segmentation(model, loader, classes, device, config, args) -> dict[str, Any
         ),
     }
     if not args.no_likelihood:
-        result["likelihood_method"] = _method(model)
+        result["likelihood_method"] = model.likelihood_method
+    if getattr(loader.dataset, "num_annotators", 1) > 1:  # the LIDC protocol: GED, HM-IoU
+        from cvae_seg.evaluation import evaluate_annotators
+
+        result.update(evaluate_annotators(model, loader, len(classes), device,
+                                          chunk_size=config.eval.chunk_size))  # fmt: skip
     if args.partial:
         fill = [-m / s for m, s in zip(config.data.mean, config.data.std, strict=True)]
         result["partial_observation"] = partial_observation(
             model, loader, device, fill, num_iterations=args.iterations
         )
     return result
-
-
-def _method(model) -> str:
-    if model.recognition_net is not None:
-        return "importance"
-    return "monte_carlo" if model.spec.stochastic else "exact"
 
 
 def _likelihoods(model, loader, device, config, skip: bool) -> dict[str, float]:

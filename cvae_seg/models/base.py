@@ -209,6 +209,14 @@ class ConditionalGenerativeModel(nn.Module):
         """
         return self._output_nll(logits, self._target(y)).flatten(1).sum(1)
 
+    @property
+    def likelihood_method(self) -> str:
+        """How `log_likelihood` with method="auto" estimates log p(y|x): "importance",
+        "monte_carlo" or "exact"."""
+        if not self.spec.stochastic:
+            return "exact"
+        return "importance" if self.recognition_net is not None else "monte_carlo"
+
     def _require_latent(self, what: str) -> None:
         if not self.spec.uses_latent:
             raise ValueError(f"objective {self.objective!r} has no latent variable ({what})")

@@ -236,6 +236,10 @@ class DeepEnsemble(SegmentationModel):
     def _deterministic_logits(self, encoded: Encoded) -> torch.Tensor:
         return self._average_samples(encoded.logits)
 
+    @property
+    def likelihood_method(self) -> str:
+        return "exact"  # the mixture over members is summed, not sampled
+
     def loss(self, x: torch.Tensor, y: torch.Tensor) -> CVAEOutput:
         """The members' cross-entropies, averaged: each member trains on every batch."""
         y = self._target(y, x)
