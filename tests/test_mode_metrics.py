@@ -161,3 +161,43 @@ def test_mode_decomposition_matches_a_loop_on_random_scores():
     assert result["in_between"] == pytest.approx(between / total)
     decomposition.reset()
     assert decomposition.inputs == 0 and decomposition.hits.sum() == 0
+
+
+@pytest.mark.parametrize(
+    "probs", [(0.7, 0.3), (0.4, 0.3, 0.2, 0.1), (0.25, 0.2, 0.15, 0.12, 0.1, 0.08, 0.06, 0.04)]
+)
+def test_total_variation_floor_matches_a_simulated_perfect_sampler(probs):
+    """The floor is what draws from pi itself score: exact sum over the binomial, and the
+    mean of many simulated sample sets (the issue's 0.012 / 0.021 / 0.032 at S = 1,000)."""
+    from scipy.stats import binom
+
+    for num_samples in (1, 7, 50, 1000):
+        brute = 0.5 * sum(
+            (np.abs(np.arange(num_samples + 1) - num_samples * p)
+             * binom.pmf(np.arange(num_samples + 1), num_samples, p)).sum()
+            for p in probs
+        ) / num_samples  # fmt: skip
+        assert metrics.total_variation_floor(probs, num_samples) == pytest.approx(brute, rel=1e-9)
+    rng = np.random.default_rng(0)
+    draws = rng.multinomial(1000, probs, size=4000)
+    simulated = [metrics.total_variation(counts, probs) for counts in draws]
+    floor = metrics.total_variation_floor(probs, 1000)
+    assert floor == pytest.approx(np.mean(simulated), abs=4 * np.std(simulated) / np.sqrt(4000))
+    assert round(floor, 3) == {2: 0.012, 4: 0.021, 8: 0.032}[len(probs)]
+    # a perfect sampler's TV falls like 1 / sqrt(S)
+    assert metrics.total_variation_floor(probs, 100_000) == pytest.approx(floor / 10, rel=0.05)
+
+
+def test_total_variation_floor_edge_cases():
+    assert metrics.total_variation_floor((1.0,), 10) == 0.0  # one mode: every draw is it
+    assert metrics.total_variation_floor((0.0, 1.0), 10) == 0.0
+    # one draw from (1/2, 1/2): the frequencies are (1, 0) or (0, 1), TV 1/2 either way
+    assert metrics.total_variation_floor((0.5, 0.5), 1) == pytest.approx(0.5)
+    # an integer S pi (S = 10, pi = 0.3): floor(S pi) + 1 or S pi give the same value
+    assert metrics.total_variation_floor((0.3, 0.7), 10) == pytest.approx(
+        metrics.total_variation_floor((0.29999999999999, 0.70000000000001), 10)
+    )
+    with pytest.raises(ValueError, match="sum to 1"):
+        metrics.total_variation_floor((0.5, 0.2), 10)
+    with pytest.raises(ValueError, match="positive integer"):
+        metrics.total_variation_floor((0.5, 0.5), 0)

@@ -31,6 +31,7 @@ from cvae_seg.metrics.modes import (
     candidate_log_likelihoods,
     mode_counts,
     total_variation,
+    total_variation_floor,
 )
 from cvae_seg.metrics.samples import (
     GeneralizedEnergyDistance,
@@ -86,5 +87,6 @@ __all__ = [
     "reliability_diagram",
     "sample_diversity",
     "total_variation",
+    "total_variation_floor",
     "uncertainty_ncc",
 ]
