@@ -1,38 +1,46 @@
-"""The five objectives on a task whose true p(y|x) is known exactly.
+"""The objectives and the peer heads on a task whose true p(y|x) is known exactly.
 
     python benchmarks/known_truth.py [--budget ci|cpu|gpu] [--tasks 2 4 8] [--seeds 0 1]
-        [--config configs/known_truth_iw.yaml] [--steps N]
+        [--config configs/known_truth_iw.yaml] [--heads cvae probunet ssn mc_dropout ensemble]
+        [--split val|test] [--holdout F] [--annotators A] [--hit-distance PX] [--steps N]
         [--work-dir work_dirs/known_truth] [--out results/known_truth_<budget>]
         [--figure FIGURE.png] [--merge A.json B.json --out OUT] [--diagnose CHECKPOINT]
         [--draw CVAE_RUNS CNN_RUNS --figure FIGURE.png]
 
 A box's part behind an occluder is one of K shapes with unequal, known probabilities
-(`cvae_seg.data.known_truth`), so log p(y|x) of every test pair, the conditional entropy H
-and the mode frequencies are exact. For K in --tasks, every objective is trained per seed
-from --config (configs/known_truth.yaml: the paper's ELBO; configs/known_truth_iw.yaml: the
-importance-weighted bound with a KL warm-up) and evaluated on the test split:
+(`cvae_seg.data.known_truth`), so log p(y|x) of every pair, the conditional entropy H and the
+mode frequencies are exact. For K in --tasks and each seed, every model is trained: the CVAE
+head's --objectives from --config (configs/known_truth.yaml: the paper's ELBO;
+known_truth_iw.yaml: the importance-weighted bound), and each other head of --heads from
+configs/known_truth_<head>.yaml (the same task, data and training). The protocol (issue 20,
+docs/benchmarks/known_truth.md):
 
-- NLL, nats per image: importance sampling (cvae, hybrid) and Monte Carlo (gsnn, cvae,
-  hybrid), exact for cnn/gdnn, beside the true NLL of the same pairs (whose mean is about H).
-- Mode frequencies: each of S samples per input (argmax map) goes to the nearest candidate in
-  Hamming distance, or to a "miss" bin when it differs from it on more than MISS_FRACTION of
-  the occluded pixels; total variation to (pi, 0) per input (mean) and pooled over inputs
-  (`cvae_seg.metrics.mode_counts`, `cvae_seg.metrics.total_variation`).
-- GED, D^2 with d = 1 - IoU of the foreground (`cvae_seg.metrics.generalized_energy_distance`,
-  every ordered pair, self-pairs included): the truth's expectations exact over the
-  candidates weighted by pi, the first GED_SAMPLES samples per input from the model. Reports
-  written before 1.0 (no ``ged_convention`` key) left the self-pairs out of E d(s, s').
+- Recipes are chosen on the validation split, which is what a run scores by default; the
+  test split is scored once, with ``--split test``. The report records its split.
+- ``--holdout F`` reserves that share of the 336 layouts for the test split (training and
+  validation never see them); the test images with those layouts are reported apart.
+- NLL, nats per image, by the estimator declared for the model (`known_truth_eval.
+  declared_estimator`: importance sampling with a recognition net, Monte Carlo otherwise,
+  exact for deterministic models), Monte Carlo beside it as a secondary column; over the
+  true NLL of the same pairs (whose mean is about H, not H).
+- TV: each sample (argmax map) is a hit for the nearest candidate only within
+  ``--hit-distance`` pixels (`HIT_DISTANCE`), else a miss; TV to (pi, 0) per input (mean)
+  and pooled, each beside the TV of a perfect sampler with as many samples
+  (`cvae_seg.metrics.total_variation_floor`).
+- GED, D^2 with d = 1 - IoU of the foreground, against the exact distribution (the first
+  GED_SAMPLES samples); ECE of the samples' mean softmax; with ``--annotators A`` > 1, GED
+  and HM-IoU with 16 and 100 samples against the A annotations and the uncertainty NCC.
 - Pixel accuracy of predict() on the visible pixels, and KL(q||p) with its share of the
-  negative ELBO on the test pairs (posterior collapse shows as a KL near 0).
+  negative ELBO (posterior collapse shows as a KL near 0).
 
 Writes OUT.json and OUT.md after every run (mean and standard error over seeds) and a sample
 grid of the first seed's CVAE and CNN. Budgets (`BUDGETS`): ``ci`` (a few updates, for the
-tests), ``cpu`` (1,500 updates, two seeds, for 2 CPU cores with --threads 1) and ``gpu``
-(4,000 updates, three seeds, more samples). ``--steps`` overrides the budget's updates (runs
-go to WORK/<budget>_<steps>steps). ``--merge A.json B.json --out OUT`` joins reports of seeds
-run as separate jobs into one table; ``--diagnose`` prints where a trained CVAE's excess NLL
-sits; ``--draw`` redraws the sample grid from saved runs. docs/benchmarks/known_truth.md
-holds the measured tables.
+tests; writes under --work-dir, never results/), ``cpu`` (1,500 updates, two seeds, for 2 CPU
+cores with --threads 1) and ``gpu`` (4,000 updates, three seeds, more samples). ``--steps``
+overrides the budget's updates (runs go to WORK/<budget>_<steps>steps). ``--merge A.json
+B.json --out OUT`` joins reports of seeds run as separate jobs into one table; ``--diagnose``
+prints where a trained CVAE's excess NLL sits; ``--draw`` redraws the sample grid from saved
+runs. docs/benchmarks/known_truth.md holds the measured tables.
 """
 
 from __future__ import annotations
@@ -53,161 +61,105 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
+from known_truth_eval import _batched, evaluate_run, evaluation_set  # noqa: E402
 from known_truth_report import (  # noqa: E402
     ESTIMATORS,
     GED_CONVENTION,
+    HEADS,
+    HIT_DISTANCE,
     MISS_FRACTION,
+    MODELS,
+    NLL_PROTOCOL,
     OBJECTIVES,
+    PEERS,
+    SPLITS,
+    legacy_tightest_nll,
     markdown,
     merge_reports,
-    tightest_nll,
+    protocol,
     write_report,
 )
 
 from cvae_seg import metrics  # noqa: E402
 from cvae_seg.config import Config, load_config  # noqa: E402
-from cvae_seg.data.common import build_transform  # noqa: E402
-from cvae_seg.data.known_truth import (  # noqa: E402
-    KnownTruthSet,
-    default_mode_probs,
-    known_truth_split,
-    true_log_likelihood,
-)
+from cvae_seg.data.known_truth import default_mode_probs  # noqa: E402
 from cvae_seg.likelihood import masked_nll  # noqa: E402
 from cvae_seg.objectives import get_objective  # noqa: E402
 from cvae_seg.reporting import atomic_save_image, describe_hardware  # noqa: E402
 from cvae_seg.training import load_trained, select_device, train  # noqa: E402
 
-_HIDDEN = 255  # the label that marks the occluded pixels out of the visible accuracy
+__all__ = [
+    "BUDGETS", "ESTIMATORS", "GED_CONVENTION", "HEADS", "HIT_DISTANCE", "MISS_FRACTION",
+    "MODELS", "NLL_PROTOCOL", "OBJECTIVES", "PEERS", "default_mode_probs", "diagnose_run",
+    "evaluate_run", "legacy_tightest_nll", "load_config", "main", "prior_decomposition",
+    "protocol", "run_benchmark", "sample_figure",
+]  # fmt: skip
+
 BUDGETS = {
     "ci": {"tasks": [2], "seeds": [0], "train": 16, "test": 6, "steps": 2, "batch": 4,
-           "is": 4, "mc": 4, "mode_inputs": 3, "mode_samples": 20, "ged_samples": 10},
+           "is": 4, "mc": 4, "mode_inputs": 3, "mode_samples": 20, "ged_samples": 10,
+           "annotator_samples": [16, 100], "calibration_samples": 4},
     "cpu": {"tasks": [2, 4, 8], "seeds": [0, 1], "train": 2000, "test": 200, "steps": 1500,
             "batch": 16, "is": 100, "mc": 200, "mode_inputs": 50, "mode_samples": 1000,
-            "ged_samples": 100},
+            "ged_samples": 100, "annotator_samples": [16, 100], "calibration_samples": 16},
     "gpu": {"tasks": [2, 4, 8], "seeds": [0, 1, 2], "train": 4000, "test": 500, "steps": 4000,
             "batch": 32, "is": 500, "mc": 2000, "mode_inputs": 500, "mode_samples": 1000,
-            "ged_samples": 200},
+            "ged_samples": 200, "annotator_samples": [16, 100], "calibration_samples": 16},
 }  # fmt: skip
 
 
 # ----------------------------------------------------------------------------- runs
-def _config(args: argparse.Namespace, budget: dict, k: int, objective: str, seed: int) -> Config:
-    probs = list(default_mode_probs(k))
-    # a mixture prior learns only through a KL term: objectives without one keep the Gaussian
-    has_kl = get_objective(objective).needs_recognition
-    own_prior = [] if has_kl else ["model.prior_components=1"]
+def _models(args: argparse.Namespace) -> list[tuple[str, str]]:
+    """(model name, head): the CVAE head once per --objectives, each other head once."""
+    models = []
+    for head in args.heads:
+        models += [(o, "cvae") for o in args.objectives] if head == "cvae" else [(head, head)]
+    return models
+
+
+def _config(args: argparse.Namespace, budget: dict, k: int, name: str, head: str, seed: int
+            ) -> Config:  # fmt: skip
+    """A model's run config: --config for the CVAE head, known_truth_<head>.yaml for a peer."""
+    overrides = []
+    if head == "cvae":
+        overrides.append(f"model.objective={name}")
+        # a mixture prior learns only through a KL term: objectives without one keep a Gaussian
+        if not get_objective(name).needs_recognition:
+            overrides.append("model.prior_components=1")
+        path = args.config
+    else:
+        path = ROOT / "configs" / f"known_truth_{head}.yaml"
     return load_config(
-        args.config,
+        path,
         [
-            f"model.objective={objective}",
-            f"data.known_truth_modes={probs}",
+            f"data.known_truth_modes={list(default_mode_probs(k))}",
             f"data.shapes_train={budget['train']}",
             f"data.shapes_val={budget['test']}",
             f"data.batch_size={budget['batch']}",
+            f"data.known_truth_holdout={args.holdout}",
+            f"data.known_truth_annotators={args.annotators}",
             f"train.max_steps={budget['steps']}",
             f"train.eval_interval={budget['steps']}",
             f"train.seed={seed}",
-            *own_prior,
+            *overrides,
             *args.extra,
         ],
     )
 
 
-def _test_set(config: Config) -> tuple[KnownTruthSet, torch.Tensor, torch.Tensor]:
-    """The test split with its candidates (as `cvae_seg.data` seeds it), normalised."""
-    data = config.data
-    truth = known_truth_split(
-        "test", data.shapes_val, data.size, data.known_truth_modes, data.split_seed
-    )
-    transform = build_transform(False, False, 0.0, data.mean, data.std)
-    x = torch.stack([transform(image=i)["image"] for i in truth.arrays.images])
-    return truth, x, torch.from_numpy(truth.arrays.labels).long()
-
-
-def _batched(function, *tensors: torch.Tensor, size: int) -> torch.Tensor:
-    return torch.cat(
-        [function(*(t[i : i + size] for t in tensors)) for i in range(0, len(tensors[0]), size)]
-    )
-
-
-def _nll_estimates(model, x: torch.Tensor, y: torch.Tensor, objective: str, budget: dict) -> dict:
-    """``nll_<method>`` for each of the objective's estimators, nats per image."""
-    result = {}
-    for method in ESTIMATORS[objective]:
-        samples = {"exact": 1, "importance": budget["is"], "monte_carlo": budget["mc"]}[method]
-        ll = _batched(
-            lambda a, b, m=method, s=samples: model.log_likelihood(
-                a, b, s, method="auto" if m == "exact" else m, chunk_size=min(s, 100)
-            ),
-            x,
-            y,
-            size=50,
-        )
-        result[f"nll_{method}"] = float(-ll.double().mean())
-    return result
-
-
-def _sample_metrics(model, x: torch.Tensor, truth: KnownTruthSet, budget: dict) -> dict:
-    """Mode frequencies, TV and GED from the samples of the first test inputs."""
-    counts, tvs, geds = 0, [], []
-    max_distance = MISS_FRACTION * int(truth.hidden[0].sum())
-    for i in range(min(budget["mode_inputs"], len(x))):
-        samples = model.sample(x[i : i + 1], budget["mode_samples"])[:, 0].argmax(1)
-        candidates = torch.from_numpy(truth.candidates[i]).long().to(samples.device)
-        hits = metrics.mode_counts(samples, candidates, max_distance).cpu().numpy()
-        counts = counts + hits
-        tvs.append(metrics.total_variation(hits, truth.probs))
-        ged = metrics.generalized_energy_distance(
-            samples[: budget["ged_samples"], None],
-            candidates[:, None],
-            num_classes=2,
-            reference_weights=torch.from_numpy(truth.probs),
-        )
-        geds.append(float(ged))
-    return {
-        "tv_mean": float(np.mean(tvs)),
-        "tv_pooled": metrics.total_variation(counts, truth.probs),
-        "frequencies": (counts / counts.sum()).tolist(),
-        "ged": float(np.mean(geds)),
-    }
-
-
 @torch.no_grad()
-def evaluate_run(model, config: Config, budget: dict, device: torch.device) -> dict:
-    """Every number of the table for one trained model."""
-    truth, x, y = _test_set(config)
-    x, y = x.to(device), y.to(device)
-    objective = config.model.objective
-    true_nll = -true_log_likelihood(truth.arrays.labels, truth.candidates, truth.probs)
-    result = {"true_nll": float(true_nll.mean()), "entropy": truth.entropy}
-    result.update(_nll_estimates(model, x, y, objective, budget))
-    result["nll_ratio"] = tightest_nll(result, objective) / result["true_nll"]
-
-    prediction = _batched(lambda a: model.predict(a).argmax(1), x, size=100)
-    hidden = torch.from_numpy(truth.hidden).to(device)
-    visible_only = y.masked_fill(hidden, _HIDDEN)
-    accuracy = metrics.pixel_accuracy(prediction, visible_only, ignore_index=_HIDDEN)
-    result["visible_accuracy"] = 100 * float(accuracy)
-    result.update(_sample_metrics(model, x, truth, budget))
-    if model.recognition_net is not None:  # the ELBO's parts on the test pairs
-        model.eval()
-        terms = _batched(lambda a, b: _elbo_terms(model, a, b), x, y, size=50)
-        kl, reconstruction = terms.mean(0).tolist()
-        result.update(kl=kl, reconstruction=reconstruction, kl_share=kl / (kl + reconstruction))
-    return result
-
-
-@torch.no_grad()
-def diagnose_run(model, config: Config, budget: dict, device: torch.device) -> dict:
+def diagnose_run(
+    model, config: Config, budget: dict, device: torch.device, split: str = "val"
+) -> dict:
     """Where a CVAE's excess NLL sits: per true shape, and visible vs occluded pixels.
 
-    Per shape k: the importance-sampled NLL of its test pairs beside -log pi_k, and the
+    On ``split`` (the validation split unless told). Per shape k: the importance-sampled NLL
+    of its pairs beside -log pi_k, and the
     `cvae_seg.metrics.ModeDecomposition` of the prior's samples (mass, sharpness, Monte Carlo
     p). At q's mean: the summed cross-entropy on the visible and on the occluded pixels. The
     prior's std per latent channel and a mixture's weights (`cvae_seg.metrics.prior_scale_summary`).
     """
-    truth, x, y = _test_set(config)
+    truth, x, y = evaluation_set(config, split)
     x, y = x.to(device), y.to(device)
     ll = _batched(
         lambda a, b: model.log_likelihood(a, b, budget["is"], "importance", min(budget["is"], 100)),
@@ -259,22 +211,16 @@ def prior_decomposition(
     return decomposition.compute()
 
 
-def _elbo_terms(model, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """(B, 2): KL(q||p) and -log p(y|x,z) with z ~ q, nats per image, from the loss."""
-    out = model.loss(x, y)
-    pixels = y[0].numel()
-    row = torch.stack([out.terms["kl"], out.terms["nll_posterior"] * pixels])
-    return row[None].expand(len(x), 2)
-
-
 # ------------------------------------------------------------------------- figure
 def sample_figure(
-    cvae_runs: Path, cnn_runs: Path, tasks: list[int], device: torch.device, num_samples: int = 6
-):
+    cvae_runs: Path, cnn_runs: Path, tasks: list[int], device: torch.device,
+    num_samples: int = 6, split: str = "val",
+):  # fmt: skip
     """One row per task: input, the K truths with their probabilities, CVAE samples, CNN.
 
-    The seed-0 checkpoints come from ``<runs>/K<k>/<objective>/seed0/best.pt``, so the CVAE of
-    one recipe can be drawn beside the CNN of another run (``--draw``).
+    Drawn on the first input of ``split``. The seed-0 checkpoints come from
+    ``<runs>/K<k>/<objective>/seed0/best.pt``, so the CVAE of one recipe can be drawn beside
+    the CNN of another run (``--draw``).
     """
     from PIL import Image, ImageDraw
 
@@ -284,7 +230,7 @@ def sample_figure(
     for k in tasks:
         cvae, config, _ = load_trained(cvae_runs / f"K{k}" / "cvae" / "seed0" / "best.pt", device)
         cnn, _, _ = load_trained(cnn_runs / f"K{k}" / "cnn" / "seed0" / "best.pt", device)
-        truth, x, _ = _test_set(config)
+        truth, x, _ = evaluation_set(config, split)
         torch.manual_seed(0)
         samples = cvae.sample(x[:1].to(device), num_samples)[:, 0].argmax(1).cpu().numpy()
         tiles = [("input", truth.arrays.images[0])]
@@ -316,18 +262,44 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--budget", choices=sorted(BUDGETS), default="cpu")
     parser.add_argument(
         "--config", type=Path, default=ROOT / "configs" / "known_truth.yaml",
-        help="the task's config (default: the paper's ELBO; known_truth_iw.yaml: the IW bound)",
+        help="the CVAE head's config (default: the paper's ELBO; known_truth_iw.yaml: IW bound)",
     )  # fmt: skip
     parser.add_argument("--tasks", type=int, nargs="+", default=None, choices=[2, 4, 8])
     parser.add_argument("--seeds", type=int, nargs="+", default=None)
-    parser.add_argument("--objectives", nargs="+", default=list(OBJECTIVES), choices=OBJECTIVES)
+    parser.add_argument("--objectives", nargs="+", default=list(OBJECTIVES), choices=OBJECTIVES,
+                        help="the CVAE head's objectives (with cvae in --heads)")  # fmt: skip
+    parser.add_argument(
+        "--heads", nargs="+", default=["cvae"], choices=HEADS,
+        help="cvae: --objectives from --config; a peer: configs/known_truth_<head>.yaml",
+    )  # fmt: skip
+    parser.add_argument(
+        "--split", choices=SPLITS, default="val",
+        help="the split scored: val while choosing recipes; test once, for the final table",
+    )  # fmt: skip
+    parser.add_argument(
+        "--holdout", type=float, default=0.0, metavar="F",
+        help="share of the 336 layouts only the test split draws (data.known_truth_holdout)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--annotators", type=int, default=1, metavar="A",
+        help="annotations per image (data.known_truth_annotators); > 1 adds GED, HM-IoU, NCC",
+    )  # fmt: skip
+    parser.add_argument(
+        "--hit-distance", type=float, default=HIT_DISTANCE, metavar="PX",
+        help=f"a sample within this many pixels of a candidate is a hit (default {HIT_DISTANCE})",
+    )  # fmt: skip
     parser.add_argument("--steps", type=int, default=None, help="updates (default: the budget's)")
     parser.add_argument("--work-dir", type=Path, default=Path("work_dirs/known_truth"))
-    parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="default results/known_truth_<budget> (ci: under --work-dir)",
+    )
     parser.add_argument("--figure", type=Path, default=None, help="sample grid PNG (default: none)")
     parser.add_argument("--device", default=None)
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
-    parser.add_argument("--extra", nargs="*", default=[], help="more config overrides")
+    parser.add_argument("--extra", nargs="*", default=[], help="config overrides for every model")
     parser.add_argument(
         "--diagnose", type=Path, default=None, metavar="CHECKPOINT",
         help="only print where a trained CVAE's excess NLL sits (per shape, visible/occluded)",
@@ -358,28 +330,33 @@ def main(argv: list[str] | None = None) -> dict:
     if args.draw is not None:
         if args.figure is None:
             parser.error("--draw needs --figure")
-        _save_figure(args.figure, *args.draw, args.tasks or budget["tasks"], args.device)
+        _save_figure(args, *args.draw, args.tasks or budget["tasks"])
         return {}
     if args.diagnose is not None:
         device = select_device(args.device)
         model, config, _ = load_trained(args.diagnose, device)
         torch.manual_seed(0)
-        result = diagnose_run(model, config, budget, device)
+        result = diagnose_run(model, config, budget, device, args.split)
         print(json.dumps(result, indent=2))
         return result
+    if not 0 <= args.holdout < 1 or args.annotators < 1 or args.hit_distance < 0:
+        parser.error("--holdout takes 0 <= F < 1, --annotators A >= 1, --hit-distance >= 0")
+    if args.out is None:
+        args.out = (args.work_dir if args.budget == "ci" else Path("results")) / (
+            f"known_truth_{args.budget}"
+        )
+    results = (ROOT / "results").resolve()
+    if args.budget == "ci" and results in [args.out.resolve(), *args.out.resolve().parents]:
+        parser.error("a ci run writes nothing into results/: give --out outside it")
     if args.steps is not None:
         budget["steps"] = args.steps
     return run_benchmark(args, budget, argv)
 
 
-def run_benchmark(args: argparse.Namespace, budget: dict, argv: list[str] | None) -> dict:
-    """Train and evaluate every (K, objective, seed); OUT.json and OUT.md after each run."""
-    tasks = args.tasks or budget["tasks"]
-    seeds = args.seeds if args.seeds is not None else budget["seeds"]
-    out = args.out or Path("results") / f"known_truth_{args.budget}"
-    device = select_device(args.device)
-    started = time.perf_counter()
-    report = {
+def _report_header(args: argparse.Namespace, budget: dict, argv: list[str] | None,
+                   device: torch.device, tasks: list[int], seeds: list[int]) -> dict:  # fmt: skip
+    """The report's settings and protocol, before any run."""
+    return {
         "command": shlex.join(["python", "benchmarks/known_truth.py", *(argv or sys.argv[1:])]),
         "date": datetime.date.today().isoformat(),
         "hardware": describe_hardware(device),
@@ -388,42 +365,58 @@ def run_benchmark(args: argparse.Namespace, budget: dict, argv: list[str] | None
         "budget_settings": budget,
         "tasks": tasks,
         "seeds": seeds,
-        "miss_fraction": MISS_FRACTION,
+        "split": args.split,
+        "holdout": args.holdout,
+        "annotators": args.annotators,
+        "hit_distance": args.hit_distance,
+        "nll_protocol": NLL_PROTOCOL,
         "ged_convention": GED_CONVENTION,
         "runs": [],
     }
+
+
+def run_benchmark(args: argparse.Namespace, budget: dict, argv: list[str] | None) -> dict:
+    """Train and evaluate every (K, model, seed); OUT.json and OUT.md after each run."""
+    tasks = args.tasks or budget["tasks"]
+    seeds = args.seeds if args.seeds is not None else budget["seeds"]
+    device = select_device(args.device)
+    started = time.perf_counter()
+    report = _report_header(args, budget, argv, device, tasks, seeds)
     runs_dir = args.work_dir / f"{args.budget}_{budget['steps']}steps"
     for k in tasks:
-        for objective in args.objectives:
+        for name, head in _models(args):
             for seed in seeds:
-                config = _config(args, budget, k, objective, seed)
-                run_dir = runs_dir / f"K{k}" / objective / f"seed{seed}"
+                config = _config(args, budget, k, name, head, seed)
+                run_dir = runs_dir / f"K{k}" / name / f"seed{seed}"
                 run_started = time.perf_counter()
                 train(config, run_dir, device=str(device), progress=False)
                 model, _, _ = load_trained(run_dir / "best.pt", device)
                 torch.manual_seed(seed)
-                test = evaluate_run(model, config, budget, device)
-                run = {"k": k, "objective": objective, "seed": seed, "test": test,
+                test = evaluate_run(model, config, budget, device, args.split, args.hit_distance)
+                run = {"k": k, "objective": name, "head": head, "seed": seed, "test": test,
                        "seconds": round(time.perf_counter() - run_started, 1)}  # fmt: skip
                 report["runs"].append(run)
                 report["seconds"] = round(time.perf_counter() - started, 1)
-                print(k, objective, seed, run["seconds"], "s", _brief(test), flush=True)
-                write_report(report, out)
-    if args.figure is not None and {"cvae", "cnn"} <= set(args.objectives) and 0 in seeds:
-        _save_figure(args.figure, runs_dir, runs_dir, tasks, args.device)
+                print(k, name, seed, run["seconds"], "s", _brief(test), flush=True)
+                write_report(report, args.out)
+    drawn = "cvae" in args.heads and {"cvae", "cnn"} <= set(args.objectives) and 0 in seeds
+    if args.figure is not None and drawn:
+        _save_figure(args, runs_dir, runs_dir, tasks)
     print(markdown(report))
     return report
 
 
-def _save_figure(
-    path: Path, cvae_runs: Path, cnn_runs: Path, tasks: list[int], device: str | None
-) -> None:
-    atomic_save_image(path, sample_figure(cvae_runs, cnn_runs, tasks, select_device(device)))
+def _save_figure(args: argparse.Namespace, cvae_runs: Path, cnn_runs: Path, tasks: list[int]
+                 ) -> None:  # fmt: skip
+    figure = sample_figure(
+        Path(cvae_runs), Path(cnn_runs), tasks, select_device(args.device), split=args.split
+    )
+    atomic_save_image(args.figure, figure)
 
 
 def _brief(test: dict) -> dict:
-    keys = ("nll_exact", "nll_importance", "nll_monte_carlo", "true_nll", "tv_mean", "ged",
-            "visible_accuracy", "kl")  # fmt: skip
+    keys = ("nll", "nll_monte_carlo", "true_nll", "nll_ratio", "tv_mean", "tv_floor_mean",
+            "ged", "ged_16", "hm_iou_16", "ece", "visible_accuracy", "kl")  # fmt: skip
     return {key: round(test[key], 3) for key in keys if key in test}
 
 

@@ -1,8 +1,11 @@
-"""The known-truth benchmark's report: its table, the merge of separate jobs, its conventions.
+"""The known-truth benchmark's report: its tables, the merge of separate jobs, its protocol.
 
-benchmarks/known_truth.py writes OUT.json (every run's numbers) and OUT.md (the table made
-here); ``--merge`` joins the JSON of seeds run as separate jobs. The columns' conventions
-(estimators, miss threshold, GED) are stated in the table's footnote and in the JSON.
+benchmarks/known_truth.py writes OUT.json (every run's numbers) and OUT.md (the tables made
+here); ``--merge`` joins the JSON of seeds run as separate jobs. The protocol a report was
+made under (split, hit distance, NLL estimator, held-out layouts, annotators, GED) is stated
+in its footnote and JSON; reports written before the protocol of issue 20 carry none of these
+keys and read as what they were: the test split, a miss beyond 10% of the occluded pixels,
+the lower of the two NLL estimates.
 """
 
 from __future__ import annotations
@@ -14,7 +17,22 @@ from pathlib import Path
 from cvae_seg.io import atomic_write_text
 from cvae_seg.reporting import mean_stderr
 
-OBJECTIVES = ("cnn", "gdnn", "gsnn", "cvae", "hybrid")
+OBJECTIVES = ("cnn", "gdnn", "gsnn", "cvae", "hybrid")  # the CVAE head's objectives
+PEERS = ("probunet", "ssn", "mc_dropout", "ensemble")  # the other heads, one model each
+HEADS = ("cvae", *PEERS)
+MODELS = (*OBJECTIVES, *PEERS)
+
+# A sample is a hit only when its argmax map is within HIT_DISTANCE pixels (Hamming) of a
+# candidate. Two candidates differ in at least one whole grid cell (16 px at 32 px), so a
+# hit is never ambiguous, and a sample that hedges half a cell (8 px) is a miss.
+HIT_DISTANCE = 2
+SPLITS = ("val", "test")
+NLL_PROTOCOL = (
+    "declared estimator: importance sampling for models with a recognition net, Monte Carlo "
+    "for other stochastic ones, exact for deterministic ones and the ensemble"
+)
+
+# Reports before the protocol of issue 20: what they used, for their tables and merges.
 ESTIMATORS = {
     "cnn": ("exact",),
     "gdnn": ("exact",),
@@ -22,7 +40,8 @@ ESTIMATORS = {
     "cvae": ("importance", "monte_carlo"),
     "hybrid": ("importance", "monte_carlo"),
 }
-MISS_FRACTION = 0.1  # a sample farther than this share of the occluded pixels is a miss
+MISS_FRACTION = 0.1  # then: a sample farther than this share of the occluded pixels missed
+LEGACY_NLL_PROTOCOL = "the lower of importance sampling and Monte Carlo (not declared)"
 
 # What the GED column means: the convention of `cvae_seg.metrics.generalized_energy_distance`.
 # Reports written before it (no "ged_convention" key) took E d(s, s') over distinct pairs.
@@ -30,18 +49,36 @@ GED_CONVENTION = "D^2, all ordered pairs, self-pairs included"
 LEGACY_GED_CONVENTION = "D^2, sample pairs without self-pairs"
 
 
-def tightest_nll(result: dict, objective: str) -> float:
-    """The lowest of an objective's NLL estimates in ``result`` (keys ``nll_<method>``).
-
-    The sampling estimates are upper bounds on the model's NLL in expectation (Jensen), so the
-    lower one is the tighter: importance sampling while q is informative, Monte Carlo once q
-    has fallen onto the prior and proposes worse than the prior itself.
-    """
+def legacy_tightest_nll(result: dict, objective: str) -> float:
+    """The lower of an objective's NLL estimates: the headline of reports made before the
+    declared estimator (the lower of two upper bounds flatters, so it is no longer used)."""
     return min(result[f"nll_{method}"] for method in ESTIMATORS[objective])
 
 
-def _cell(runs: list[dict], key: str, digits: int = 2) -> str:
-    values = [r["test"][key] for r in runs if key in r["test"]]
+def protocol(report: dict) -> dict:
+    """The protocol a report was made under; reports before issue 20's read as theirs."""
+    legacy = "split" not in report
+    return {
+        "split": report.get("split", "test"),
+        "hits": (
+            f"nearest candidate, a miss beyond {report['miss_fraction']:.0%} of the occluded "
+            "pixels" if legacy else
+            f"nearest candidate within {report['hit_distance']} pixels, else a miss"
+        ),
+        "nll": report.get("nll_protocol", LEGACY_NLL_PROTOCOL),
+        "holdout": report.get("holdout", 0.0),
+        "annotators": report.get("annotators", 1),
+        "ged": report.get("ged_convention", LEGACY_GED_CONVENTION),
+    }  # fmt: skip
+
+
+def ged_convention(report: dict) -> str:
+    """The GED convention a report was written with (reports before 1.0 carry none)."""
+    return protocol(report)["ged"]
+
+
+def _cell(tests: list[dict], key: str, digits: int = 2) -> str:
+    values = [t[key] for t in tests if key in t and t[key] is not None]
     if not values:
         return ""
     mean, stderr = mean_stderr(values)
@@ -50,65 +87,113 @@ def _cell(runs: list[dict], key: str, digits: int = 2) -> str:
     return f"{mean:.{digits}f} ± {stderr:.{digits}f}"
 
 
-def markdown(report: dict) -> str:
-    """The table of a report (mean ± standard error over seeds) and its footnote."""
-    budget = report["budget_settings"]
+def _with_floor(tests: list[dict], key: str, floor: str) -> str:
+    cell = _cell(tests, key)
+    if cell and floor in tests[0]:
+        return f"{cell} ({tests[0][floor]:.3f})"
+    return cell
+
+
+def _groups(report: dict, part: str | None = None):
+    """(K, model, the runs' test dicts, or their ``part``) in table order."""
+    for k in report["tasks"]:
+        for model in MODELS:
+            runs = [r for r in report["runs"] if r["k"] == k and r["objective"] == model]
+            tests = [r["test"] if part is None else r["test"].get(part) for r in runs]
+            if tests and all(t is not None for t in tests):
+                yield k, model, tests
+
+
+def _main_table(report: dict) -> list[str]:
     lines = [
-        "| K | model | NLL, IS | NLL, MC | true NLL (H) | NLL / true | TV, mean per input | "
-        "TV, pooled | GED | visible acc. % | KL (share of -ELBO) |",
+        "| K | model | NLL (estimator) | NLL, Monte Carlo | true NLL (H) | "
+        "NLL / true NLL | TV per input (floor) | TV pooled (floor) | GED | visible acc. % | "
+        "KL (share of -ELBO) |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for k in report["tasks"]:
-        for objective in OBJECTIVES:
-            runs = [r for r in report["runs"] if r["k"] == k and r["objective"] == objective]
-            if not runs:
-                continue
-            test0 = runs[0]["test"]
-            exact = "nll_exact" in test0
-            kl = ""
-            if "kl" in test0:
-                kl = f"{_cell(runs, 'kl')} ({_cell(runs, 'kl_share')})"
-            first = _cell(runs, "nll_exact" if exact else "nll_importance")
-            cells = [
-                str(k),
-                objective,
-                f"{first} (exact)" if exact else first,
-                _cell(runs, "nll_monte_carlo"),
-                f"{_cell(runs, 'true_nll')} ({test0['entropy']:.2f})",
-                _cell(runs, "nll_ratio"),
-                _cell(runs, "tv_mean"),
-                _cell(runs, "tv_pooled"),
-                _cell(runs, "ged", 3),
-                _cell(runs, "visible_accuracy"),
-                kl,
-            ]
-            lines.append("| " + " | ".join(cells) + " |")
-    lines += [
-        "",
-        f"Test split of {budget['test']} pairs per task, mean ± standard error over seeds "
-        f"{report['seeds']}; {budget['steps']} updates of batch {budget['batch']} on "
-        f"{budget['train']} training pairs per model. NLL in nats per image (IS: importance "
-        f"sampling, S={budget['is']}; MC: Monte Carlo from the prior, S={budget['mc']}); NLL / "
-        f"true uses the lower (tighter) of the estimates, exact for cnn and gdnn. TV and GED from "
-        f"{budget['mode_samples']} samples on each of the first {budget['mode_inputs']} test "
-        f"inputs (GED from the first {budget['ged_samples']}; a sample farther than "
-        f"{MISS_FRACTION:.0%} of the occluded pixels from every candidate is a miss). "
-        f"GED: {ged_convention(report)}, d = 1 - IoU of the foreground, the truth's terms "
-        f"exact over the weighted candidates. Command: `{report['command']}`; "
-        f"{report['hardware']}, torch {report['torch']}, "
-        f"{report['date']}, {report['seconds'] / 60:.1f} minutes in all"
-        + (" (summed over the merged jobs)." if "merged_from" in report else "."),
-    ]
-    return "\n".join(lines) + "\n"
+    legacy = "split" not in report
+    for k, model, tests in _groups(report):
+        test0 = tests[0]
+        if legacy:  # the first column was IS (or exact); the ratio the lower of the two
+            method = "exact" if "nll_exact" in test0 else ESTIMATORS[model][0]
+        else:
+            method = test0["nll_estimator"]
+        key = "nll" if "nll" in test0 else f"nll_{method}"
+        secondary = _cell(tests, "nll_monte_carlo") if method != "monte_carlo" else ""
+        kl = f"{_cell(tests, 'kl')} ({_cell(tests, 'kl_share')})" if "kl" in test0 else ""
+        cells = [str(k), model, f"{_cell(tests, key)} ({method.replace('_', ' ')})", secondary,
+                 f"{_cell(tests, 'true_nll')} ({test0['entropy']:.2f})", _cell(tests, "nll_ratio"),
+                 _with_floor(tests, "tv_mean", "tv_floor_mean"),
+                 _with_floor(tests, "tv_pooled", "tv_floor_pooled"), _cell(tests, "ged", 3),
+                 _cell(tests, "visible_accuracy"), kl]  # fmt: skip
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
 
 
-def ged_convention(report: dict) -> str:
-    """The GED convention a report was written with (reports before 1.0 carry none)."""
-    return report.get("ged_convention", LEGACY_GED_CONVENTION)
+def _annotator_table(report: dict, counts: list[int]) -> list[str]:
+    """GED and HM-IoU against the annotators, NCC and ECE (only where any run has them)."""
+    keys = [f"ged_{s}" for s in counts] + [f"hm_iou_{s}" for s in counts]
+    keys += ["ncc", "ece", "ece_occluded"]
+    if not any(key in t for _, _, tests in _groups(report) for t in tests for key in keys):
+        return []
+    header = [f"GED, S={s}" for s in counts] + [f"HM-IoU, S={s}" for s in counts]
+    header += ["NCC", "ECE", "ECE, occluded"]
+    lines = ["", "| K | model | " + " | ".join(header) + " |",
+             "|---|---|" + "---|" * len(header)]  # fmt: skip
+    for k, model, tests in _groups(report):
+        cells = [_cell(tests, key, 3) for key in keys]
+        lines.append(f"| {k} | {model} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _held_out_table(report: dict) -> list[str]:
+    """The test images whose layout training never saw, beside the others."""
+    rows = []
+    for part, name in (("held_out", "held-out layouts"), ("seen", "layouts seen in training")):
+        for k, model, tests in _groups(report, part):
+            cells = [str(k), model, name, _cell(tests, "images", 0), _cell(tests, "nll_ratio"),
+                     _with_floor(tests, "tv_mean", "tv_floor_mean"), _cell(tests, "ged", 3),
+                     _cell(tests, "visible_accuracy")]  # fmt: skip
+            rows.append("| " + " | ".join(cells) + " |")
+    if not rows:
+        return []
+    return ["", "| K | model | test images | count | NLL / true NLL | TV per input (floor) | "
+            "GED | visible acc. % |", "|---|---|---|---|---|---|---|---|", *rows]  # fmt: skip
+
+
+def _footnote(report: dict) -> str:
+    budget, rules = report["budget_settings"], protocol(report)
+    legacy = "split" not in report
+    ratio = ("the lower (tighter) of IS and MC, exact for cnn and gdnn" if legacy else
+             "the declared estimator's NLL over the mean true NLL of the same pairs "
+             "(-log pi of each pair's drawn shape; not H, which is its expectation)")  # fmt: skip
+    return (
+        f"Protocol: the {rules['split']} split, {budget['test']} pairs per task; mean ± "
+        f"standard error over seeds {report['seeds']}; {budget['steps']} updates of batch "
+        f"{budget['batch']} on {budget['train']} training pairs per model. NLL in nats per image "
+        f"({rules['nll']}; IS: S={budget['is']}, MC: S={budget['mc']}); NLL / true NLL: "
+        f"{ratio}. TV and GED from {budget['mode_samples']} samples on each of the first "
+        f"{budget['mode_inputs']} inputs (GED from the first {budget['ged_samples']}); hits: "
+        f"{rules['hits']}; in brackets the expected TV of a perfect sampler with as many "
+        f"samples (`cvae_seg.metrics.total_variation_floor`), where the report has it. "
+        f"GED: {rules['ged']}, d = 1 - IoU of the foreground, the truth's terms exact over the "
+        f"weighted candidates. Held-out layouts: {rules['holdout']:.0%} of the 336; "
+        f"annotators per image: {rules['annotators']}. Command: `{report['command']}`; "
+        f"{report['hardware']}, torch {report['torch']}, {report['date']}, "
+        f"{report['seconds'] / 60:.1f} minutes in all"
+        + (" (summed over the merged jobs)." if "merged_from" in report else ".")
+    )
+
+
+def markdown(report: dict) -> str:
+    """The report's tables (mean ± standard error over seeds) and the footnote."""
+    counts = report["budget_settings"].get("annotator_samples", [16, 100])
+    lines = [*_main_table(report), *_annotator_table(report, counts), *_held_out_table(report)]
+    return "\n".join([*lines, "", _footnote(report)]) + "\n"
 
 
 def write_report(report: dict, out: Path) -> None:
-    """OUT.json and its markdown table OUT.md, each written atomically."""
+    """OUT.json and its markdown tables OUT.md, each written atomically."""
     atomic_write_text(out.with_suffix(".json"), json.dumps(report, indent=2))
     atomic_write_text(out.with_suffix(".md"), markdown(report))
 
@@ -116,22 +201,22 @@ def write_report(report: dict, out: Path) -> None:
 def merge_reports(paths: list[Path]) -> dict:
     """One report from several runs of this script (seeds run as parallel jobs).
 
-    The reports must share the budget's settings, the miss threshold and the GED convention;
-    a (K, objective, seed) may appear only once. The NLL ratio is recomputed with
-    `tightest_nll`, so reports written before it took the tighter estimate read the same as
-    new ones.
+    The reports must share the budget's settings and the protocol (split, hits, NLL
+    estimator, held-out layouts, annotators, GED); a (K, model, seed) may appear only once.
+    Reports made before the declared estimator keep their headline, the lower of the two
+    estimates, recomputed so that the oldest (which took IS) read as the rest of them.
     """
     reports = [json.loads(Path(path).read_text()) for path in paths]
     first = reports[0]
     for path, report in zip(paths, reports, strict=True):
-        for key in ("budget_settings", "miss_fraction"):
-            if report[key] != first[key]:
-                raise ValueError(f"{path}: {key} {report[key]} differs from {paths[0]}'s")
-        if ged_convention(report) != ged_convention(first):
-            raise ValueError(
-                f"{path}: its GED ({ged_convention(report)}) is not {paths[0]}'s "
-                f"({ged_convention(first)}); rerun one of them to merge"
-            )
+        if report["budget_settings"] != first["budget_settings"]:
+            raise ValueError(f"{path}: budget_settings {report['budget_settings']} differs "
+                             f"from {paths[0]}'s")  # fmt: skip
+        for key, value in protocol(report).items():
+            if value != protocol(first)[key]:
+                name, theirs = ("GED" if key == "ged" else key), protocol(first)[key]
+                raise ValueError(f"{path}: its {name} ({value}) is not {paths[0]}'s "
+                                 f"({theirs}); rerun one of them to merge")  # fmt: skip
     runs, seen = [], set()
     for path, report in zip(paths, reports, strict=True):
         for run in report["runs"]:
@@ -140,7 +225,8 @@ def merge_reports(paths: list[Path]) -> dict:
                 raise ValueError(f"{path}: K={key[0]} {key[1]} seed {key[2]} is already merged")
             seen.add(key)
             test = run["test"]
-            test["nll_ratio"] = tightest_nll(test, run["objective"]) / test["true_nll"]
+            if "split" not in report:
+                test["nll_ratio"] = legacy_tightest_nll(test, run["objective"]) / test["true_nll"]
             runs.append(run)
 
     def joined(key: str) -> str:

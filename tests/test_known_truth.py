@@ -25,6 +25,7 @@ from cvae_seg.data.known_truth import (
 ROOT = Path(__file__).resolve().parents[1]
 
 import known_truth as benchmark  # noqa: E402
+import known_truth_eval  # noqa: E402
 
 
 def test_true_likelihood_matches_brute_force_on_every_3x3_map():
@@ -154,12 +155,88 @@ def test_benchmark_ged_is_the_library_ged_with_weighted_candidates():
     assert float(ged) - legacy == pytest.approx(12 / 20 * d / 5)
 
 
-def test_nll_ratio_takes_the_tighter_estimate():
-    # q fallen onto the prior: Monte Carlo from the prior is the better (lower) bound
+class _Estimating:
+    """A model's likelihood surface, nothing else: which estimator it declares."""
+
+    def __init__(self, method: str, recognition: bool) -> None:
+        self.likelihood_method = method
+        self.recognition_net = object() if recognition else None
+
+
+def test_headline_nll_is_the_estimator_declared_by_the_recognition_net():
+    """Importance sampling for a model with a recognition net, Monte Carlo for other
+    stochastic models, exact for deterministic ones, whatever the numbers turn out to be."""
+    from cvae_seg.training.build import build_model
+
+    expected = {"cnn": "exact", "gdnn": "exact", "gsnn": "monte_carlo", "cvae": "importance",
+                "hybrid": "importance"}  # fmt: skip
+    for objective, method in expected.items():
+        config = load_config(
+            ROOT / "configs" / "known_truth.yaml", [f"model.objective={objective}"]
+        )
+        model = build_model(config, 2)
+        assert known_truth_eval.declared_estimator(model) == method
+        assert (method == "importance") == (model.recognition_net is not None)
+    for head, method in (("probunet", "importance"), ("ssn", "monte_carlo"),
+                         ("mc_dropout", "monte_carlo"), ("ensemble", "exact")):  # fmt: skip
+        model = build_model(load_config(ROOT / "configs" / f"known_truth_{head}.yaml"), 2)
+        assert known_truth_eval.declared_estimator(model) == method
+    # Monte Carlo is a secondary column only beside importance sampling
+    assert known_truth_eval.estimators(_Estimating("importance", True)) == (
+        "importance", "monte_carlo",
+    )  # fmt: skip
+    assert known_truth_eval.estimators(_Estimating("monte_carlo", False)) == ("monte_carlo",)
+    assert known_truth_eval.estimators(_Estimating("exact", False)) == ("exact",)
+
+
+def test_legacy_reports_keep_the_lower_of_two_estimates():
+    # reports before the declared estimator took the tighter bound: their merges still do
     collapsed = {"nll_importance": 1.48, "nll_monte_carlo": 1.44}
-    assert benchmark.tightest_nll(collapsed, "cvae") == 1.44
-    assert benchmark.tightest_nll({"nll_importance": 1.2, "nll_monte_carlo": 1.5}, "hybrid") == 1.2
-    assert benchmark.tightest_nll({"nll_exact": 2.0, "nll_monte_carlo": 1.0}, "cnn") == 2.0
+    assert benchmark.legacy_tightest_nll(collapsed, "cvae") == 1.44
+    assert benchmark.legacy_tightest_nll({"nll_exact": 2.0, "nll_monte_carlo": 1.0}, "cnn") == 2.0
+
+
+def test_a_hit_is_within_the_stated_distance():
+    """2 px from a candidate is a hit at the default threshold; 3 px is a miss."""
+    truth = make_known_truth(1, 32, (0.7, 0.3), seed=0)
+    first = torch.from_numpy(truth.candidates[0, 0]).long()
+    rows, cols = np.nonzero(truth.hidden[0])
+    off_by = []
+    for count in (0, 2, 3):
+        sample = first.clone()
+        for r, c in zip(rows[:count], cols[:count], strict=True):
+            sample[r, c] = 1 - sample[r, c]
+        off_by.append(sample)
+    sampler = _ScriptedSampler(torch.stack(off_by))
+    budget = {"mode_samples": 3, "mode_inputs": 1, "ged_samples": 3}
+    x = torch.zeros(1, 3, 32, 32)
+    stats = known_truth_eval._SampleStats(sampler, x, truth, budget, benchmark.HIT_DISTANCE)
+    assert benchmark.HIT_DISTANCE == 2
+    result = stats.summary(np.arange(1))
+    assert result["frequencies"] == pytest.approx([2 / 3, 0, 1 / 3])  # the 3-px one missed
+    loose = known_truth_eval._SampleStats(sampler, x, truth, budget, 3).summary(np.arange(1))
+    assert loose["frequencies"] == pytest.approx([1, 0, 0])
+    # the floor beside the TV is the perfect sampler's with the same number of samples
+    assert result["tv_floor_mean"] == metrics.total_variation_floor(truth.probs, 3)
+    assert result["tv_mean"] == pytest.approx(metrics.total_variation([2, 0, 1], truth.probs))
+
+
+def test_peer_configs_share_the_task_with_the_cvae_config():
+    """Every model of the benchmark trains on the same data, schedule and backbone."""
+    cvae = load_config(ROOT / "configs" / "known_truth.yaml")
+    for head in benchmark.PEERS:
+        peer = load_config(ROOT / "configs" / f"known_truth_{head}.yaml")
+        assert peer.model.head == head
+        assert peer.data == cvae.data and peer.train == cvae.train and peer.eval == cvae.eval
+        for key in ("arch", "encoder_name", "backbone_kwargs"):
+            assert getattr(peer.model, key) == getattr(cvae.model, key)
+
+
+def test_a_ci_run_writes_nothing_into_results(tmp_path):
+    with pytest.raises(SystemExit):
+        benchmark.main(["--budget", "ci", "--out", str(ROOT / "results" / "known_truth_ci")])
+    with pytest.raises(SystemExit):  # a bad --holdout is a usage error, before any training
+        benchmark.main(["--budget", "ci", "--holdout", "1.0", "--out", str(tmp_path / "x")])
 
 
 @pytest.mark.slow
@@ -185,10 +262,15 @@ def test_benchmark_runs_end_to_end(tmp_path):
         assert test["true_nll"] > 0 and math.isfinite(test["ged"])
         assert 0 <= test["tv_mean"] <= 1 and math.isclose(sum(test["frequencies"]), 1.0)
         assert ("nll_importance" in test) == (run["objective"] in ("cvae", "hybrid"))
-        estimates = [v for key, v in test.items() if key.startswith("nll_") and key != "nll_ratio"]
-        assert test["nll_ratio"] == pytest.approx(min(estimates) / test["true_nll"])
+        # the headline is the declared estimator's, not the lower of two
+        assert test["nll"] == test[f"nll_{test['nll_estimator']}"]
+        assert test["nll_ratio"] == pytest.approx(test["nll"] / test["true_nll"])
+        assert test["tv_floor_mean"] > test["tv_floor_pooled"] > 0
+        assert "held_out" not in test  # the validation split never shows held-out layouts
+    assert saved["split"] == "val" and saved["hit_distance"] == benchmark.HIT_DISTANCE
     markdown = out.with_suffix(".md").read_text()
     assert "| 2 | cvae |" in markdown and "Command:" in markdown
+    assert "Protocol: the val split" in markdown and "within 2 pixels" in markdown
     runs = next((tmp_path / "work").glob("ci*"))
     redrawn = tmp_path / "redrawn.png"
     benchmark.main(["--budget", "ci", "--draw", str(runs), str(runs), "--figure", str(redrawn)])
@@ -323,3 +405,78 @@ def test_mixture_config_reaches_the_objectives_with_a_kl_only(tmp_path):
     assert len(weights) == components and sum(weights) == pytest.approx(1.0, abs=0.01)
     assert weights == sorted(weights, reverse=True)
     assert len(diagnosis["prior_std_per_channel"]) == load_config(config).model.latent_channels
+
+
+def test_merge_refuses_reports_of_another_protocol(tmp_path):
+    def report(name: str, **protocol) -> Path:
+        test = {"nll": 0.8, "nll_importance": 0.8, "nll_monte_carlo": 0.7, "true_nll": 0.5,
+                "entropy": 0.61, "nll_ratio": 1.6, "nll_estimator": "importance"}  # fmt: skip
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps({
+            "command": name, "date": "2026-12-02", "hardware": "cpu", "torch": "2",
+            "budget_settings": benchmark.BUDGETS["ci"], "tasks": [2], "seeds": [0],
+            "seconds": 6.0, "split": "val", "holdout": 0.0, "annotators": 1,
+            "hit_distance": 2, "nll_protocol": benchmark.NLL_PROTOCOL,
+            "ged_convention": benchmark.GED_CONVENTION, **protocol,
+            "runs": [{"k": 2, "objective": "cvae", "seed": int(name[-1]), "test": test}],
+        }))  # fmt: skip
+        return path
+
+    merged = benchmark.merge_reports([report("a0"), report("b1")])
+    # the declared estimator's ratio stays as written: no lower-of-two recomputation
+    assert [r["test"]["nll_ratio"] for r in merged["runs"]] == [1.6, 1.6]
+    for key, value in (("split", "test"), ("hit_distance", 4), ("holdout", 0.2)):
+        with pytest.raises(ValueError, match="rerun one of them"):
+            benchmark.merge_reports([report("a0"), report("c2", **{key: value})])
+
+
+@pytest.mark.slow
+def test_held_out_layouts_are_reported_apart_on_the_test_split(tmp_path):
+    out = tmp_path / "held"
+    args = ["--budget", "ci", "--objectives", "cvae", "--work-dir", str(tmp_path), "--out",
+            str(out), "--split", "test", "--holdout", "0.5"]  # fmt: skip
+    report = benchmark.main(args)
+    test = report["runs"][0]["test"]
+    assert report["split"] == "test" and report["holdout"] == 0.5
+    held_out, seen = test["held_out"], test["seen"]
+    assert held_out["images"] > 0 and seen["images"] > 0
+    assert held_out["images"] + seen["images"] == test["images"] == 6
+    # the split's held-out images are exactly those whose layout training never drew
+    config = load_config(next(tmp_path.glob("ci*/K2/cvae/seed0/config.yaml")))
+    truth, _, _ = known_truth_eval.evaluation_set(config, "test")
+    assert int(truth.held_out.sum()) == held_out["images"]
+    train = known_truth_split("train", 16, 32, (0.7, 0.3), holdout=0.5)
+    reserved = {tuple(row) for row in truth.layouts[truth.held_out].tolist()}
+    assert not reserved & {tuple(row) for row in train.layouts.tolist()}
+    for part in (held_out, seen):
+        assert part["nll_ratio"] == pytest.approx(part["nll"] / part["true_nll"])
+        assert 0 <= part["tv_mean"] <= 1
+    table = out.with_suffix(".md").read_text()
+    assert "| 2 | cvae | held-out layouts |" in table and "Held-out layouts: 50%" in table
+
+
+@pytest.mark.slow
+def test_every_head_runs_end_to_end_with_annotators(tmp_path):
+    """The side-by-side run of section 5 at the ci budget: each peer from its config,
+    GED and HM-IoU with 16 and 100 samples against 3 annotators, NCC and ECE."""
+    out = tmp_path / "heads"
+    report = benchmark.main([
+        "--budget", "ci", "--heads", *benchmark.HEADS, "--objectives", "cnn", "cvae",
+        "--annotators", "3", "--work-dir", str(tmp_path), "--out", str(out),
+    ])  # fmt: skip
+    runs = {run["objective"]: run for run in report["runs"]}
+    assert set(runs) == {"cnn", "cvae", *benchmark.PEERS}
+    declared = {"cnn": "exact", "cvae": "importance", "probunet": "importance",
+                "ssn": "monte_carlo", "mc_dropout": "monte_carlo", "ensemble": "exact"}  # fmt: skip
+    for name, run in runs.items():
+        test = run["test"]
+        assert run["head"] == ("cvae" if name in benchmark.OBJECTIVES else name)
+        assert test["nll_estimator"] == declared[name]
+        for key in ("ged_16", "ged_100", "hm_iou_16", "hm_iou_100", "ece", "ece_occluded"):
+            assert math.isfinite(test[key]), (name, key)
+        assert 0 <= test["hm_iou_100"] <= 1
+        assert math.isnan(test["ncc"]) or -1 <= test["ncc"] <= 1
+        config = load_config(next(tmp_path.glob(f"ci*/K2/{name}/seed0/config.yaml")))
+        assert config.model.head == run["head"] and config.data.known_truth_annotators == 3
+    table = out.with_suffix(".md").read_text()
+    assert "| 2 | ensemble |" in table and "HM-IoU, S=100" in table
