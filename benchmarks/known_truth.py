@@ -54,6 +54,7 @@ import shlex
 import sys
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -109,28 +110,39 @@ BUDGETS = {
 
 
 # ----------------------------------------------------------------------------- runs
-def _models(args: argparse.Namespace) -> list[tuple[str, str]]:
-    """(model name, head): the CVAE head once per --objectives, each other head once."""
+class _Model(NamedTuple):
+    """One model of the table: its name, its head, its config and its objective override."""
+
+    name: str
+    head: str
+    config: Path
+    objective: str | None
+
+
+def _models(args: argparse.Namespace) -> list[_Model]:
+    """The CVAE head once per --objectives, each other head once, then each --recipes."""
     models = []
     for head in args.heads:
-        models += [(o, "cvae") for o in args.objectives] if head == "cvae" else [(head, head)]
+        if head == "cvae":
+            models += [_Model(o, "cvae", args.config, o) for o in args.objectives]
+        else:
+            models.append(_Model(head, head, ROOT / "configs" / f"known_truth_{head}.yaml", None))
+    for recipe in args.recipes:
+        name, _, path = recipe.partition("=")
+        models.append(_Model(name, load_config(Path(path)).model.head, Path(path), None))
     return models
 
 
-def _config(args: argparse.Namespace, budget: dict, k: int, name: str, head: str, seed: int
-            ) -> Config:  # fmt: skip
-    """A model's run config: --config for the CVAE head, known_truth_<head>.yaml for a peer."""
+def _config(args: argparse.Namespace, budget: dict, k: int, model: _Model, seed: int) -> Config:
+    """A model's run config: its file with the task, budget and seed set."""
     overrides = []
-    if head == "cvae":
-        overrides.append(f"model.objective={name}")
+    if model.objective is not None:
+        overrides.append(f"model.objective={model.objective}")
         # a mixture prior learns only through a KL term: objectives without one keep a Gaussian
-        if not get_objective(name).needs_recognition:
+        if not get_objective(model.objective).needs_recognition:
             overrides.append("model.prior_components=1")
-        path = args.config
-    else:
-        path = ROOT / "configs" / f"known_truth_{head}.yaml"
     return load_config(
-        path,
+        model.config,
         [
             f"data.known_truth_modes={list(default_mode_probs(k))}",
             f"data.shapes_train={budget['train']}",
@@ -273,6 +285,11 @@ def _parser() -> argparse.ArgumentParser:
         help="cvae: --objectives from --config; a peer: configs/known_truth_<head>.yaml",
     )  # fmt: skip
     parser.add_argument(
+        "--recipes", nargs="+", default=[], metavar="NAME=CONFIG",
+        help="more models, each trained from its own config (e.g. ciwae=configs/known_truth_"
+        "ciwae.yaml: the best CVAE recipe beside the paper's)",
+    )  # fmt: skip
+    parser.add_argument(
         "--split", choices=SPLITS, default="val",
         help="the split scored: val while choosing recipes; test once, for the final table",
     )  # fmt: skip
@@ -341,6 +358,10 @@ def main(argv: list[str] | None = None) -> dict:
         return result
     if not 0 <= args.holdout < 1 or args.annotators < 1 or args.hit_distance < 0:
         parser.error("--holdout takes 0 <= F < 1, --annotators A >= 1, --hit-distance >= 0")
+    for recipe in args.recipes:
+        name, _, path = recipe.partition("=")
+        if not name or name in MODELS or not Path(path).is_file():
+            parser.error(f"--recipes {recipe}: expected NAME=CONFIG with a new name and a file")
     if args.out is None:
         args.out = (args.work_dir if args.budget == "ci" else Path("results")) / (
             f"known_truth_{args.budget}"
@@ -384,9 +405,10 @@ def run_benchmark(args: argparse.Namespace, budget: dict, argv: list[str] | None
     report = _report_header(args, budget, argv, device, tasks, seeds)
     runs_dir = args.work_dir / f"{args.budget}_{budget['steps']}steps"
     for k in tasks:
-        for name, head in _models(args):
+        for model_spec in _models(args):
+            name, head = model_spec.name, model_spec.head
             for seed in seeds:
-                config = _config(args, budget, k, name, head, seed)
+                config = _config(args, budget, k, model_spec, seed)
                 run_dir = runs_dir / f"K{k}" / name / f"seed{seed}"
                 run_started = time.perf_counter()
                 train(config, run_dir, device=str(device), progress=False)

@@ -96,8 +96,9 @@ def _with_floor(tests: list[dict], key: str, floor: str) -> str:
 
 def _groups(report: dict, part: str | None = None):
     """(K, model, the runs' test dicts, or their ``part``) in table order."""
+    names = [*MODELS, *dict.fromkeys(r["objective"] for r in report["runs"])]
     for k in report["tasks"]:
-        for model in MODELS:
+        for model in dict.fromkeys(names):
             runs = [r for r in report["runs"] if r["k"] == k and r["objective"] == model]
             tests = [r["test"] if part is None else r["test"].get(part) for r in runs]
             if tests and all(t is not None for t in tests):
