@@ -13,7 +13,7 @@ from cvae_seg.training import load_checkpoint, load_trained
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_tools_train_evaluate_visualize(tmp_path):
+def test_tools_train_evaluate_visualize(tmp_path, caplog):
     config = str(ROOT / "configs" / "demo.yaml")
     work_dir = tmp_path / "run"
     run(["train", config, *TINY, "train.max_steps=3", "--work-dir", str(work_dir), "--quiet"])
@@ -25,6 +25,9 @@ def test_tools_train_evaluate_visualize(tmp_path):
         and saved["likelihood_method"] == "importance"
     )
     grid = [row for row in saved["partial_observation"]]
+    with caplog.at_level("WARNING"):  # the trained size wins, and the user is told
+        run(["evaluate", config, str(checkpoint), *TINY, "data.size=48", "--no-likelihood"])
+    assert "data.size=48 replaced by 32" in caplog.text
     assert len(grid) == 9 and all("iterative" in row for row in grid)
     picture = run(
         ["visualize", config, str(checkpoint), *TINY, "--num-images", "2", "--num-samples", "3",

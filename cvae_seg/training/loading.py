@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -13,6 +14,8 @@ from cvae_seg.hub import from_pretrained, read_pretrained_config
 from cvae_seg.models.base import ConditionalGenerativeModel
 from cvae_seg.training.build import build_model
 from cvae_seg.training.checkpoint import load_checkpoint, load_model_state
+
+log = logging.getLogger(__name__)
 
 __all__ = ["dataset_for", "load_for_evaluation", "load_trained"]
 
@@ -49,8 +52,12 @@ def load_for_evaluation(
     """
     model, trained, classes = load_trained(checkpoint, device)
     config = load_config(config_path, overrides)
-    config.data.size = trained.data.size
-    config.data.mnist_observed = trained.data.mnist_observed
+    for key in ("size", "mnist_observed"):
+        given, used = getattr(config.data, key), getattr(trained.data, key)
+        if given != used:  # say so: the user asked for something else
+            log.warning("data.%s=%s replaced by %s, the value %s was trained with",
+                        key, given, used, checkpoint)  # fmt: skip
+            setattr(config.data, key, used)
     config.model = trained.model
     return model, config, classes
 
