@@ -1,0 +1,153 @@
+"""The LFW CPU study's report: each run's status and CPU time, its curve as CSV and SVG.
+
+`collect` is what ``python benchmarks/lfw_study.py --stage collect`` runs: it only reads
+the runs folder (run.json, curve.csv, done.json and the work dirs' config.yaml).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+from lfw_study import CURVE_FIELDS, _now, _read_json, _write_json, read_curve
+
+
+def _live_cpu(pid: int | None) -> float | None:
+    """CPU seconds of a still-running child of this study (None when it is gone)."""
+    try:
+        if pid is None or b"lfw_study.py" not in Path(f"/proc/{pid}/cmdline").read_bytes():
+            return None
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _max_steps(run_dir: Path, configs: list[str]) -> int | None:
+    import yaml
+
+    for name in reversed(configs):
+        path = run_dir / name / "config.yaml"
+        if path.is_file():
+            return int(yaml.safe_load(path.read_text())["train"]["max_steps"])
+    return None
+
+
+def run_summary(run_dir: Path) -> dict[str, Any]:
+    """One run's state: status, steps, CPU time (curve and spent) and its curve so far."""
+    record, rows = _read_json(run_dir / "run.json"), read_curve(run_dir)
+    done = _read_json(run_dir / "done.json")
+    calls_cpu, running = 0.0, False
+    for call in record["calls"]:
+        live = None if "cpu_s" in call else _live_cpu(call.get("pid"))
+        running = running or live is not None
+        calls_cpu += call.get("cpu_s") or live or 0.0
+    curve_cpu = rows[-1]["cpu_s"] if rows else 0.0
+    accuracies = [r["pixel_accuracy"] for r in rows if r["phase"] == record["configs"][-1]]
+    return {
+        "recipe": record["recipe"],
+        "configs": record["configs"],
+        "commit": record["commit"],
+        "status": "finished" if done else ("running" if running else "in progress (stopped)"),
+        "max_steps": _max_steps(run_dir, record["configs"]),
+        "step": rows[-1]["step"] if rows else 0,
+        "cpu_s_curve": curve_cpu,
+        # killed calls leave no rusage: their trained part is in the curve's CPU time
+        "cpu_s_spent": round(max(calls_cpu, curve_cpu), 1),
+        "calls": len(record["calls"]),
+        "last_pixel_accuracy": accuracies[-1] if accuracies else None,
+        "best_pixel_accuracy": max(accuracies) if accuracies else None,
+        "curve": rows,
+    }
+
+
+def _write_curves_csv(path: Path, summaries: list[dict[str, Any]]) -> None:
+    from cvae_seg.io import atomic_write_text
+
+    lines = [",".join(["recipe", *CURVE_FIELDS])]
+    for summary in summaries:
+        for row in summary["curve"]:
+            lines.append(",".join([summary["recipe"], *(str(row[k]) for k in CURVE_FIELDS)]))
+    atomic_write_text(path, "\n".join(lines) + "\n")
+
+
+_COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b"]
+
+
+def curves_svg(summaries: list[dict[str, Any]], width: int = 640, height: int = 400) -> str:
+    """Validation pixel accuracy against CPU-hours, one line per run, as an SVG picture
+    (written by hand: matplotlib is not a dependency). Hollow points: validated at 64 px."""
+    points = [(r["cpu_s"] / 3600, r["pixel_accuracy"]) for s in summaries for r in s["curve"]]
+    x_max = 0.25 * math.ceil(max([x for x, _ in points] + [0.25]) / 0.25)
+    y_min = min([y for _, y in points] + [90.0])
+    y_min = 5 * int(y_min // 5)
+    left, right, top, bottom = 60, 170, 20, 50
+
+    def xy(x: float, y: float) -> tuple[float, float]:
+        px = left + (width - left - right) * x / x_max
+        py = top + (height - top - bottom) * (100 - y) / (100 - y_min)
+        return round(px, 1), round(py, 1)
+
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+             f'font-family="sans-serif" font-size="11"><rect width="100%" height="100%" '
+             f'fill="white"/>']  # fmt: skip
+    for k in range(5):
+        x, y = x_max * k / 4, y_min + (100 - y_min) * k / 4
+        gx, _ = xy(x, 100)
+        _, gy = xy(0, y)
+        parts.append(f'<text x="{gx}" y="{height - bottom + 15}" text-anchor="middle">'
+                     f"{x:.2f}</text>")  # fmt: skip
+        parts.append(f'<text x="{left - 5}" y="{gy + 4}" text-anchor="end">{y:.1f}</text>')
+        parts.append(f'<line x1="{left}" x2="{width - right}" y1="{gy}" y2="{gy}" '
+                     f'stroke="#ddd"/>')  # fmt: skip
+    parts.append(f'<text x="{(left + width - right) / 2}" y="{height - 12}" '
+                 f'text-anchor="middle">CPU-hours (one thread)</text>')  # fmt: skip
+    parts.append(f'<text x="14" y="{height / 2}" transform="rotate(-90 14 {height / 2})" '
+                 f'text-anchor="middle">validation pixel accuracy (%)</text>')  # fmt: skip
+    for index, summary in enumerate(summaries):
+        colour = _COLOURS[index % len(_COLOURS)]
+        coords = [(xy(r["cpu_s"] / 3600, r["pixel_accuracy"]), r["size"]) for r in summary["curve"]]
+        if coords:
+            line = " ".join(f"{px},{py}" for (px, py), _ in coords)
+            parts.append(f'<polyline points="{line}" fill="none" stroke="{colour}"/>')
+        for (px, py), size in coords:
+            fill = colour if size >= 128 else "white"
+            parts.append(f'<circle cx="{px}" cy="{py}" r="3" fill="{fill}" stroke="{colour}"/>')
+        ly = top + 16 * index + 10
+        parts.append(f'<text x="{width - right + 10}" y="{ly}" fill="{colour}">'
+                     f"{summary['recipe']}</text>")  # fmt: skip
+    parts.append("</svg>")
+    return "\n".join(parts) + "\n"
+
+
+def collect(args: argparse.Namespace) -> dict[str, Any]:
+    """The curves and costs of every run in RUNS, written to --out."""
+    runs = Path(args.runs)
+    summaries = [run_summary(d) for d in sorted(runs.iterdir()) if (d / "run.json").is_file()]
+    result = {
+        "date": _now(),
+        "study": _read_json(runs / "study.json"),
+        "split": "val",
+        "metric": "validation pixel accuracy at the recipe's final size (128 px)",
+        "cpu_hours_spent": round(sum(s["cpu_s_spent"] for s in summaries) / 3600, 3),
+        "runs": summaries,
+    }
+    if args.out:
+        _write_json(Path(args.out), result)
+    if args.curves_csv:
+        _write_curves_csv(Path(args.curves_csv), summaries)
+    if args.plot:
+        from cvae_seg.io import atomic_write_text
+
+        atomic_write_text(args.plot, curves_svg(summaries))
+    for s in summaries:
+        print(
+            f"{s['recipe']}: {s['status']}, step {s['step']}/{s['max_steps']}, "
+            f"{s['cpu_s_curve'] / 3600:.2f} CPU-h trained ({s['cpu_s_spent'] / 3600:.2f} spent), "
+            f"last val pixel accuracy {s['last_pixel_accuracy']}"
+        )
+    print(f"CPU-hours spent: {result['cpu_hours_spent']}")
+    return result
