@@ -138,6 +138,7 @@ def test_mlp_dropout_regularises_training_only_and_survives_save_load(tmp_path):
     torch.testing.assert_close(loaded.sample(x, num_samples=2), first)
 
 
+@pytest.mark.slow  # a training curve: 35 s on 2 cores
 @needs_mnist
 def test_short_training_puts_the_cvae_below_the_nn_and_estimators_agree(tmp_path):
     overrides = [
