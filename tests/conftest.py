@@ -1,5 +1,6 @@
 """Shared test settings: offline albumentations, deterministic seeds, tiny smp models."""
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -20,6 +21,19 @@ TINY_DEMO = [
     "eval.batch_size=8",
     "eval.num_samples=2",
 ]
+
+
+@contextlib.contextmanager
+def torch_threads(count: int):
+    """Run the body on ``count`` intra-op threads. A run compared bit for bit with one made in
+    a subprocess (OMP_NUM_THREADS=1) must use as many threads: the reduction order of a
+    convolution, and so its rounding, depends on the thread count."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def tiny_demo_config(*overrides: str):

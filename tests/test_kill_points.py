@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import DEMO_CONFIG, TINY_DEMO, tiny_demo_config
+from conftest import DEMO_CONFIG, TINY_DEMO, tiny_demo_config, torch_threads
 
 from cvae_seg import from_pretrained
 from cvae_seg.training import load_checkpoint, train
@@ -82,7 +82,8 @@ def _rows(path: Path) -> list[dict[str, str]]:
 def straight(tmp_path_factory) -> Path:
     """The run that was never killed."""
     work = tmp_path_factory.mktemp("straight")
-    train(tiny_demo_config(*RUN), work, progress=False)
+    with torch_threads(1):  # as the killed subprocess runs
+        train(tiny_demo_config(*RUN), work, progress=False)
     return work
 
 
@@ -99,7 +100,8 @@ def test_killed_then_resumed_ends_as_the_run_never_killed(point, straight, tmp_p
     )
     assert killed.returncode == -9, killed.stderr[-2000:]
     kept = load_checkpoint(work / "last.pt")  # the last good checkpoint reads back
-    train(tiny_demo_config(*RUN), work, resume=work / "last.pt", progress=False)
+    with torch_threads(1):  # as the killed subprocess and the straight run
+        train(tiny_demo_config(*RUN), work, resume=work / "last.pt", progress=False)
     assert not [p for p in work.rglob(".*.tmp-*")], "an interrupted write was left behind"
     a, b = load_checkpoint(work / "last.pt"), load_checkpoint(straight / "last.pt")
     assert a["step"] == b["step"] == 6 and kept["step"] < 6

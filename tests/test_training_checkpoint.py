@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY_DEMO, tiny_demo_config
+from conftest import TINY_DEMO, tiny_demo_config, torch_threads
 
 from cvae_seg.training import CheckpointSaver, load_checkpoint, save_checkpoint, train
 
@@ -93,15 +93,11 @@ def test_kill_while_saving_keeps_the_last_good_checkpoint_and_resume_cleans_up(t
     assert killed.returncode == -9, killed.stderr[-2000:]
     assert len(list((tmp_path / "run").glob(".last.pt.tmp-*"))) == 1  # the interrupted write
     assert load_checkpoint(tmp_path / "run" / "last.pt")["step"] == 2  # the last good one
-    resumed = train(
-        _config("train.max_steps=6", "train.eval_interval=2"),
-        tmp_path / "run",
-        resume=tmp_path / "run" / "last.pt",
-        progress=False,
-    )
-    straight = train(
-        _config("train.max_steps=6", "train.eval_interval=2"), tmp_path / "straight", progress=False
-    )
+    config = _config("train.max_steps=6", "train.eval_interval=2")
+    with torch_threads(1):  # as the killed subprocess ran: bit-for-bit needs the same threads
+        resumed = train(config, tmp_path / "run", resume=tmp_path / "run" / "last.pt",
+                        progress=False)  # fmt: skip
+        straight = train(config, tmp_path / "straight", progress=False)
     assert not list((tmp_path / "run").glob(".*.tmp-*"))  # cleaned at the start
     a = load_checkpoint(tmp_path / "run" / "last.pt")["model"]
     b = load_checkpoint(tmp_path / "straight" / "last.pt")["model"]
