@@ -1,0 +1,20 @@
+"""benchmarks/wall_times.py: what it records for one command, and that a failure is loud."""
+
+import sys
+
+import pytest
+import wall_times
+
+
+def test_a_command_is_timed_with_its_cpu_and_the_load(monkeypatch, tmp_path):
+    burn = "s = 0\nfor i in range(2_000_000): s += i\nprint('done', s)"
+    monkeypatch.setitem(wall_times.COMMANDS, "burn", [sys.executable, "-c", burn])
+    run = wall_times.time_command("burn", str(tmp_path))
+    assert run["last_line"].startswith("done") and run["wall_s"] > 0
+    assert 0 < run["cpu_s"] <= run["wall_s"] + 1 and run["load_before"] >= 0
+
+
+def test_a_failing_command_raises(monkeypatch, tmp_path):
+    monkeypatch.setitem(wall_times.COMMANDS, "fail", [sys.executable, "-c", "raise SystemExit(3)"])
+    with pytest.raises(RuntimeError, match=r"fail failed \(3\)"):
+        wall_times.time_command("fail", str(tmp_path))
