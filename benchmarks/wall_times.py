@@ -1,6 +1,6 @@
 """How long the things a newcomer runs first take: the demo and the test suite.
 
-    python benchmarks/wall_times.py [--out results/wall_times_cpu.json] [--only demo tests]
+    python benchmarks/wall_times.py [--out FILE] [--only demo tests]
 
 Runs each command in a fresh process, one after the other, and records its wall time, the
 CPU time of it and its children, and the machine's load average just before it started (a
