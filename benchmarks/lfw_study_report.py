@@ -15,15 +15,16 @@ from typing import Any
 from lfw_study import CURVE_FIELDS, _now, _read_json, _write_json, read_curve
 
 
-def _live_cpu(pid: int | None) -> float | None:
-    """CPU seconds of a still-running child of this study (None when it is gone)."""
+def _live_cpu(pid: int | None) -> tuple[float, str] | None:
+    """CPU seconds and process state (R, S, T: stopped...) of a live child of this study
+    (None when it is gone)."""
     try:
         if pid is None or b"lfw_study.py" not in Path(f"/proc/{pid}/cmdline").read_bytes():
             return None
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
         return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"), fields[0]
 
 
 def _max_steps(run_dir: Path, configs: list[str]) -> int | None:
@@ -40,18 +41,19 @@ def run_summary(run_dir: Path) -> dict[str, Any]:
     """One run's state: status, steps, CPU time (curve and spent) and its curve so far."""
     record, rows = _read_json(run_dir / "run.json"), read_curve(run_dir)
     done = _read_json(run_dir / "done.json")
-    calls_cpu, running = 0.0, False
+    calls_cpu, running = 0.0, ""
     for call in record["calls"]:
         live = None if "cpu_s" in call else _live_cpu(call.get("pid"))
-        running = running or live is not None
-        calls_cpu += call.get("cpu_s") or live or 0.0
+        if live is not None:
+            running = "paused (its process is stopped)" if live[1] == "T" else "running"
+        calls_cpu += call.get("cpu_s") or (live[0] if live else 0.0)
     curve_cpu = rows[-1]["cpu_s"] if rows else 0.0
     accuracies = [r["pixel_accuracy"] for r in rows if r["phase"] == record["configs"][-1]]
     return {
         "recipe": record["recipe"],
         "configs": record["configs"],
         "commit": record["commit"],
-        "status": "finished" if done else ("running" if running else "in progress (stopped)"),
+        "status": "finished" if done else (running or "in progress (no process)"),
         "max_steps": _max_steps(run_dir, record["configs"]),
         "step": rows[-1]["step"] if rows else 0,
         "cpu_s_curve": curve_cpu,
