@@ -1,0 +1,1 @@
+"""Building blocks of the models: the Gaussian nets, generation nets, multi-scale heads, latents."""
