@@ -212,3 +212,18 @@ def test_every_public_name_is_in_the_api_reference():
     missing = [n for n in cvae_seg.__all__ if f"`{n}" not in reference
                and f"`cvae_seg.{n}`" not in reference]  # fmt: skip
     assert not missing, f"docs/api.md does not describe {missing}"
+
+
+def test_every_package_folder_is_a_tracked_package():
+    """A folder without a committed __init__.py still imports from a checkout (a namespace
+    package) but is left out of a built wheel."""
+    import subprocess
+
+    tracked = set(subprocess.run(["git", "ls-files", "cvae_seg"], cwd=ROOT, capture_output=True,
+                                 text=True, check=True).stdout.split())  # fmt: skip
+    if not tracked:
+        pytest.skip("not a git checkout")
+    folders = {path.parent for path in PACKAGE.rglob("*.py") if "__pycache__" not in path.parts}
+    missing = [str(f.relative_to(ROOT)) for f in folders
+               if str((f / "__init__.py").relative_to(ROOT)) not in tracked]  # fmt: skip
+    assert not missing, f"no committed __init__.py in {missing}"
