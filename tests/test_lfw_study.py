@@ -11,10 +11,9 @@ from pathlib import Path
 from xml.etree import ElementTree
 
 import lfw_study
-import numpy as np
 import pytest
 import torch
-from PIL import Image
+from helpers.layouts import write_lfw_images
 
 TINY = [
     "model.encoder_name=tu-test_resnet",
@@ -28,21 +27,8 @@ TINY = [
 
 def _write_lfw(root: Path, people: int = 4, side: int = 24) -> Path:
     """An LFW Part Labels tree: random faces, hair on top, skin below, background around."""
-    (root / "lfw_funneled").mkdir(parents=True)
-    (root / "parts_lfw_funneled_gt_images").mkdir()
-    rng = np.random.default_rng(0)
     names = [f"Person_{chr(65 + k)}" for k in range(people)]
-    for name in names:
-        (root / "lfw_funneled" / name).mkdir()
-        for number in (1, 2):
-            stem = f"{name}_{number:04d}"
-            image = rng.integers(0, 255, (side, side, 3), dtype=np.uint8)
-            Image.fromarray(image).save(root / "lfw_funneled" / name / f"{stem}.jpg")
-            label = np.zeros((side, side, 3), dtype=np.uint8)
-            label[:] = (0, 0, 255)
-            label[: side // 4] = (255, 0, 0)
-            label[side // 2 :, side // 4 : 3 * side // 4] = (0, 255, 0)
-            Image.fromarray(label).save(root / "parts_lfw_funneled_gt_images" / f"{stem}.ppm")
+    write_lfw_images(root, names, side)
     (root / "parts_train.txt").write_text("".join(f"{n} {k}\n" for n in names for k in (1, 2)))
     (root / "parts_validation.txt").write_text("".join(f"{n} 0001\n" for n in names[:2]))
     (root / "parts_test.txt").write_text(f"{names[3]} 2\n")

@@ -11,12 +11,12 @@ from PIL import Image
 BLUE, GREEN, RED = (0, 0, 255), (0, 255, 0), (255, 0, 0)  # LFW label colours: bg, skin, hair
 
 
-def write_lfw(root: Path, people=("Ann_Lee", "Bo_Diddley", "Cy_Young"), side=20) -> Path:
-    """A small LFW Part Labels tree: top rows hair, a skin block, background elsewhere."""
+def write_lfw_images(root: Path, names, side: int = 20) -> None:
+    """Two images per person and their labels: top rows hair, a skin block, background."""
     (root / "lfw_funneled").mkdir(parents=True)
     (root / "parts_lfw_funneled_gt_images").mkdir()
     rng = np.random.default_rng(0)
-    for name in people:
+    for name in names:
         (root / "lfw_funneled" / name).mkdir()
         for number in (1, 2):
             stem = f"{name}_{number:04d}"
@@ -27,6 +27,11 @@ def write_lfw(root: Path, people=("Ann_Lee", "Bo_Diddley", "Cy_Young"), side=20)
             label[: side // 4] = RED
             label[side // 2 :, side // 4 : 3 * side // 4] = GREEN
             Image.fromarray(label).save(root / "parts_lfw_funneled_gt_images" / f"{stem}.ppm")
+
+
+def write_lfw(root: Path, people=("Ann_Lee", "Bo_Diddley", "Cy_Young"), side=20) -> Path:
+    """A small LFW Part Labels tree: `write_lfw_images` and the three split lists."""
+    write_lfw_images(root, people, side)
     # as in the official lists: unsorted, some numbers zero-padded, some not
     (root / "parts_train.txt").write_text(f"{people[1]} 0002\n{people[0]} 1\n{people[2]} 0001\n")
     (root / "parts_validation.txt").write_text(f"{people[0]} 2\n{people[2]} 0002\n")
