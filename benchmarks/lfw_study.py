@@ -3,6 +3,10 @@
     python benchmarks/lfw_study.py --stage recipes --data-root DATA/lfw --runs RUNS
         [--recipes r18_b16 ...] [--jobs 2] [--commit REV] [--allow-commit-change]
     python benchmarks/lfw_study.py --stage collect --runs RUNS [--out results/lfw128_recipes.json]
+    python benchmarks/lfw_study.py --stage table --data-root DATA/lfw --runs RUNS2
+        --recipe NAME [--rows ROW ...] [--seeds 0 1 2] [--dataset lfw|cub] [--cache-dir C]
+    python benchmarks/lfw_study.py --stage score --data-root DATA/lfw --runs RUNS2
+        [--summary results/lfw_128_summary.json]
 
 ``recipes`` trains every recipe (configs/lfw128_cpu_<recipe>.yaml; the progressive recipe
 first trains its 64 px config) into RUNS/<recipe>/, at most ``--jobs`` at a time, each in a
@@ -16,7 +20,12 @@ unless ``--allow-commit-change`` says so.
 Each run records its learning curve (RUNS/<recipe>/curve.csv: validation metrics against
 the process CPU seconds and wall seconds of training so far, carried across resumes) and
 every call's CPU time (the child's rusage) in run.json. ``collect`` gathers the curves and
-the CPU spent into one JSON file. Only the validation split is ever scored here.
+the CPU spent into one JSON file. Only the validation split is scored in these stages.
+
+``table`` trains Table 2's rows with the recipe chosen on validation, the same way (one
+resumable, pinned run per row and seed, RUNS2/table/<row>/seed<k>); ``score`` scores each
+finished one on the test split once, then Table 4, and writes the summary
+(benchmarks/lfw_study_table.py). ``--dataset cub`` runs the same on CUB.
 """
 
 from __future__ import annotations
@@ -31,6 +40,7 @@ import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +64,17 @@ CURVE_FIELDS = [
     "foreground_iou",
 ]
 PAUSED, LOCKED = 3, 4  # exit codes of a child: stopped by --max-steps-per-call; run busy
+
+
+@dataclass(frozen=True)
+class Run:
+    """One training run of the study: RUNS/<name>, trained with a recipe's configs plus
+    ``overrides`` (a recipe run is named after its recipe; a table run adds the row's
+    objective, noise, losses and seed)."""
+
+    name: str
+    recipe: str
+    overrides: tuple[str, ...] = ()
 
 
 def _now() -> str:
@@ -207,7 +228,7 @@ def _train_phases(args: argparse.Namespace, run_dir: Path, recorder: _CurveRecor
 
 
 def _child(args: argparse.Namespace) -> int:
-    """Train one recipe's run in this process (started by `_run_recipe`, one thread)."""
+    """Train one run in this process (started by `_train_run`, one thread)."""
     import logging
 
     import torch
@@ -216,7 +237,7 @@ def _child(args: argparse.Namespace) -> int:
 
     torch.set_num_threads(1)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    run_dir = Path(args.runs) / args.recipes[0]
+    run_dir = Path(args.runs) / (args.run_name or args.recipes[0])
     lock = (run_dir / "lock").open("w")
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -232,7 +253,9 @@ def _child(args: argparse.Namespace) -> int:
         return PAUSED
     rows = read_curve(run_dir)
     summary = {
+        "run": args.run_name or args.recipes[0],
         "recipe": args.recipes[0],
+        "overrides": args.set,
         "finished": _now(),
         "commit": args.commit,
         "steps": result.get("step"),
@@ -279,17 +302,18 @@ def pin_checkout(args: argparse.Namespace) -> tuple[Path, str]:
     return worktree, commit
 
 
-def _open_record(run_dir: Path, recipe: str, commit: str, args: argparse.Namespace) -> dict:
+def _open_record(run_dir: Path, run: Run, commit: str, args: argparse.Namespace) -> dict:
     """run.json of a run (new or resumed), refusing a resume at another commit."""
     record = _read_json(run_dir / "run.json")
     if record is None:
         run_dir.mkdir(parents=True, exist_ok=True)
         record = {
-            "recipe": recipe,
-            "configs": list(RECIPES[recipe]),
+            "run": run.name,
+            "recipe": run.recipe,
+            "configs": list(RECIPES[run.recipe]),
             "commit": commit,
             "created": _now(),
-            "overrides": args.set,
+            "overrides": [*args.set, *run.overrides],
             "calls": [],
         }
     elif record["commit"] != commit:
@@ -305,8 +329,9 @@ def _open_record(run_dir: Path, recipe: str, commit: str, args: argparse.Namespa
     return record
 
 
-def _child_command(args: argparse.Namespace, checkout: Path, recipe: str, commit: str) -> list:
+def _child_command(args: argparse.Namespace, checkout: Path, run: Run, commit: str) -> list:
     # the child is the pinned commit's copy of this script: keep these arguments compatible
+    # (--run-name only where it differs from the recipe: older copies do not know it)
     command = [
         sys.executable,
         str(checkout / "benchmarks" / "lfw_study.py"),
@@ -315,7 +340,7 @@ def _child_command(args: argparse.Namespace, checkout: Path, recipe: str, commit
         "--runs",
         str(Path(args.runs).resolve()),
         "--recipes",
-        recipe,
+        run.recipe,
         "--data-root",
         args.data_root,
         "--cache-dir",
@@ -323,9 +348,11 @@ def _child_command(args: argparse.Namespace, checkout: Path, recipe: str, commit
         "--commit",
         commit,
     ]
+    if run.name != run.recipe:
+        command += ["--run-name", run.name]
     if args.max_steps_per_call:
         command += ["--max-steps-per-call", str(args.max_steps_per_call)]
-    for override in args.set:
+    for override in [*args.set, *run.overrides]:
         command += ["--set", override]
     return command
 
@@ -336,18 +363,18 @@ def _child_env(checkout: Path) -> dict[str, str]:
     return env
 
 
-def _run_recipe(args: argparse.Namespace, checkout: Path, commit: str, recipe: str) -> str:
+def _train_run(args: argparse.Namespace, checkout: Path, commit: str, run: Run) -> str:
     """Train (or resume) one run in a child process; returns what happened, in words."""
-    run_dir = Path(args.runs) / recipe
+    run_dir = Path(args.runs) / run.name
     if (run_dir / "done.json").is_file():
         return "finished before: skipped"
-    record = _open_record(run_dir, recipe, commit, args)
+    record = _open_record(run_dir, run, commit, args)
     call: dict[str, Any] = {"commit": commit, "started": _now()}
     record["calls"].append(call)
     started = time.perf_counter()
     with (run_dir / "train.log").open("ab") as log:
         child = subprocess.Popen(
-            _child_command(args, checkout, recipe, commit),
+            _child_command(args, checkout, run, commit),
             cwd=checkout,
             env=_child_env(checkout),
             stdout=log,
@@ -372,35 +399,55 @@ def _run_recipe(args: argparse.Namespace, checkout: Path, commit: str, recipe: s
     return words.get(code, f"failed with exit code {code} (see {run_dir / 'train.log'})")
 
 
-def run_recipes(args: argparse.Namespace) -> dict[str, str]:
-    """Every asked-for recipe, ``--jobs`` at a time; returns recipe -> outcome."""
-    unknown = sorted(set(args.recipes) - set(RECIPES))
+def check_recipes(recipes: list[str]) -> None:
+    unknown = sorted(set(recipes) - set(RECIPES))
     if unknown:
         raise StudyError(f"unknown recipe(s) {unknown}; known: {', '.join(RECIPES)}")
+
+
+def train_runs(args: argparse.Namespace, runs: list[Run]) -> dict[str, str]:
+    """Every run, ``--jobs`` at a time, from the pinned checkout; returns name -> outcome."""
     Path(args.runs).mkdir(parents=True, exist_ok=True)
     checkout, commit = pin_checkout(args)
 
-    def one(recipe: str) -> str:
+    def one(run: Run) -> str:
         try:
-            return _run_recipe(args, checkout, commit, recipe)
+            return _train_run(args, checkout, commit, run)
         except StudyError as error:
             return f"refused: {error}"
 
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        outcomes = dict(zip(args.recipes, pool.map(one, args.recipes), strict=True))
-    for recipe, outcome in outcomes.items():
-        print(f"{recipe}: {outcome}", flush=True)
+        outcomes = dict(zip([r.name for r in runs], pool.map(one, runs), strict=True))
+    for name, outcome in outcomes.items():
+        print(f"{name}: {outcome}", flush=True)
     return outcomes
+
+
+def run_recipes(args: argparse.Namespace) -> dict[str, str]:
+    """Every asked-for recipe's run; returns recipe -> outcome."""
+    check_recipes(args.recipes)
+    return train_runs(args, [Run(recipe, recipe) for recipe in args.recipes])
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--stage", choices=["recipes", "collect", "child"], default="recipes")
+    parser.add_argument(
+        "--stage", choices=["recipes", "collect", "table", "score", "child"], default="recipes"
+    )
     parser.add_argument("--runs", required=True, help="folder of the runs (outside the repo)")
     parser.add_argument("--data-root", help="the extracted LFW Part Labels folder")
     parser.add_argument("--cache-dir", help="decoded-split cache (default RUNS/cache)")
     parser.add_argument("--recipes", nargs="+", default=list(RECIPES))
     parser.add_argument("--jobs", type=int, default=2, help="runs trained at once")
+    parser.add_argument("--recipe", default="r18_b16", help="table: the recipe chosen on val")
+    parser.add_argument("--rows", nargs="+", help="table: Table 2 rows (default all twelve)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="table: seeds")
+    parser.add_argument("--dataset", choices=["lfw", "cub"], default="lfw")
+    parser.add_argument("--samples", type=int, default=50, help="score: S for the -CLL")
+    parser.add_argument("--threads", type=int, default=1, help="score: torch threads")
+    parser.add_argument("--device", default="cpu", help="score: the device")
+    parser.add_argument("--summary", default=str(ROOT / "results" / "lfw_128_summary.json"))
+    parser.add_argument("--run-name", help=argparse.SUPPRESS)  # child: RUNS/<name>
     parser.add_argument("--commit", help="commit to pin (default: study.json's, else HEAD)")
     parser.add_argument("--worktree", help="worktree folder (default RUNS/worktrees/<sha>)")
     parser.add_argument(
@@ -439,13 +486,23 @@ def main(argv: list[str] | None = None) -> int:
         collect(args)
         return 0
     if not args.data_root:
-        raise SystemExit("--data-root is required to train (the LFW Part Labels folder)")
+        raise SystemExit("--data-root is required (the LFW Part Labels or CUB folder)")
     args.data_root = str(Path(args.data_root).resolve())
     args.cache_dir = args.cache_dir or str(Path(args.runs).resolve() / "cache")
     if args.stage == "child":
         return _child(args)
     try:
-        outcomes = run_recipes(args)
+        if args.stage == "score":
+            from lfw_study_table import score
+
+            score(args)
+            return 0
+        if args.stage == "table":
+            from lfw_study_table import table_runs
+
+            outcomes = train_runs(args, table_runs(args))
+        else:
+            outcomes = run_recipes(args)
     except StudyError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -153,3 +153,53 @@ def collect(args: argparse.Namespace) -> dict[str, Any]:
         )
     print(f"CPU-hours spent: {result['cpu_hours_spent']}")
     return result
+
+
+# --------------------------------------------------------------- the test-split summary
+def _cell(stat: dict[str, Any]) -> str:
+    error = stat["stderr"]
+    return f"{stat['mean']:.2f}" + ("" if error is None else f" ± {error:.2f}")
+
+
+def summary_markdown(summary: dict[str, Any]) -> str:
+    """Table 2-3 (test split, mean ± standard error over seeds), the goals and Table 4."""
+    lines = [
+        "| model | seeds | pixel acc. (%) | class acc. (%) | mean IoU (%) | -CLL (nats) "
+        "| estimator | CPU-h per run |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    estimators = {r["model"]: r["nll_estimator"] for r in summary["records"]}
+    for row, entry in summary["models"].items():
+        cells = [_cell(entry[k]) for k in ("pixel_accuracy", "class_accuracy", "mean_iou", "nll")]
+        lines.append(f"| {row} | {len(entry['seeds'])} | " + " | ".join(cells)
+                     + f" | {estimators[row]} | {entry['cpu_hours']:.2f} |")  # fmt: skip
+    lines += ["", f"Test split, scored once; S = {summary['likelihood_samples']} for the "
+              "estimated -CLL. " + f"Command: `{summary['command']}`; {summary['hardware']}; "
+              f"{summary['date']}."]  # fmt: skip
+    if summary["unfinished"]:
+        lines.append(f"Not finished yet: {', '.join(summary['unfinished'])}.")
+    lines += ["", "Goals, as measured:", ""]
+    lines += [f"- {name}: {value}" for name, value in summary["goals"].items()]
+    table4 = summary.get("table4")
+    if table4:
+        lines += [
+            "",
+            f"Table 4 (test split): accuracy (%) on the dropped pixels; "
+            f"{table4['rows']['cvae']} against {table4['rows']['gdnn']}.",
+            "",
+            "| block | drop | GDNN | CVAE plain | CVAE iterative |",
+            "|---|---|---|---|---|",
+        ]
+        for g, c in zip(table4["gdnn"], table4["cvae"], strict=True):
+            lines.append(f"| {g['block_size']} | {g['drop_prob']:.2f} | {g['plain']:.2f} | "
+                         f"{c['plain']:.2f} | {c['iterative']:.2f} |")  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def write_summary(summary: dict[str, Any], path: Path) -> None:
+    """The summary as JSON at ``path`` and as markdown beside it."""
+    from cvae_seg.io import atomic_write_text
+
+    _write_json(path, summary)
+    atomic_write_text(path.with_suffix(".md"), summary_markdown(summary))
+    print(summary_markdown(summary))

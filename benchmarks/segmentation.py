@@ -12,8 +12,8 @@ iterative inference with the GDNN's plain prediction. Writes one JSON per run un
 WORK/<backbone>/<row>/seed<k>/, OUT.json and OUT.md (mean and standard error over seeds).
 
 Budgets:
-- ``full``: 128x128, the paper's update counts (10k LFW, 16k CUB), all twelve rows (CNN,
-  then CNN/GDNN/GSNN/CVAE/hybrid with multi-scale losses, each without and with noise
+- ``full``: 128x128, the paper's update counts (10k LFW, 16k CUB), all twelve rows (CNN
+  and CNN/GDNN/GSNN/CVAE/hybrid with multi-scale losses, each without and with noise
   injection), AMP and channels-last on a GPU.
 - ``cpu``: the five objectives with multi-scale losses and noise, 64x64 inputs, 1,500
   updates of batch 32, S = 10 for the likelihood; for 2 CPU cores.
@@ -50,6 +50,7 @@ ROWS = [
     ("GSNN (msc)", "gsnn", True, False),
     ("CVAE (msc)", "cvae", True, False),
     ("hybrid (msc)", "hybrid", True, False),
+    ("CNN (NI)", "cnn", False, True),
     ("CNN (msc, NI)", "cnn", True, True),
     ("GDNN (msc, NI)", "gdnn", True, True),
     ("GSNN (msc, NI)", "gsnn", True, True),

@@ -1,0 +1,138 @@
+"""benchmarks/lfw_study.py --stage table / score: Table 2's rows trained with one recipe,
+scored on the test split once, choices made on validation only.
+
+Tiny networks (tu-test_resnet at 64 px, 4 steps) on LFW and CUB trees in the official
+layouts, trained in child processes like the real study.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import lfw_study
+import lfw_study_table
+import pytest
+import yaml
+from helpers.layouts import write_cub
+from test_lfw_study import TINY, _write_lfw
+
+TABLE_ROWS = ["CNN (msc, NI)", "CVAE (msc, NI)", "GDNN (msc)"]
+
+
+def _stage(stage: str, data: Path, runs: Path, *extra: str) -> int:
+    argv = ["--stage", stage, "--data-root", str(data), "--runs", str(runs), "--no-worktree"]
+    return lfw_study.main([*argv, *[f"--set={o}" for o in TINY], *extra])
+
+
+@pytest.fixture(scope="module")
+def table(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dict]:
+    """Three rows trained (seed 0) and scored: (data, runs, summary)."""
+    data = _write_lfw(tmp_path_factory.mktemp("data") / "lfw")
+    runs = tmp_path_factory.mktemp("runs")
+    assert _stage("table", data, runs, "--rows", *TABLE_ROWS) == 0
+    summary_path = runs / "summary.json"
+    assert _stage("score", data, runs, "--summary", str(summary_path), "--samples", "3") == 0
+    return data, runs, json.loads(summary_path.read_text())
+
+
+def _phase_config(runs: Path, row: str, seed: int = 0) -> dict:
+    run = runs / "table" / lfw_study_table.slug(row) / f"seed{seed}"
+    return yaml.safe_load((run / "lfw128_cpu_r18_b16" / "config.yaml").read_text())
+
+
+def test_each_row_trains_with_its_objective_losses_and_noise(table) -> None:
+    _, runs, _ = table
+    cnn, cvae, gdnn = (_phase_config(runs, row) for row in TABLE_ROWS)
+    assert (cnn["model"]["objective"], cnn["data"]["noise"]) == ("cnn", 0.4)
+    assert cvae["model"]["objective"] == "cvae" and cvae["model"]["scale_weights"] == [1, 1, 1]
+    assert (gdnn["model"]["objective"], gdnn["data"]["noise"]) == ("gdnn", 0.0)
+    assert cnn["train"]["max_steps"] == 4  # the recipe's config with the --set overrides
+
+
+def test_score_records_every_run_on_the_test_split(table) -> None:
+    _, _, summary = table
+    records = {r["model"]: r for r in summary["records"]}
+    assert sorted(records) == sorted(TABLE_ROWS) and not summary["unfinished"]
+    for record in records.values():
+        assert record["split"] == "test" and record["seed"] == 0 and record["size"] == 64
+        assert record["updates"] == 4 and record["cpu_hours"] > 0
+        assert set(record["iou"]) == {"background", "hair", "skin"}
+        assert 0 <= record["pixel_accuracy"] <= 100 and record["nll"] > 0
+    assert records["CVAE (msc, NI)"]["nll_estimator"] == "importance"
+    assert records["CVAE (msc, NI)"]["nll_samples"] == 3
+    assert records["CNN (msc, NI)"]["nll_estimator"] == "exact"
+    assert records["GDNN (msc)"]["noise"] is False and records["CNN (msc, NI)"]["noise"] is True
+    cnn = summary["models"]["CNN (msc, NI)"]
+    assert cnn["seeds"] == [0] and cnn["pixel_accuracy"]["stderr"] is None
+    ratio = summary["goals"]["cvae_nll_over_cnn_NI"]["ratio"]
+    assert ratio == pytest.approx(
+        records["CVAE (msc, NI)"]["nll"] / records["CNN (msc, NI)"]["nll"]
+    )
+
+
+def test_table4_compares_the_validation_best_cvae_and_gdnn_on_test(table) -> None:
+    _, runs, summary = table
+    table4 = summary["table4"]
+    assert table4["split"] == "test"
+    assert table4["rows"] == {"cvae": "CVAE (msc, NI)", "gdnn": "GDNN (msc)"}
+    assert len(table4["cvae"]) == len(table4["gdnn"]) == 9
+    assert "iterative" in table4["cvae"][0] and "iterative" not in table4["gdnn"][0]
+    choices = json.loads((runs / "choices.json").read_text())
+    assert "validation" in choices["table4_cvae"]["by"]
+
+
+def test_the_test_split_is_scored_once(table, tmp_path: Path) -> None:
+    data, runs, _ = table
+    test_files = sorted((runs / "table").glob("*/seed0/test.json"))
+    stamps = [path.stat().st_mtime_ns for path in [*test_files, runs / "table4.json"]]
+    assert _stage("score", data, runs, "--summary", str(tmp_path / "again.json")) == 0
+    assert [p.stat().st_mtime_ns for p in [*test_files, runs / "table4.json"]] == stamps
+    again = json.loads((tmp_path / "again.json").read_text())
+    assert again["records"] == table[2]["records"]
+
+
+def _finished(runs: Path, row: str, accuracy: float, seed: int = 0) -> None:
+    run = runs / "table" / lfw_study_table.slug(row) / f"seed{seed}"
+    run.mkdir(parents=True)
+    (run / "done.json").write_text(json.dumps({"best_pixel_accuracy": accuracy}))
+
+
+def test_best_stochastic_is_chosen_on_validation_and_kept(tmp_path: Path) -> None:
+    stochastic = lfw_study_table._rows_of(lfw_study_table.STOCHASTIC_OBJECTIVES)
+    assert len(stochastic) == 6 and not any(row.startswith(("CNN", "GDNN")) for row in stochastic)
+    args = lfw_study._parser().parse_args(
+        ["--runs", str(tmp_path), "--rows", "best-stochastic", "--seeds", "1", "2"]
+    )
+    for row in stochastic[:-1]:
+        _finished(tmp_path, row, 90.0)
+    with pytest.raises(lfw_study.StudyError, match="needs every one finished"):
+        lfw_study_table.table_runs(args)
+    _finished(tmp_path, stochastic[-1], 91.0)
+    runs = lfw_study_table.table_runs(args)
+    slug = lfw_study_table.slug(stochastic[-1])
+    assert [run.name for run in runs] == [f"table/{slug}/seed1", f"table/{slug}/seed2"]
+    assert "train.seed=2" in runs[1].overrides and "model.objective=hybrid" in runs[1].overrides
+    # the choice stands even if a later run would change the ranking
+    (tmp_path / "table" / lfw_study_table.slug(stochastic[0]) / "seed0" / "done.json").write_text(
+        json.dumps({"best_pixel_accuracy": 99.0})
+    )
+    assert lfw_study_table.table_runs(args) == runs
+
+
+def test_unknown_row_and_recipe_are_refused(tmp_path: Path) -> None:
+    data = tmp_path / "unused"
+    assert _stage("table", data, tmp_path / "runs", "--rows", "CNN (msc, XX)") == 2
+    assert _stage("table", data, tmp_path / "runs", "--recipe", "nope") == 2
+
+
+@pytest.mark.slow
+def test_the_same_command_runs_cub(tmp_path: Path) -> None:
+    data = write_cub(tmp_path / "data", count=12)
+    runs = tmp_path / "runs"
+    assert _stage("table", data, runs, "--dataset", "cub", "--rows", "CNN (msc, NI)") == 0
+    summary = tmp_path / "cub.json"
+    assert _stage("score", data, runs, "--summary", str(summary), "--samples", "2") == 0
+    (record,) = json.loads(summary.read_text())["records"]
+    assert record["dataset"] == "cub" and set(record["iou"]) == {"background", "bird"}
+    assert record["split"] == "test"
