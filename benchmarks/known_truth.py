@@ -5,7 +5,7 @@
         [--split val|test] [--holdout F] [--annotators A] [--hit-distance PX] [--steps N]
         [--work-dir work_dirs/known_truth] [--out results/known_truth_<budget>]
         [--figure FIGURE.png] [--merge A.json B.json --out OUT] [--diagnose CHECKPOINT]
-        [--draw CVAE_RUNS CNN_RUNS --figure FIGURE.png]
+        [--draw RUNS [RUNS ...] --figure FIGURE.png]
 
 A box's part behind an occluder is one of K shapes with unequal, known probabilities
 (`cvae_seg.data.known_truth`), so log p(y|x) of every pair, the conditional entropy H and the
@@ -33,14 +33,16 @@ docs/benchmarks/known_truth.md):
 - Pixel accuracy of predict() on the visible pixels, and KL(q||p) with its share of the
   negative ELBO (posterior collapse shows as a KL near 0).
 
-Writes OUT.json and OUT.md after every run (mean and standard error over seeds) and a sample
-grid of the first seed's CVAE and CNN. Budgets (`BUDGETS`): ``ci`` (a few updates, for the
-tests; writes under --work-dir, never results/), ``cpu`` (1,500 updates, two seeds, for 2 CPU
-cores with --threads 1) and ``gpu`` (4,000 updates, three seeds, more samples). ``--steps``
-overrides the budget's updates (runs go to WORK/<budget>_<steps>steps). ``--merge A.json
-B.json --out OUT`` joins reports of seeds run as separate jobs into one table; ``--diagnose``
-prints where a trained CVAE's excess NLL sits; ``--draw`` redraws the sample grid from saved
-runs. docs/benchmarks/known_truth.md holds the measured tables.
+Writes OUT.json and OUT.md after every run (mean and standard error over seeds) and, with
+``--figure``, a sample grid of every model trained (its lowest seed) on the same inputs: a
+section per K, a labelled row of samples per model (`known_truth_figure`). Budgets
+(`BUDGETS`): ``ci`` (a few updates, for the tests; writes under --work-dir, never results/),
+``cpu`` (1,500 updates, two seeds, for 2 CPU cores with --threads 1) and ``gpu`` (4,000
+updates, three seeds, more samples). ``--steps`` overrides the budget's updates (runs go to
+WORK/<budget>_<steps>steps). ``--merge A.json B.json --out OUT`` joins reports of seeds run
+as separate jobs into one table; ``--diagnose`` prints where a trained CVAE's excess NLL
+sits; ``--draw RUNS...`` draws the sample grid of every model saved in runs folders or work
+dirs. docs/benchmarks/known_truth.md holds the measured tables.
 """
 
 from __future__ import annotations
@@ -63,6 +65,7 @@ ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 from known_truth_eval import _batched, evaluate_run, evaluation_set  # noqa: E402
+from known_truth_figure import sample_figure, saved_models  # noqa: E402
 from known_truth_report import (  # noqa: E402
     ESTIMATORS,
     GED_CONVENTION,
@@ -93,7 +96,7 @@ __all__ = [
     "BUDGETS", "ESTIMATORS", "GED_CONVENTION", "HEADS", "HIT_DISTANCE", "MISS_FRACTION",
     "MODELS", "NLL_PROTOCOL", "OBJECTIVES", "PEERS", "default_mode_probs", "diagnose_run",
     "evaluate_run", "legacy_tightest_nll", "load_config", "main", "prior_decomposition",
-    "protocol", "run_benchmark", "sample_figure",
+    "protocol", "run_benchmark", "sample_figure", "saved_models",
 ]  # fmt: skip
 
 BUDGETS = {
@@ -223,50 +226,6 @@ def prior_decomposition(
     return decomposition.compute()
 
 
-# ------------------------------------------------------------------------- figure
-def sample_figure(
-    cvae_runs: Path, cnn_runs: Path, tasks: list[int], device: torch.device,
-    num_samples: int = 6, split: str = "val",
-):  # fmt: skip
-    """One row per task: input, the K truths with their probabilities, CVAE samples, CNN.
-
-    Drawn on the first input of ``split``. The seed-0 checkpoints come from
-    ``<runs>/K<k>/<objective>/seed0/best.pt``, so the CVAE of one recipe can be drawn beside
-    the CNN of another run (``--draw``).
-    """
-    from PIL import Image, ImageDraw
-
-    from cvae_seg.visualization import colorize
-
-    scale, rows = 3, []
-    for k in tasks:
-        cvae, config, _ = load_trained(cvae_runs / f"K{k}" / "cvae" / "seed0" / "best.pt", device)
-        cnn, _, _ = load_trained(cnn_runs / f"K{k}" / "cnn" / "seed0" / "best.pt", device)
-        truth, x, _ = evaluation_set(config, split)
-        torch.manual_seed(0)
-        samples = cvae.sample(x[:1].to(device), num_samples)[:, 0].argmax(1).cpu().numpy()
-        tiles = [("input", truth.arrays.images[0])]
-        tiles += [
-            (f"p={p:.2f}", colorize(c))
-            for p, c in zip(truth.probs, truth.candidates[0], strict=True)
-        ]
-        tiles += [(f"CVAE {i + 1}", colorize(s)) for i, s in enumerate(samples)]
-        tiles.append(("CNN", colorize(cnn.predict(x[:1].to(device))[0].argmax(0).cpu().numpy())))
-        rows.append(tiles)
-    side = rows[0][0][1].shape[0] * scale + 4
-    width = max(len(r) for r in rows) * side
-    canvas = Image.new("RGB", (width + 40, len(rows) * (side + 14)), "white")
-    draw = ImageDraw.Draw(canvas)
-    for r, tiles in enumerate(rows):
-        top = r * (side + 14)
-        draw.text((2, top + side // 2), f"K={tasks[r]}", fill="black")
-        for c, (caption, tile) in enumerate(tiles):
-            picture = Image.fromarray(tile).resize((side - 4, side - 4), Image.Resampling.NEAREST)
-            canvas.paste(picture, (40 + c * side, top + 12))
-            draw.text((40 + c * side, top), caption, fill="black")
-    return canvas
-
-
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -326,8 +285,9 @@ def _parser() -> argparse.ArgumentParser:
         help="only merge these OUT.json reports (e.g. seeds run in parallel) into --out",
     )  # fmt: skip
     parser.add_argument(
-        "--draw", type=Path, nargs=2, default=None, metavar=("CVAE_RUNS", "CNN_RUNS"),
-        help="only draw --figure from trained runs (WORK/<budget>_<steps>steps folders)",
+        "--draw", type=Path, nargs="+", default=None, metavar="RUNS",
+        help="only draw --figure from saved runs: every model under these WORK/<budget>_"
+        "<steps>steps folders or work dirs (each model's lowest seed; --tasks filters)",
     )  # fmt: skip
     return parser
 
@@ -347,8 +307,13 @@ def main(argv: list[str] | None = None) -> dict:
     if args.draw is not None:
         if args.figure is None:
             parser.error("--draw needs --figure")
-        _save_figure(args, *args.draw, args.tasks or budget["tasks"])
-        return {}
+        absent = [str(folder) for folder in args.draw if not folder.is_dir()]
+        models = saved_models(args.draw, args.tasks) if not absent else {}
+        if not models:
+            parser.error(f"--draw {' '.join(absent or map(str, args.draw))}: expected folders "
+                         "holding K<k>/<model>/seed<n>/best.pt, or work dirs of them (with "
+                         "--tasks, of those tasks)")  # fmt: skip
+        return _save_figure(args, models)
     if args.diagnose is not None:
         device = select_device(args.device)
         model, config, _ = load_trained(args.diagnose, device)
@@ -421,19 +386,20 @@ def run_benchmark(args: argparse.Namespace, budget: dict, argv: list[str] | None
                 report["seconds"] = round(time.perf_counter() - started, 1)
                 print(k, name, seed, run["seconds"], "s", _brief(test), flush=True)
                 write_report(report, args.out)
-    drawn = "cvae" in args.heads and {"cvae", "cnn"} <= set(args.objectives) and 0 in seeds
-    if args.figure is not None and drawn:
-        _save_figure(args, runs_dir, runs_dir, tasks)
+    if args.figure is not None and seeds:
+        names = [model.name for model in _models(args)]
+        _save_figure(args, saved_models([runs_dir], tasks, names, min(seeds)))
     print(markdown(report))
     return report
 
 
-def _save_figure(args: argparse.Namespace, cvae_runs: Path, cnn_runs: Path, tasks: list[int]
-                 ) -> None:  # fmt: skip
-    figure = sample_figure(
-        Path(cvae_runs), Path(cnn_runs), tasks, select_device(args.device), split=args.split
-    )
+def _save_figure(args: argparse.Namespace, models: dict) -> dict:
+    """Draw ``models`` (from `saved_models`) to --figure; its path and each section's labels."""
+    figure = sample_figure(models, select_device(args.device), split=args.split)
     atomic_save_image(args.figure, figure)
+    labels = {k: [model.label for model in entries] for k, entries in models.items()}
+    print(f"{args.figure}: {labels}", flush=True)
+    return {"figure": str(args.figure), "models": labels}
 
 
 def _brief(test: dict) -> dict:

@@ -279,7 +279,11 @@ def test_benchmark_runs_end_to_end(tmp_path):
     assert "Protocol: the val split" in markdown and "within 2 pixels" in markdown
     runs = next((tmp_path / "work").glob("ci*"))
     redrawn = tmp_path / "redrawn.png"
-    benchmark.main(["--budget", "ci", "--draw", str(runs), str(runs), "--figure", str(redrawn)])
+    # the form of two runs folders still draws; a folder given twice counts once
+    drawn = benchmark.main(
+        ["--budget", "ci", "--draw", str(runs), str(runs), "--figure", str(redrawn)]
+    )
+    assert drawn["models"] == {2: list(benchmark.OBJECTIVES)}  # every model, each once
     with Image.open(tmp_path / "samples.png") as grid, Image.open(redrawn) as again:
         assert np.array_equal(np.asarray(grid), np.asarray(again))  # drawn from the saved runs
     assert not list(tmp_path.glob(".*.tmp-*"))
@@ -301,6 +305,32 @@ def test_benchmark_runs_end_to_end(tmp_path):
     assert len(diagnosis["prior_std_per_channel"]) == config.model.latent_channels
     assert all(0 < std < bound_std for std in diagnosis["prior_std_per_channel"])
     assert 0 <= diagnosis["prior_samples_in_between"] <= 1
+
+
+def test_the_figure_draws_every_trained_model_on_the_same_inputs(tmp_path):
+    """Issue 20, section 5: the sample grid has a labelled block per model the run trained
+    (an objective, a peer head, a recipe), and --draw rebuilds it from the saved runs."""
+    recipe = ROOT / "configs" / "known_truth_ciwae.yaml"
+    work, figure, redrawn = tmp_path / "work", tmp_path / "samples.png", tmp_path / "again.png"
+    benchmark.main([
+        "--budget", "ci", "--objectives", "cnn", "--heads", "cvae", "ssn", "--recipes",
+        f"ciwae={recipe}", "--work-dir", str(work), "--out", str(tmp_path / "report"),
+        "--figure", str(figure),
+    ])  # fmt: skip
+    drawn = benchmark.main(["--budget", "ci", "--draw", str(work), "--figure", str(redrawn)])
+    assert drawn["models"] == {2: ["cnn", "ssn", "ciwae"]}  # the table's order, then recipes
+    with Image.open(figure) as grid, Image.open(redrawn) as again:
+        assert np.array_equal(np.asarray(grid), np.asarray(again))
+        height = grid.height
+    # each model adds one block of the same height to its task's section
+    models = benchmark.saved_models([work])[2]
+    cpu = torch.device("cpu")
+    heights = [benchmark.sample_figure({2: models[:n]}, cpu).height for n in (1, 2, 3)]
+    assert heights[0] < heights[1] < heights[2] == height
+    assert heights[2] - heights[1] == heights[1] - heights[0]
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SystemExit):  # a folder without saved runs is a usage error
+        benchmark.main(["--budget", "ci", "--draw", str(tmp_path / "empty"), "--figure", "x.png"])
 
 
 @pytest.mark.slow
