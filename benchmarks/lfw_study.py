@@ -6,7 +6,7 @@
     python benchmarks/lfw_study.py --stage table --data-root DATA/lfw --runs RUNS2
         --recipe NAME [--rows ROW ...] [--seeds 0 1 2] [--dataset lfw|cub] [--cache-dir C]
     python benchmarks/lfw_study.py --stage score --data-root DATA/lfw --runs RUNS2
-        [--summary results/lfw_128_summary.json]
+        [--summary SUMMARY.json]  (default: the summary JSON in results/)
 
 ``recipes`` trains every recipe (configs/lfw128_cpu_<recipe>.yaml; the progressive recipe
 first trains its 64 px config) into RUNS/<recipe>/, at most ``--jobs`` at a time, each in a
