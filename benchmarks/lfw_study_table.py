@@ -2,7 +2,8 @@
 
 `table_runs` is what ``python benchmarks/lfw_study.py --stage table`` trains (through the
 study's resumable, pinned runs): every asked-for row of Table 2 (benchmarks/segmentation.py's
-ROWS) and seed, as RUNS/table/<row>/seed<k>. The row alias ``best-stochastic`` is the GSNN,
+ROWS) and seed, as RUNS/table/<row>/seed<k>; the peer heads' rows (`PEER_ROWS`: the peer on
+the recipe's backbone, data and training, with noise injection) when named. The row alias ``best-stochastic`` is the GSNN,
 CVAE or hybrid row whose seed-0 run has the best validation pixel accuracy; the choice is
 written to RUNS/choices.json and kept.
 
@@ -26,6 +27,13 @@ from lfw_study import RECIPES, Run, StudyError, _now, _read_json, _write_json, r
 
 BEST_STOCHASTIC = "best-stochastic"
 STOCHASTIC_OBJECTIVES = ("gsnn", "cvae", "hybrid")
+# the peers (issue 20) beside Table 2's rows: not in the default --rows, asked for by name
+PEER_ROWS = {
+    "ProbUNet (NI)": "probunet",
+    "SSN (NI)": "ssn",
+    "MC dropout (NI)": "mc_dropout",
+    "ensemble (NI)": "ensemble",
+}
 # data settings that turn the (LFW-based) recipe configs into the same run on CUB
 DATASET_OVERRIDES = {"lfw": [], "cub": ["data.dataset=cub", "data.val_fraction=0.1"]}
 
@@ -43,6 +51,10 @@ def slug(row: str) -> str:
 
 
 def row_overrides(row: str, seed: int, dataset: str) -> tuple[str, ...]:
+    """The settings of a Table 2 row or a peer row on top of the recipe's configs."""
+    if row in PEER_ROWS:  # the peer head on the recipe's backbone, data and training
+        return (f"model.head={PEER_ROWS[row]}", "data.noise=0.4", f"train.seed={seed}",
+                *DATASET_OVERRIDES[dataset])  # fmt: skip
     objective, msc, noise = _rows()[row]
     return (
         f"model.objective={objective}",
@@ -91,9 +103,9 @@ def table_runs(args: argparse.Namespace) -> list[Run]:
     """The runs of ``--rows`` x ``--seeds`` with the recipe ``--recipe``."""
     if args.recipe not in RECIPES:
         raise StudyError(f"unknown --recipe {args.recipe!r}; known: {', '.join(RECIPES)}")
-    known = _rows()
+    known = [*_rows(), *PEER_ROWS]
     rows = []
-    for row in args.rows or list(known):
+    for row in args.rows or list(_rows()):
         if row == BEST_STOCHASTIC:
             row = choose(Path(args.runs), BEST_STOCHASTIC, _rows_of(STOCHASTIC_OBJECTIVES))
         elif row not in known:
@@ -143,8 +155,9 @@ def score_run(run_dir: Path, row: str, seed: int, args: argparse.Namespace) -> d
                        num_samples=args.samples, progress=None)  # fmt: skip
     done, curve = _read_json(run_dir / "done.json"), read_curve(run_dir)
     record = {
-        "model": row, "objective": config.model.objective, "noise": config.data.noise > 0,
-        "multiscale": min(config.model.scale_weights[:2]) > 0, "seed": seed,
+        "model": row, "head": config.model.head, "objective": config.model.objective,
+        "noise": config.data.noise > 0, "seed": seed, "multiscale":
+        config.model.head == "cvae" and min(config.model.scale_weights[:2]) > 0,
         "dataset": config.data.dataset, "split": "test", "size": config.data.size,
         "updates": done["steps"], "cpu_hours": round(curve[-1]["cpu_s"] / 3600, 3),
         "val_best_pixel_accuracy": done["best_pixel_accuracy"],
@@ -196,7 +209,7 @@ def score(args: argparse.Namespace) -> dict[str, Any]:
     torch.set_num_threads(args.threads)
     runs = Path(args.runs)
     records, waiting = [], []
-    for row in _rows():
+    for row in [*_rows(), *PEER_ROWS]:
         for run_dir in sorted((runs / "table" / slug(row)).glob("seed*")):
             seed = int(run_dir.name.removeprefix("seed"))
             if (run_dir / "done.json").is_file():

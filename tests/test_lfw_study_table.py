@@ -17,7 +17,7 @@ import yaml
 from helpers.layouts import write_cub
 from test_lfw_study import TINY, _write_lfw
 
-TABLE_ROWS = ["CNN (msc, NI)", "CVAE (msc, NI)", "GDNN (msc)"]
+TABLE_ROWS = ["CNN (msc, NI)", "CVAE (msc, NI)", "GDNN (msc)", "SSN (NI)"]
 
 
 def _stage(stage: str, data: Path, runs: Path, *extra: str) -> int:
@@ -43,10 +43,11 @@ def _phase_config(runs: Path, row: str, seed: int = 0) -> dict:
 
 def test_each_row_trains_with_its_objective_losses_and_noise(table) -> None:
     _, runs, _ = table
-    cnn, cvae, gdnn = (_phase_config(runs, row) for row in TABLE_ROWS)
+    cnn, cvae, gdnn, ssn = (_phase_config(runs, row) for row in TABLE_ROWS)
     assert (cnn["model"]["objective"], cnn["data"]["noise"]) == ("cnn", 0.4)
     assert cvae["model"]["objective"] == "cvae" and cvae["model"]["scale_weights"] == [1, 1, 1]
     assert (gdnn["model"]["objective"], gdnn["data"]["noise"]) == ("gdnn", 0.0)
+    assert (ssn["model"]["head"], ssn["data"]["noise"]) == ("ssn", 0.4)
     assert cnn["train"]["max_steps"] == 4  # the recipe's config with the --set overrides
 
 
@@ -63,6 +64,7 @@ def test_score_records_every_run_on_the_test_split(table) -> None:
     assert records["CVAE (msc, NI)"]["nll_samples"] == 3
     assert records["CNN (msc, NI)"]["nll_estimator"] == "exact"
     assert records["GDNN (msc)"]["noise"] is False and records["CNN (msc, NI)"]["noise"] is True
+    assert records["SSN (NI)"]["head"] == "ssn" and records["SSN (NI)"]["multiscale"] is False
     cnn = summary["models"]["CNN (msc, NI)"]
     assert cnn["seeds"] == [0] and cnn["pixel_accuracy"]["stderr"] is None
     ratio = summary["goals"]["cvae_nll_over_cnn_NI"]["ratio"]
