@@ -3,9 +3,9 @@
 `table_runs` is what ``python benchmarks/lfw_study.py --stage table`` trains (through the
 study's resumable, pinned runs): every asked-for row of Table 2 (benchmarks/segmentation.py's
 ROWS) and seed, as RUNS/table/<row>/seed<k>; the peer heads' rows (`PEER_ROWS`: the peer on
-the recipe's backbone, data and training, with noise injection) when named. The row alias ``best-stochastic`` is the GSNN,
-CVAE or hybrid row whose seed-0 run has the best validation pixel accuracy; the choice is
-written to RUNS/choices.json and kept.
+the recipe's backbone, data and training, with noise injection) when named. The row alias
+``best-stochastic`` is the GSNN, CVAE or hybrid row whose seed-0 run has the best validation
+pixel accuracy; the choice is written to RUNS/choices.json and kept.
 
 `score` (``--stage score``) evaluates each finished run's best checkpoint (chosen on the
 validation split during training) on the test split, once: the result is kept in the run's
