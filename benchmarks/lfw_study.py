@@ -439,7 +439,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--cache-dir", help="decoded-split cache (default RUNS/cache)")
     parser.add_argument("--recipes", nargs="+", default=list(RECIPES))
     parser.add_argument("--jobs", type=int, default=2, help="runs trained at once")
-    parser.add_argument("--recipe", default="r18_b16", help="table: the recipe chosen on val")
+    parser.add_argument(
+        "--recipe", default="r18_b16", help="table: the recipe chosen on val, or auto (the rule)"
+    )
+    parser.add_argument("--recipe-runs", help="table, --recipe auto: the recipes' runs folder")
     parser.add_argument("--rows", nargs="+", help="table: Table 2 rows (default all twelve)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="table: seeds")
     parser.add_argument("--dataset", choices=["lfw", "cub"], default="lfw")

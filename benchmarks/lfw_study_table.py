@@ -99,8 +99,55 @@ def _rows_of(objectives: tuple[str, ...]) -> list[str]:
     return [row for row, (objective, msc, _) in _rows().items() if objective in objectives]
 
 
+# the rule that chooses the recipe (docs/benchmarks/lfw128.md, written before the choice)
+LAST_VALIDATIONS, TIE_POINTS = 3, 0.3
+
+
+def recipe_scores(recipe_runs: Path) -> dict[str, dict[str, float]]:
+    """Per recipe: the mean validation pixel accuracy of its last `LAST_VALIDATIONS`
+    validations in its final phase, and its CPU-hours. Every recipe must have finished."""
+    scores = {}
+    for recipe, phases in RECIPES.items():
+        run_dir = recipe_runs / recipe
+        if not (run_dir / "done.json").is_file():
+            raise StudyError(f"the recipe choice needs every recipe finished; {run_dir} is not")
+        rows = [r for r in read_curve(run_dir) if r["phase"] == phases[-1]][-LAST_VALIDATIONS:]
+        scores[recipe] = {
+            "mean_last_pixel_accuracy": sum(r["pixel_accuracy"] for r in rows) / len(rows),
+            "cpu_hours": read_curve(run_dir)[-1]["cpu_s"] / 3600,
+        }
+    return scores
+
+
+def choose_recipe(scores: dict[str, dict[str, float]]) -> str:
+    """The highest mean; a recipe within `TIE_POINTS` of it that costs less CPU wins."""
+    best = max(score["mean_last_pixel_accuracy"] for score in scores.values())
+    near = [r for r, v in scores.items() if v["mean_last_pixel_accuracy"] >= best - TIE_POINTS]
+    return min(near, key=lambda recipe: scores[recipe]["cpu_hours"])
+
+
+def _recipe(args: argparse.Namespace) -> str:
+    """--recipe, or with ``auto`` the rule's choice from --recipe-runs (recorded, kept)."""
+    if args.recipe != "auto":
+        return args.recipe
+    if not args.recipe_runs:
+        raise StudyError("--recipe auto needs --recipe-runs (the recipes' runs folder)")
+    runs = Path(args.runs)
+    choices = _read_json(runs / "choices.json") or {}
+    if "recipe" not in choices:
+        scores = recipe_scores(Path(args.recipe_runs))
+        choices["recipe"] = {"recipe": choose_recipe(scores), "scores": scores, "at": _now(),
+                             "by": f"mean validation pixel accuracy of the last "
+                             f"{LAST_VALIDATIONS} validations; within {TIE_POINTS} points "
+                             "of the best, the cheaper"}  # fmt: skip
+        runs.mkdir(parents=True, exist_ok=True)
+        _write_json(runs / "choices.json", choices)
+    return choices["recipe"]["recipe"]
+
+
 def table_runs(args: argparse.Namespace) -> list[Run]:
     """The runs of ``--rows`` x ``--seeds`` with the recipe ``--recipe``."""
+    args.recipe = _recipe(args)
     if args.recipe not in RECIPES:
         raise StudyError(f"unknown --recipe {args.recipe!r}; known: {', '.join(RECIPES)}")
     known = [*_rows(), *PEER_ROWS]

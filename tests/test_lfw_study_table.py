@@ -138,3 +138,43 @@ def test_the_same_command_runs_cub(tmp_path: Path) -> None:
     (record,) = json.loads(summary.read_text())["records"]
     assert record["dataset"] == "cub" and set(record["iou"]) == {"background", "bird"}
     assert record["split"] == "test"
+
+
+def _recipe_run(runs: Path, recipe: str, accuracies: list[float], cpu_s: float) -> None:
+    """A finished recipe run whose curve has these validation accuracies (final phase)."""
+    run = runs / recipe
+    run.mkdir(parents=True)
+    phase = lfw_study.RECIPES[recipe][-1]
+    lines = [",".join(lfw_study.CURVE_FIELDS)]
+    for k, accuracy in enumerate(accuracies, start=1):
+        cpu = cpu_s * k / len(accuracies)
+        lines.append(f"{100 * k},{phase},128,{cpu},{cpu},{accuracy},90,80,85")
+    (run / "curve.csv").write_text("\n".join(lines) + "\n")
+    (run / "done.json").write_text("{}")
+
+
+def test_auto_recipe_applies_the_declared_rule_and_keeps_it(tmp_path: Path) -> None:
+    recipes, table_runs = tmp_path / "recipes", tmp_path / "table"
+    # r18_b16's best single validation is the highest, but its last three average lower
+    _recipe_run(recipes, "r18_b16", [90.0, 96.0, 94.0, 94.0], 3600)
+    _recipe_run(recipes, "r18_b16_cosine", [90.0, 95.0, 95.1, 95.2], 3600)
+    _recipe_run(recipes, "narrow_b16", [90.0, 95.0, 95.2, 95.3], 5400)  # best mean, dearer
+    args = ["--runs", str(table_runs), "--recipe", "auto", "--recipe-runs", str(recipes)]
+    parsed = lfw_study._parser().parse_args([*args, "--rows", "CNN"])
+    with pytest.raises(lfw_study.StudyError, match="every recipe finished"):
+        lfw_study_table.table_runs(parsed)
+    _recipe_run(recipes, "progressive", [80.0, 94.0, 94.5, 94.6], 1800)
+    scores = lfw_study_table.recipe_scores(recipes)
+    assert scores["narrow_b16"]["mean_last_pixel_accuracy"] == pytest.approx(
+        (95.0 + 95.2 + 95.3) / 3
+    )
+    assert scores["progressive"]["cpu_hours"] == pytest.approx(0.5)
+    # within 0.3 points of narrow_b16's 95.17 and cheaper: the cosine recipe (95.1)
+    (run,) = lfw_study_table.table_runs(parsed)
+    assert run.recipe == "r18_b16_cosine"
+    choice = json.loads((table_runs / "choices.json").read_text())["recipe"]
+    assert choice["recipe"] == "r18_b16_cosine" and set(choice["scores"]) == set(lfw_study.RECIPES)
+    # kept: a later change to the curves does not move the study to another recipe
+    _recipe_run(recipes / "later", "r18_b16", [99.0] * 3, 60)
+    later = lfw_study._parser().parse_args([*args[:5], str(recipes / "later"), "--rows", "CNN"])
+    assert lfw_study_table.table_runs(later)[0].recipe == "r18_b16_cosine"
