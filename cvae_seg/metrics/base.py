@@ -6,7 +6,7 @@ import torch
 
 from cvae_seg import distributed
 
-__all__ = ["ImageMean"]
+__all__ = ["ImageMean", "MapDistanceMean"]
 
 
 class ImageMean:
@@ -41,3 +41,23 @@ class ImageMean:
             torch.tensor([self.total, self.count, self.skipped], dtype=torch.float64)
         )
         self.total, self.count, self.skipped = float(summed[0]), int(summed[1]), int(summed[2])
+
+
+class MapDistanceMean(ImageMean):
+    """An `ImageMean` of a score built on the distance between label maps (GED, diversity,
+    HM-IoU): it keeps the distance's options, passed to the score function on each update."""
+
+    def __init__(
+        self,
+        num_classes: int,
+        background: int | None = 0,
+        empty_distance: float = 0.0,
+        ignore_index: int | None = None,
+    ) -> None:
+        self.options: dict = dict(
+            num_classes=num_classes,
+            background=background,
+            empty_distance=empty_distance,
+            ignore_index=ignore_index,
+        )
+        super().__init__()

@@ -30,7 +30,7 @@ import torch
 from scipy.optimize import linear_sum_assignment
 
 import cvae_seg.metrics._checks as checks
-from cvae_seg.metrics.base import ImageMean
+from cvae_seg.metrics.base import MapDistanceMean
 from cvae_seg.metrics.samples import pairwise_iou_distance
 
 __all__ = ["HungarianMatchedIoU", "hungarian_matched_iou"]
@@ -81,26 +81,11 @@ def hungarian_matched_iou(
     return result
 
 
-class HungarianMatchedIoU(ImageMean):
+class HungarianMatchedIoU(MapDistanceMean):
     """Mean HM-IoU over images (conventions of `cvae_seg.metrics.matching`).
 
     ``update(samples (S, B, H, W), annotations (A, B, H, W))``.
     """
-
-    def __init__(
-        self,
-        num_classes: int,
-        background: int | None = 0,
-        empty_distance: float = 0.0,
-        ignore_index: int | None = None,
-    ) -> None:
-        self.options = dict(
-            num_classes=num_classes,
-            background=background,
-            empty_distance=empty_distance,
-            ignore_index=ignore_index,
-        )
-        super().__init__()
 
     def update(self, samples: torch.Tensor, annotations: torch.Tensor) -> None:
         self.add(hungarian_matched_iou(samples, annotations, **self.options))

@@ -32,7 +32,7 @@ from __future__ import annotations
 import torch
 
 import cvae_seg.metrics._checks as checks
-from cvae_seg.metrics.base import ImageMean
+from cvae_seg.metrics.base import MapDistanceMean
 
 __all__ = [
     "GeneralizedEnergyDistance",
@@ -181,7 +181,7 @@ def sample_diversity(
     return _nothing_to_score(off_diagonal / (count * (count - 1)), valid)
 
 
-class GeneralizedEnergyDistance(ImageMean):
+class GeneralizedEnergyDistance(MapDistanceMean):
     """Mean GED over images (D^2 unless ``squared=False``; conventions of the module).
 
     ``update(samples (S, B, H, W), references (R, B, H, W), reference_weights=None)``.
@@ -195,14 +195,8 @@ class GeneralizedEnergyDistance(ImageMean):
         ignore_index: int | None = None,
         squared: bool = True,
     ) -> None:
-        self.options = dict(
-            num_classes=num_classes,
-            background=background,
-            empty_distance=empty_distance,
-            ignore_index=ignore_index,
-            squared=squared,
-        )
-        super().__init__()
+        super().__init__(num_classes, background, empty_distance, ignore_index)
+        self.options["squared"] = squared
 
     def update(
         self,
@@ -217,27 +211,12 @@ class GeneralizedEnergyDistance(ImageMean):
         )
 
 
-class SampleDiversity(ImageMean):
+class SampleDiversity(MapDistanceMean):
     """Mean distance between distinct samples of one image, averaged over images.
 
     ``update(samples (S, B, H, W), valid=None, references=None)``; ``references`` are needed
     only with ``ignore_index`` (conventions of `sample_diversity`).
     """
-
-    def __init__(
-        self,
-        num_classes: int,
-        background: int | None = 0,
-        empty_distance: float = 0.0,
-        ignore_index: int | None = None,
-    ) -> None:
-        self.options = dict(
-            num_classes=num_classes,
-            background=background,
-            empty_distance=empty_distance,
-            ignore_index=ignore_index,
-        )
-        super().__init__()
 
     def update(
         self,
