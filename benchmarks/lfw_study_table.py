@@ -266,7 +266,7 @@ def score(args: argparse.Namespace) -> dict[str, Any]:
     summary = {
         "command": shlex.join(["python", "benchmarks/lfw_study.py", *sys.argv[1:]]),
         "date": _now(),
-        "hardware": _hardware(),
+        "hardware": _hardware(args.device),
         "likelihood_samples": args.samples,
         "unfinished": waiting,
         "records": records,
@@ -281,12 +281,11 @@ def score(args: argparse.Namespace) -> dict[str, Any]:
     return summary
 
 
-def _hardware() -> str:
-    import torch
-
+def _hardware(device: str) -> str:
     from cvae_seg.reporting import describe_hardware
+    from cvae_seg.training import select_device
 
-    return describe_hardware(torch.device("cpu"))
+    return describe_hardware(select_device(device))
 
 
 # ------------------------------------------------------------------ means and the goals
