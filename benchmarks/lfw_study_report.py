@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from lfw_study import CURVE_FIELDS, _now, _read_json, _write_json, read_curve
+from lfw_study import CURVE_FIELDS, StudyError, _now, _read_json, _write_json, read_curve
 
 
 def _live_cpu(pid: int | None) -> tuple[float, str] | None:
@@ -125,6 +125,21 @@ def curves_svg(summaries: list[dict[str, Any]], width: int = 640, height: int = 
     return "\n".join(parts) + "\n"
 
 
+def _choice(runs: Path, summaries: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The declared rule applied to the recipes (`lfw_study_table.choose_recipe`), once every
+    recipe has finished; None before."""
+    from lfw_study_table import LAST_VALIDATIONS, TIE_POINTS, choose_recipe, recipe_scores
+
+    if any(s["status"] != "finished" for s in summaries) or len(summaries) < 2:
+        return None
+    try:
+        scores = recipe_scores(runs)
+    except StudyError:
+        return None
+    rule = f"mean of the last {LAST_VALIDATIONS} validations; within {TIE_POINTS} the cheaper"
+    return {"recipe": choose_recipe(scores), "rule": rule, "scores": scores}
+
+
 def collect(args: argparse.Namespace) -> dict[str, Any]:
     """The curves and costs of every run in RUNS, written to --out."""
     runs = Path(args.runs)
@@ -136,6 +151,7 @@ def collect(args: argparse.Namespace) -> dict[str, Any]:
         "metric": "validation pixel accuracy at the recipe's final size (128 px)",
         "cpu_hours_spent": round(sum(s["cpu_s_spent"] for s in summaries) / 3600, 3),
         "runs": summaries,
+        "choice": _choice(runs, summaries),
     }
     if args.out:
         _write_json(Path(args.out), result)

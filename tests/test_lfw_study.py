@@ -117,6 +117,7 @@ def test_collect_reports_curves_and_cpu(finished: Path, tmp_path: Path) -> None:
     (run,) = result["runs"]
     assert run["status"] == "finished" and run["step"] == 4 and len(run["curve"]) == 2
     assert run["cpu_s_spent"] > 0 and run["cpu_s_spent"] >= run["cpu_s_curve"]
+    assert result["choice"] is None  # the rule chooses only among several finished recipes
 
 
 def test_unknown_recipe_is_refused(lfw: Path, tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 
 import lfw_study
+import lfw_study_report
 import lfw_study_table
 import pytest
 import yaml
@@ -172,6 +173,8 @@ def test_auto_recipe_applies_the_declared_rule_and_keeps_it(tmp_path: Path) -> N
     # within 0.3 points of narrow_b16's 95.17 and cheaper: the cosine recipe (95.1)
     (run,) = lfw_study_table.table_runs(parsed)
     assert run.recipe == "r18_b16_cosine"
+    finished = [{"status": "finished"}] * len(lfw_study.RECIPES)
+    assert lfw_study_report._choice(recipes, finished)["recipe"] == "r18_b16_cosine"  # collect
     choice = json.loads((table_runs / "choices.json").read_text())["recipe"]
     assert choice["recipe"] == "r18_b16_cosine" and set(choice["scores"]) == set(lfw_study.RECIPES)
     # kept: a later change to the curves does not move the study to another recipe
