@@ -140,6 +140,9 @@ class TrainConfig(_Section):
     # (a common remedy for latent channels that collapse onto the prior early in training)
     kl_warmup_steps: int = Field(0, ge=0)
     eval_interval: int = Field(500, ge=1)
+    # also write last.pt every this many steps between evaluations, so that a long run
+    # stopped anywhere loses at most these steps (None: last.pt at evaluations only)
+    checkpoint_interval: int | None = Field(None, ge=1)
     log_interval: int = Field(50, ge=1)
     best_metric: Literal[
         "pixel_accuracy", "mean_iou", "foreground_iou", "class_accuracy", "nll"

@@ -72,6 +72,23 @@ def test_train_csv_after_a_resume_mid_interval_matches_the_uninterrupted_log(tmp
     assert _rows(tmp_path / "killed" / "train.csv") == straight
 
 
+def test_checkpoint_interval_keeps_last_pt_between_evaluations_for_a_resume(tmp_path, monkeypatch):
+    overrides = ["train.max_steps=6", "train.eval_interval=6", "train.checkpoint_interval=2"]
+    train(_config(*overrides), tmp_path / "straight", progress=False)
+    with monkeypatch.context() as patch:  # killed at step 5: last.pt is step 4, not validated
+        _crash_at_training_step(patch, 5)
+        with pytest.raises(KeyboardInterrupt):
+            train(_config(*overrides), tmp_path / "killed", progress=False)
+    checkpoint = tmp_path / "killed" / "last.pt"
+    assert load_checkpoint(checkpoint)["step"] == 4
+    assert not (tmp_path / "killed" / "best.pt").exists()  # no validation before step 6
+    train(_config(*overrides), tmp_path / "killed", resume=checkpoint, progress=False)
+    a = load_checkpoint(tmp_path / "straight" / "last.pt")["model"]
+    b = load_checkpoint(checkpoint)["model"]
+    assert all(torch.equal(a[key], b[key]) for key in a)
+    assert [r["step"] for r in _rows(tmp_path / "killed" / "metrics.csv")] == ["6"]
+
+
 def test_train_csv_rows_average_the_steps_summed_when_the_sums_are_not_kept(tmp_path):
     """A checkpoint without running sums (written by another number of processes, or by
     cvae_seg 0.x) restarts them at the resume: the next row is the mean of the steps since."""

@@ -270,9 +270,10 @@ def _check_finite_metrics(run: _Run, metrics: dict[str, Any]) -> None:
             )
 
 
-def _save_start(run: _Run) -> None:
-    """last.pt before the first update, so that a run failing at once leaves a checkpoint
-    (it resumes exactly as the run would have gone on)."""
+def _save_last(run: _Run) -> None:
+    """last.pt alone (no validation): before the first update, so that a run failing at
+    once leaves a checkpoint, and every train.checkpoint_interval steps. Either resumes
+    exactly as the run would have gone on."""
     state = _checkpoint_state(run)
     if state is not None:
         run.saver.save(state, run.model, improved=False)
@@ -336,6 +337,8 @@ def _fit(
                     run.saver.evals_since_best,
                 )
                 break
+        elif train_cfg.checkpoint_interval and run.step % train_cfg.checkpoint_interval == 0:
+            _save_last(run)
 
 
 def train(
@@ -378,7 +381,7 @@ def train(
     if run.main_process:
         _record_config(work_dir, config)
     if state is None:
-        _save_start(run)
+        _save_last(run)
     history = MetricsLog(work_dir, run.step, enabled=run.main_process)
     show = progress and run.main_process
     bar = tqdm(total=config.train.max_steps, initial=run.step, desc="train", disable=not show)
