@@ -42,7 +42,10 @@ updates, three seeds, more samples). ``--steps`` overrides the budget's updates 
 WORK/<budget>_<steps>steps). ``--merge A.json B.json --out OUT`` joins reports of seeds run
 as separate jobs into one table; ``--diagnose`` prints where a trained CVAE's excess NLL
 sits; ``--draw RUNS...`` draws the sample grid of every model saved in runs folders or work
-dirs. docs/benchmarks/known_truth.md holds the measured tables.
+dirs. A finished run's scores are kept in its folder and an unfinished one resumes from its
+last checkpoint, so the same command again goes on where it stopped, and several processes
+running it share the runs (`known_truth_runs`). docs/benchmarks/known_truth.md holds the
+measured tables.
 """
 
 from __future__ import annotations
@@ -54,7 +57,6 @@ import math
 import os
 import shlex
 import sys
-import time
 from pathlib import Path
 from typing import NamedTuple
 
@@ -83,6 +85,14 @@ from known_truth_report import (  # noqa: E402
     protocol,
     write_report,
 )
+from known_truth_runs import (  # noqa: E402
+    CHECKPOINT_INTERVAL,
+    OtherSettings,
+    check_same_config,
+    claimed,
+    finished,
+    train_and_score,
+)
 
 from cvae_seg import metrics  # noqa: E402
 from cvae_seg.config import Config, load_config  # noqa: E402
@@ -90,7 +100,7 @@ from cvae_seg.data.known_truth import default_mode_probs  # noqa: E402
 from cvae_seg.likelihood import masked_nll  # noqa: E402
 from cvae_seg.objectives import get_objective  # noqa: E402
 from cvae_seg.reporting import atomic_save_image, describe_hardware  # noqa: E402
-from cvae_seg.training import load_trained, select_device, train  # noqa: E402
+from cvae_seg.training import load_trained, select_device  # noqa: E402
 
 __all__ = [
     "BUDGETS", "ESTIMATORS", "GED_CONVENTION", "HEADS", "HIT_DISTANCE", "MISS_FRACTION",
@@ -156,6 +166,7 @@ def _config(args: argparse.Namespace, budget: dict, k: int, model: _Model, seed:
             f"train.max_steps={budget['steps']}",
             f"train.eval_interval={budget['steps']}",
             f"train.seed={seed}",
+            f"train.checkpoint_interval={CHECKPOINT_INTERVAL}",
             *overrides,
             *args.extra,
         ],
@@ -336,7 +347,10 @@ def main(argv: list[str] | None = None) -> dict:
         parser.error("a ci run writes nothing into results/: give --out outside it")
     if args.steps is not None:
         budget["steps"] = args.steps
-    return run_benchmark(args, budget, argv)
+    try:
+        return run_benchmark(args, budget, argv)
+    except OtherSettings as error:
+        parser.error(str(error))
 
 
 def _report_header(args: argparse.Namespace, budget: dict, argv: list[str] | None,
@@ -362,35 +376,70 @@ def _report_header(args: argparse.Namespace, budget: dict, argv: list[str] | Non
 
 
 def run_benchmark(args: argparse.Namespace, budget: dict, argv: list[str] | None) -> dict:
-    """Train and evaluate every (K, model, seed); OUT.json and OUT.md after each run."""
+    """Train and evaluate every (K, model, seed) not yet finished (`known_truth_runs`: kept,
+    resumed, shared by processes running the same command); OUT.json and OUT.md after each."""
     tasks = args.tasks or budget["tasks"]
     seeds = args.seeds if args.seeds is not None else budget["seeds"]
     device = select_device(args.device)
-    started = time.perf_counter()
     report = _report_header(args, budget, argv, device, tasks, seeds)
     runs_dir = args.work_dir / f"{args.budget}_{budget['steps']}steps"
-    for k in tasks:
-        for model_spec in _models(args):
-            name, head = model_spec.name, model_spec.head
-            for seed in seeds:
-                config = _config(args, budget, k, model_spec, seed)
-                run_dir = runs_dir / f"K{k}" / name / f"seed{seed}"
-                run_started = time.perf_counter()
-                train(config, run_dir, device=str(device), progress=False)
-                model, _, _ = load_trained(run_dir / "best.pt", device)
-                torch.manual_seed(seed)
-                test = evaluate_run(model, config, budget, device, args.split, args.hit_distance)
-                run = {"k": k, "objective": name, "head": head, "seed": seed, "test": test,
-                       "seconds": round(time.perf_counter() - run_started, 1)}  # fmt: skip
-                report["runs"].append(run)
-                report["seconds"] = round(time.perf_counter() - started, 1)
-                print(k, name, seed, run["seconds"], "s", _brief(test), flush=True)
-                write_report(report, args.out)
-    if args.figure is not None and seeds:
+    plan = [(k, spec, seed) for k in tasks for spec in _models(args) for seed in seeds]
+    configs = {(k, spec.name, seed): _config(args, budget, k, spec, seed) for k, spec, seed in plan}
+    for (k, name, seed), config in configs.items():  # before any training
+        check_same_config(runs_dir / f"K{k}" / name / f"seed{seed}", config)
+    for k, spec, seed in plan:
+        run_dir = runs_dir / f"K{k}" / spec.name / f"seed{seed}"
+        if finished(run_dir) is not None:
+            continue
+        with claimed(run_dir) as lock:
+            if lock is None or finished(run_dir) is not None:
+                continue  # another process holds it, or has just finished it
+            config = configs[k, spec.name, seed]
+            row = _train_and_score(args, budget, config, k, spec, seed, run_dir, device)
+        print(k, spec.name, seed, row["seconds"], "s", _brief(row["test"]), flush=True)
+        write_report(_gathered(report, runs_dir, plan), args.out)
+    report = _gathered(report, runs_dir, plan)
+    write_report(report, args.out)
+    if args.figure is not None and seeds and not report["unfinished"]:
         names = [model.name for model in _models(args)]
         _save_figure(args, saved_models([runs_dir], tasks, names, min(seeds)))
     print(markdown(report))
     return report
+
+
+def _train_and_score(
+    args: argparse.Namespace,
+    budget: dict,
+    config: Config,
+    k: int,
+    spec: _Model,
+    seed: int,
+    run_dir: Path,
+    device: torch.device,
+) -> dict:
+    """One run trained (or resumed) and scored; its report row."""
+
+    def score() -> dict:
+        model, _, _ = load_trained(run_dir / "best.pt", device)
+        torch.manual_seed(seed)
+        test = evaluate_run(model, config, budget, device, args.split, args.hit_distance)
+        return {"k": k, "objective": spec.name, "head": spec.head, "seed": seed, "test": test}
+
+    return train_and_score(run_dir, config, score, str(device))
+
+
+def _gathered(report: dict, runs_dir: Path, plan: list[tuple[int, _Model, int]]) -> dict:
+    """The report with every finished run of the plan (in its order), whoever trained it;
+    the others listed as unfinished; seconds: the runs' training and scoring, summed."""
+    rows, unfinished = [], []
+    for k, spec, seed in plan:
+        row = finished(runs_dir / f"K{k}" / spec.name / f"seed{seed}")
+        if row is None:
+            unfinished.append(f"K={k} {spec.name} seed {seed}")
+        else:
+            rows.append(row)
+    seconds = round(sum(row["seconds"] for row in rows), 1)
+    return {**report, "runs": rows, "unfinished": unfinished, "seconds": seconds}
 
 
 def _save_figure(args: argparse.Namespace, models: dict) -> dict:

@@ -1,0 +1,122 @@
+"""The known-truth benchmark's runs: each (K, model, seed) trained and scored once, resumable.
+
+A run lives in WORK/<budget>_<steps>steps/K<k>/<model>/seed<n>. Its row of the report (the
+scores, as evaluated) is kept in result.json, written atomically when its evaluation ends,
+and never recomputed: the same command again takes it as it is. An unfinished run resumes
+from its last.pt, which the benchmark has written every `CHECKPOINT_INTERVAL` updates, and
+goes on bit for bit as it would have without the stop (`cvae_seg.training.train`'s resume).
+So a side-by-side run of many CPU-hours survives the end of a session.
+
+A run being trained or scored holds an exclusive lock on its folder (flock on ``lock``, let
+go by the system when the process ends, however it ends), so that several processes started
+with the same command share the work: each takes the next run that nobody holds and nobody
+finished. The report each one writes lists every finished run; the last to finish lists all.
+
+Training time: each call's wall seconds, kept in timing.json. A call that was stopped counts
+up to its last checkpoint (what came after was lost and is trained again by the next call).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any
+
+import yaml
+
+from cvae_seg.config import Config
+from cvae_seg.io import atomic_write_text
+from cvae_seg.training import train
+
+CHECKPOINT_INTERVAL = 500  # updates between the last.pt writes of a known-truth run
+RESULT, TIMING, LOCK = "result.json", "timing.json", "lock"
+
+
+def finished(run_dir: Path) -> dict[str, Any] | None:
+    """The run's kept row of the report, or None when it has not finished."""
+    path = run_dir / RESULT
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+@contextmanager
+def claimed(run_dir: Path) -> Iterator[IO[str] | None]:
+    """The run's lock while the block runs; None when another process holds it."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with (run_dir / LOCK).open("w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield None
+            return
+        try:
+            yield handle
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+class OtherSettings(ValueError):
+    """A run folder holds a run made with other settings than the command's."""
+
+
+def check_same_config(run_dir: Path, config: Config) -> None:
+    """Refuse a run folder made with other settings (another --extra, a changed config
+    file): resumed, its checkpoint would go on under settings it never had; finished, its
+    kept result would stand in the report for a model the command did not ask for."""
+    recorded = run_dir / "config.yaml"
+    if not recorded.is_file():
+        return
+    before = yaml.safe_load(recorded.read_text())
+    now = config.model_dump(mode="json")
+    changed = sorted(
+        f"{section}.{key}"
+        for section in now
+        for key in now[section]
+        if before.get(section, {}).get(key) != now[section][key]
+    )
+    if changed:
+        raise OtherSettings(
+            f"{run_dir} was made with other settings ({', '.join(changed)} differ); "
+            "give another --work-dir or remove that folder to start it again"
+        )
+
+
+def _calls(run_dir: Path) -> list[dict[str, float | None]]:
+    """The earlier calls, a stopped one counted up to its last checkpoint."""
+    path = run_dir / TIMING
+    calls = json.loads(path.read_text())["calls"] if path.is_file() else []
+    last = run_dir / "last.pt"
+    for call in calls:
+        if call["end"] is None:  # stopped: the work after last.pt was lost
+            saved = last.stat().st_mtime if last.is_file() else call["start"]
+            call["end"] = max(call["start"], saved)
+    return calls
+
+
+def _write_calls(run_dir: Path, calls: list[dict[str, float | None]]) -> None:
+    atomic_write_text(run_dir / TIMING, json.dumps({"calls": calls}, indent=1))
+
+
+def train_and_score(
+    run_dir: Path,
+    config: Config,
+    score: Callable[[], dict[str, Any]],
+    device: str,
+) -> dict[str, Any]:
+    """Train the run (resuming from its last.pt when there is one), then ``score()`` it; the
+    row (``score()``'s dict with the run's ``seconds``) is kept as result.json. Call it while
+    holding the run (`claimed`), after `check_same_config`."""
+    calls = [*_calls(run_dir), {"start": time.time(), "end": None}]
+    _write_calls(run_dir, calls)
+    last = run_dir / "last.pt"
+    train(config, run_dir, resume=last if last.is_file() else None, device=device,
+          progress=False)  # fmt: skip
+    row = score()
+    calls[-1]["end"] = time.time()
+    _write_calls(run_dir, calls)
+    row["seconds"] = round(sum(call["end"] - call["start"] for call in calls), 1)
+    atomic_write_text(run_dir / RESULT, json.dumps(row, indent=1))
+    return row

@@ -1,0 +1,99 @@
+"""benchmarks/known_truth.py's runs: kept once finished, resumed after a stop to the same
+weights, shared by processes running the same command, refused under other settings."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import known_truth as benchmark
+import known_truth_runs
+import pytest
+import torch
+
+from cvae_seg.models.smp import CVAE
+from cvae_seg.training import load_checkpoint
+
+# one cheap model, 4 updates with a checkpoint every 2 (monkeypatched below)
+CNN = ["--budget", "ci", "--objectives", "cnn", "--steps", "4"]
+
+
+def _run(work: Path, *extra: str) -> dict:
+    return benchmark.main([*CNN, "--work-dir", str(work), "--out", str(work / "report"), *extra])
+
+
+def _run_dir(work: Path, seed: int = 0) -> Path:
+    return work / "ci_4steps" / "K2" / "cnn" / f"seed{seed}"
+
+
+@pytest.fixture(autouse=True)
+def _checkpoint_every_two_updates(monkeypatch):
+    monkeypatch.setattr(benchmark, "CHECKPOINT_INTERVAL", 2)
+
+
+def _stop_at_training_step(monkeypatch, step: int) -> None:
+    """The `step`-th training loss call raises, as a stop there would end the process."""
+    original, calls = CVAE.loss, []
+
+    def stopping(self, x, y):
+        if self.training:
+            calls.append(1)
+            if len(calls) == step:
+                raise KeyboardInterrupt("stopped")
+        return original(self, x, y)
+
+    monkeypatch.setattr(CVAE, "loss", stopping)
+
+
+def test_a_finished_run_is_kept_and_not_trained_again(tmp_path):
+    first = _run(tmp_path)
+    result = _run_dir(tmp_path) / "result.json"
+    stamps = [result.stat().st_mtime_ns, (_run_dir(tmp_path) / "best.pt").stat().st_mtime_ns]
+    again = _run(tmp_path)
+    assert again["runs"] == first["runs"] and again["unfinished"] == []
+    assert [result.stat().st_mtime_ns, (_run_dir(tmp_path) / "best.pt").stat().st_mtime_ns] == (
+        stamps
+    )
+    saved = json.loads((tmp_path / "report.json").read_text())
+    assert saved["runs"] == first["runs"] and saved["seconds"] == first["runs"][0]["seconds"]
+
+
+def test_a_stopped_run_resumes_to_the_weights_of_an_uninterrupted_one(tmp_path, monkeypatch):
+    straight = _run(tmp_path / "straight")
+    with monkeypatch.context() as patch:  # stopped at update 3: last.pt is update 2
+        _stop_at_training_step(patch, 3)
+        with pytest.raises(KeyboardInterrupt):
+            _run(tmp_path / "stopped")
+    run_dir = _run_dir(tmp_path / "stopped")
+    assert load_checkpoint(run_dir / "last.pt")["step"] == 2
+    assert not (run_dir / "result.json").exists()
+    resumed = _run(tmp_path / "stopped")
+    a = load_checkpoint(_run_dir(tmp_path / "straight") / "best.pt")["model"]
+    b = load_checkpoint(run_dir / "best.pt")["model"]
+    assert all(torch.equal(a[key], b[key]) for key in a)
+    assert resumed["runs"][0]["test"] == straight["runs"][0]["test"]
+    calls = json.loads((run_dir / "timing.json").read_text())["calls"]
+    assert len(calls) == 2 and calls[0]["start"] <= calls[0]["end"] <= calls[1]["start"]
+    assert resumed["runs"][0]["seconds"] == pytest.approx(
+        sum(call["end"] - call["start"] for call in calls), abs=0.1
+    )
+
+
+def test_a_run_another_process_holds_is_left_to_it(tmp_path):
+    with known_truth_runs.claimed(_run_dir(tmp_path, 0)) as held:
+        assert held is not None
+        report = _run(tmp_path, "--seeds", "0", "1")
+    assert [run["seed"] for run in report["runs"]] == [1]
+    assert report["unfinished"] == ["K=2 cnn seed 0"]
+    assert json.loads((tmp_path / "report.json").read_text())["unfinished"] == ["K=2 cnn seed 0"]
+    report = _run(tmp_path, "--seeds", "0", "1")  # let go: this process takes it
+    assert [run["seed"] for run in report["runs"]] == [0, 1] and report["unfinished"] == []
+
+
+def test_a_run_made_with_other_settings_is_refused_by_name(tmp_path, capsys):
+    _run(tmp_path)
+    with pytest.raises(SystemExit):
+        _run(tmp_path, "--extra", "train.lr=0.001")
+    error = capsys.readouterr().err
+    assert str(_run_dir(tmp_path)) in error and "train.lr" in error
+    assert "--work-dir" in error
