@@ -181,3 +181,13 @@ def test_auto_recipe_applies_the_declared_rule_and_keeps_it(tmp_path: Path) -> N
     _recipe_run(recipes / "later", "r18_b16", [99.0] * 3, 60)
     later = lfw_study._parser().parse_args([*args[:5], str(recipes / "later"), "--rows", "CNN"])
     assert lfw_study_table.table_runs(later)[0].recipe == "r18_b16_cosine"
+
+
+def test_the_goals_count_table_2_rows_not_the_peers() -> None:
+    def record(model: str, accuracy: float) -> dict:
+        return {"model": model, "seed": 0, "pixel_accuracy": accuracy, "class_accuracy": 90.0,
+                "mean_iou": 80.0, "nll": 1.0, "cpu_hours": 0.5}  # fmt: skip
+
+    goals = lfw_study_table.goals([record("CNN (msc, NI)", 94.0), record("SSN (NI)", 96.0)])
+    assert goals["best_pixel_accuracy"]["model"] == "CNN (msc, NI)"
+    assert goals["best_pixel_accuracy"]["at_least_95"] is False
