@@ -177,38 +177,86 @@ def _cell(stat: dict[str, Any]) -> str:
     return f"{stat['mean']:.2f}" + ("" if error is None else f" ± {error:.2f}")
 
 
-def summary_markdown(summary: dict[str, Any]) -> str:
-    """Table 2-3 (test split, mean ± standard error over seeds), the goals and Table 4."""
+def _models_table(models: dict[str, Any], estimators: dict[str, str]) -> list[str]:
+    """One row per model: mean ± standard error over seeds of each metric, per-class IoU."""
+    classes = list(next(iter(models.values()))["iou"])
     lines = [
-        "| model | seeds | pixel acc. (%) | class acc. (%) | mean IoU (%) | -CLL (nats) "
-        "| estimator | CPU-h per run |",
-        "|---|---|---|---|---|---|---|---|",
+        "| model | seeds | pixel acc. (%) | class acc. (%) | mean IoU (%) | "
+        + " | ".join(f"IoU {name} (%)" for name in classes)
+        + " | -CLL (nats) | estimator | CPU-h per run |",
+        "|---|---|---|---|---|" + "---|" * len(classes) + "---|---|---|",
     ]
+    for row, entry in models.items():
+        cells = [_cell(entry[k]) for k in ("pixel_accuracy", "class_accuracy", "mean_iou")]
+        cells += [_cell(entry["iou"][name]) for name in classes]
+        cells += [_cell(entry["nll"]), estimators[row], f"{entry['cpu_hours']:.2f}"]
+        lines.append(f"| {row} | {len(entry['seeds'])} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _iou_goal_line(name: str, goal: dict[str, Any]) -> str:
+    row, seeds = name.split(" mean IoU")[0], goal["seeds"]
+    if goal["stderr"] is None:
+        verdict = "no standard error (one seed each)"
+    else:
+        ahead = "ahead" if goal["ahead_by_more_than_a_stderr"] else "not ahead"
+        verdict = f"standard error {goal['stderr']:.2f}: {ahead} by more than a standard error"
+    return (f"- Mean IoU of {row} minus CNN (msc, NI)'s: {goal['gap']:+.2f} points "
+            f"({seeds[1]} and {seeds[0]} seeds); {verdict}.")  # fmt: skip
+
+
+def _goal_lines(goals: dict[str, Any]) -> list[str]:
+    """The goals in words, each with the numbers that decide it."""
+    lines = []
+    for name, goal in goals.items():
+        if goal is None:
+            lines.append(f"- {name}: not measured (a row it needs is missing).")
+        elif name == "best_pixel_accuracy":
+            verdict = "at or above" if goal["at_least_95"] else "below"
+            lines.append(f"- Best pixel accuracy: {goal['model']} seed {goal['seed']}, "
+                         f"{goal['value']:.2f}%, {verdict} 95.0%.")  # fmt: skip
+        elif name.startswith("cvae_nll_over_cnn"):
+            noise = ", NI" if name.endswith("_NI") else ""
+            verdict = "at most" if goal["at_most_a_third"] else "more than"
+            lines.append(f"- -CLL of CVAE (msc{noise}) over CNN (msc{noise})'s: "
+                         f"{goal['ratio']:.3f}, {verdict} a third.")  # fmt: skip
+        else:
+            lines.append(_iou_goal_line(name, goal))
+    return lines
+
+
+def _table4_lines(table4: dict[str, Any]) -> list[str]:
+    return [
+        f"Table 4 (test split): accuracy (%) on the dropped pixels; "
+        f"{table4['rows']['cvae']} against {table4['rows']['gdnn']}.",
+        "",
+        "| block | drop | GDNN | CVAE plain | CVAE iterative |",
+        "|---|---|---|---|---|",
+        *(f"| {g['block_size']} | {g['drop_prob']:.2f} | {g['plain']:.2f} | {c['plain']:.2f} | "
+          f"{c['iterative']:.2f} |" for g, c in zip(table4["gdnn"], table4["cvae"], strict=True)),
+    ]  # fmt: skip
+
+
+def summary_markdown(summary: dict[str, Any]) -> str:
+    """Table 2-3 (test split, mean ± standard error over seeds), the peers' rows apart, the
+    goals and Table 4."""
+    from lfw_study_table import PEER_ROWS
+
     estimators = {r["model"]: r["nll_estimator"] for r in summary["records"]}
-    for row, entry in summary["models"].items():
-        cells = [_cell(entry[k]) for k in ("pixel_accuracy", "class_accuracy", "mean_iou", "nll")]
-        lines.append(f"| {row} | {len(entry['seeds'])} | " + " | ".join(cells)
-                     + f" | {estimators[row]} | {entry['cpu_hours']:.2f} |")  # fmt: skip
+    ours = {row: entry for row, entry in summary["models"].items() if row not in PEER_ROWS}
+    peers = {row: entry for row, entry in summary["models"].items() if row in PEER_ROWS}
+    lines = _models_table(ours, estimators) if ours else []
+    if peers:
+        lines += ["", "The peers (issue 20), each on the same backbone, data and training:", ""]
+        lines += _models_table(peers, estimators)
     lines += ["", f"Test split, scored once; S = {summary['likelihood_samples']} for the "
               "estimated -CLL. " + f"Command: `{summary['command']}`; {summary['hardware']}; "
               f"{summary['date']}."]  # fmt: skip
     if summary["unfinished"]:
         lines.append(f"Not finished yet: {', '.join(summary['unfinished'])}.")
-    lines += ["", "Goals, as measured:", ""]
-    lines += [f"- {name}: {value}" for name, value in summary["goals"].items()]
-    table4 = summary.get("table4")
-    if table4:
-        lines += [
-            "",
-            f"Table 4 (test split): accuracy (%) on the dropped pixels; "
-            f"{table4['rows']['cvae']} against {table4['rows']['gdnn']}.",
-            "",
-            "| block | drop | GDNN | CVAE plain | CVAE iterative |",
-            "|---|---|---|---|---|",
-        ]
-        for g, c in zip(table4["gdnn"], table4["cvae"], strict=True):
-            lines.append(f"| {g['block_size']} | {g['drop_prob']:.2f} | {g['plain']:.2f} | "
-                         f"{c['plain']:.2f} | {c['iterative']:.2f} |")  # fmt: skip
+    lines += ["", "Goals (Table 2's rows), as measured:", "", *_goal_lines(summary["goals"])]
+    if summary.get("table4"):
+        lines += ["", *_table4_lines(summary["table4"])]
     return "\n".join(lines) + "\n"
 
 

@@ -303,6 +303,10 @@ def aggregate(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
         for metric in METRICS:
             mean, error = mean_stderr([r[metric] for r in mine])
             entry[metric] = {"mean": mean, "stderr": None if math.isnan(error) else error}
+        entry["iou"] = {}
+        for name in mine[0]["iou"]:
+            mean, error = mean_stderr([r["iou"][name] for r in mine])
+            entry["iou"][name] = {"mean": mean, "stderr": None if math.isnan(error) else error}
         entry["cpu_hours"] = sum(r["cpu_hours"] for r in mine) / len(mine)
         models[row] = entry
     return models

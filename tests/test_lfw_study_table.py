@@ -186,8 +186,20 @@ def test_auto_recipe_applies_the_declared_rule_and_keeps_it(tmp_path: Path) -> N
 def test_the_goals_count_table_2_rows_not_the_peers() -> None:
     def record(model: str, accuracy: float) -> dict:
         return {"model": model, "seed": 0, "pixel_accuracy": accuracy, "class_accuracy": 90.0,
-                "mean_iou": 80.0, "nll": 1.0, "cpu_hours": 0.5}  # fmt: skip
+                "mean_iou": 80.0, "iou": {"hair": 70.0}, "nll": 1.0, "cpu_hours": 0.5}  # fmt: skip
 
     goals = lfw_study_table.goals([record("CNN (msc, NI)", 94.0), record("SSN (NI)", 96.0)])
     assert goals["best_pixel_accuracy"]["model"] == "CNN (msc, NI)"
     assert goals["best_pixel_accuracy"]["at_least_95"] is False
+
+
+def test_the_markdown_puts_the_peers_apart_and_says_the_goals_in_words(table) -> None:
+    _, runs, summary = table
+    text = (runs / "summary.md").read_text()
+    ours, peers = text.split("The peers (issue 20)")
+    assert "| CVAE (msc, NI) |" in ours and "| SSN (NI) |" not in ours
+    assert "| SSN (NI) |" in peers.split("Test split")[0]
+    assert "IoU hair (%)" in ours and "IoU skin (%)" in ours
+    best = summary["goals"]["best_pixel_accuracy"]
+    assert f"- Best pixel accuracy: {best['model']} seed 0, {best['value']:.2f}%" in text
+    assert "-CLL of CVAE (msc, NI) over CNN (msc, NI)'s:" in text
