@@ -10,8 +10,8 @@ import known_truth as benchmark
 import known_truth_runs
 import pytest
 import torch
+from helpers.stops import stop_at_training_step
 
-from cvae_seg.models.smp import CVAE
 from cvae_seg.training import load_checkpoint
 
 # one cheap model, 4 updates with a checkpoint every 2 (monkeypatched below)
@@ -31,20 +31,6 @@ def _checkpoint_every_two_updates(monkeypatch):
     monkeypatch.setattr(benchmark, "CHECKPOINT_INTERVAL", 2)
 
 
-def _stop_at_training_step(monkeypatch, step: int) -> None:
-    """The `step`-th training loss call raises, as a stop there would end the process."""
-    original, calls = CVAE.loss, []
-
-    def stopping(self, x, y):
-        if self.training:
-            calls.append(1)
-            if len(calls) == step:
-                raise KeyboardInterrupt("stopped")
-        return original(self, x, y)
-
-    monkeypatch.setattr(CVAE, "loss", stopping)
-
-
 def test_a_finished_run_is_kept_and_not_trained_again(tmp_path):
     first = _run(tmp_path)
     result = _run_dir(tmp_path) / "result.json"
@@ -61,7 +47,7 @@ def test_a_finished_run_is_kept_and_not_trained_again(tmp_path):
 def test_a_stopped_run_resumes_to_the_weights_of_an_uninterrupted_one(tmp_path, monkeypatch):
     straight = _run(tmp_path / "straight")
     with monkeypatch.context() as patch:  # stopped at update 3: last.pt is update 2
-        _stop_at_training_step(patch, 3)
+        stop_at_training_step(patch, 3)
         with pytest.raises(KeyboardInterrupt):
             _run(tmp_path / "stopped")
     run_dir = _run_dir(tmp_path / "stopped")

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import TINY_DEMO, tiny_demo_config
+from helpers.stops import stop_at_training_step
 
 from cvae_seg import CVAEOutput
 from cvae_seg.config import load_config
@@ -43,25 +44,11 @@ def test_resume_continues_the_same_run_bit_for_bit(tmp_path):
     assert [row["step"] for row in _rows(tmp_path / "resumed" / "metrics.csv")] == ["3", "6"]
 
 
-def _crash_at_training_step(monkeypatch, crash_step):
-    """Make the `crash_step`-th training loss call fail, as a kill there would end the run."""
-    original, calls = CVAE.loss, []
-
-    def crashing(self, x, y):
-        if self.training:
-            calls.append(1)
-            if len(calls) == crash_step:
-                raise KeyboardInterrupt("killed")
-        return original(self, x, y)
-
-    monkeypatch.setattr(CVAE, "loss", crashing)
-
-
 def test_train_csv_after_a_resume_mid_interval_matches_the_uninterrupted_log(tmp_path, monkeypatch):
     overrides = ["train.max_steps=6", "train.eval_interval=3", "train.log_interval=4"]
     train(_config(*overrides), tmp_path / "straight", progress=False)
     with monkeypatch.context() as patch:  # killed at step 5: last.pt is step 3, mid-interval
-        _crash_at_training_step(patch, 5)
+        stop_at_training_step(patch, 5)
         with pytest.raises(KeyboardInterrupt):
             train(_config(*overrides), tmp_path / "killed", progress=False)
     assert [r["step"] for r in _rows(tmp_path / "killed" / "train.csv")] == ["4"]
@@ -76,7 +63,7 @@ def test_checkpoint_interval_keeps_last_pt_between_evaluations_for_a_resume(tmp_
     overrides = ["train.max_steps=6", "train.eval_interval=6", "train.checkpoint_interval=2"]
     train(_config(*overrides), tmp_path / "straight", progress=False)
     with monkeypatch.context() as patch:  # killed at step 5: last.pt is step 4, not validated
-        _crash_at_training_step(patch, 5)
+        stop_at_training_step(patch, 5)
         with pytest.raises(KeyboardInterrupt):
             train(_config(*overrides), tmp_path / "killed", progress=False)
     checkpoint = tmp_path / "killed" / "last.pt"
