@@ -396,7 +396,8 @@ def run_benchmark(args: argparse.Namespace, budget: dict, argv: list[str] | None
                 continue  # another process holds it, or has just finished it
             config = configs[k, spec.name, seed]
             row = _train_and_score(args, budget, config, k, spec, seed, run_dir, device)
-        print(k, spec.name, seed, row["seconds"], "s", _brief(row["test"]), flush=True)
+        print(k, spec.name, seed, row["seconds"], "s", row.get("failed") or _brief(row["test"]),
+              flush=True)  # fmt: skip
         write_report(_gathered(report, runs_dir, plan), args.out)
     report = _gathered(report, runs_dir, plan)
     write_report(report, args.out)
@@ -422,24 +423,28 @@ def _train_and_score(
     def score() -> dict:
         model, _, _ = load_trained(run_dir / "best.pt", device)
         torch.manual_seed(seed)
-        test = evaluate_run(model, config, budget, device, args.split, args.hit_distance)
-        return {"k": k, "objective": spec.name, "head": spec.head, "seed": seed, "test": test}
+        return evaluate_run(model, config, budget, device, args.split, args.hit_distance)
 
-    return train_and_score(run_dir, config, score, str(device))
+    identity = {"k": k, "objective": spec.name, "head": spec.head, "seed": seed}
+    return train_and_score(run_dir, config, identity, score, str(device))
 
 
 def _gathered(report: dict, runs_dir: Path, plan: list[tuple[int, _Model, int]]) -> dict:
     """The report with every finished run of the plan (in its order), whoever trained it;
-    the others listed as unfinished; seconds: the runs' training and scoring, summed."""
-    rows, unfinished = [], []
+    the failed and the unfinished listed apart; seconds: every finished run's, summed."""
+    rows, failed, unfinished = [], [], []
     for k, spec, seed in plan:
         row = finished(runs_dir / f"K{k}" / spec.name / f"seed{seed}")
+        name = f"K={k} {spec.name} seed {seed}"
         if row is None:
-            unfinished.append(f"K={k} {spec.name} seed {seed}")
+            unfinished.append(name)
+        elif "failed" in row:
+            failed.append({"run": name, "error": row["failed"], "seconds": row["seconds"]})
         else:
             rows.append(row)
-    seconds = round(sum(row["seconds"] for row in rows), 1)
-    return {**report, "runs": rows, "unfinished": unfinished, "seconds": seconds}
+    seconds = round(sum(row["seconds"] for row in [*rows, *failed]), 1)
+    return {**report, "runs": rows, "failed": failed, "unfinished": unfinished,
+            "seconds": seconds}  # fmt: skip
 
 
 def _save_figure(args: argparse.Namespace, models: dict) -> dict:

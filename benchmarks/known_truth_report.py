@@ -190,7 +190,13 @@ def markdown(report: dict) -> str:
     """The report's tables (mean ± standard error over seeds) and the footnote."""
     counts = report["budget_settings"].get("annotator_samples", [16, 100])
     lines = [*_main_table(report), *_annotator_table(report, counts), *_held_out_table(report)]
-    return "\n".join([*lines, "", _footnote(report)]) + "\n"
+    lines += ["", _footnote(report)]
+    if report.get("failed"):  # kept as failed by known_truth_runs, left out of the means
+        failures = [f"{failure['run']}: {failure['error']}" for failure in report["failed"]]
+        lines += ["", f"Failed runs (left out of the means): {'; '.join(failures)}."]
+    if report.get("unfinished"):
+        lines += ["", f"Not finished yet: {', '.join(report['unfinished'])}."]
+    return "\n".join(lines) + "\n"
 
 
 def write_report(report: dict, out: Path) -> None:
@@ -240,5 +246,7 @@ def merge_reports(paths: list[Path]) -> dict:
         "seeds": sorted({run["seed"] for run in runs}),
         "seconds": sum(report["seconds"] for report in reports),
         "merged_from": [str(path) for path in paths],
+        "failed": [failure for report in reports for failure in report.get("failed", [])],
+        "unfinished": [name for report in reports for name in report.get("unfinished", [])],
         "runs": runs,
     }

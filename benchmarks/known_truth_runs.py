@@ -12,6 +12,9 @@ go by the system when the process ends, however it ends), so that several proces
 with the same command share the work: each takes the next run that nobody holds and nobody
 finished. The report each one writes lists every finished run; the last to finish lists all.
 
+A run whose training goes non-finite is kept as failed, with its message, and left out of
+the means (the report lists it); remove its folder to train it again.
+
 Training time: each call's wall seconds, kept in timing.json. A call that was stopped counts
 up to its last checkpoint (what came after was lost and is trained again by the next call).
 """
@@ -103,18 +106,24 @@ def _write_calls(run_dir: Path, calls: list[dict[str, float | None]]) -> None:
 def train_and_score(
     run_dir: Path,
     config: Config,
+    identity: dict[str, Any],
     score: Callable[[], dict[str, Any]],
     device: str,
 ) -> dict[str, Any]:
     """Train the run (resuming from its last.pt when there is one), then ``score()`` it; the
-    row (``score()``'s dict with the run's ``seconds``) is kept as result.json. Call it while
-    holding the run (`claimed`), after `check_same_config`."""
+    row (``identity``, the scores as ``test`` and the run's ``seconds``) is kept as
+    result.json. A run whose training goes non-finite is kept as failed, with the message:
+    it would fail again the same way, so it does not hold up the runs after it. Call it
+    while holding the run (`claimed`), after `check_same_config`."""
     calls = [*_calls(run_dir), {"start": time.time(), "end": None}]
     _write_calls(run_dir, calls)
     last = run_dir / "last.pt"
-    train(config, run_dir, resume=last if last.is_file() else None, device=device,
-          progress=False)  # fmt: skip
-    row = score()
+    try:
+        train(config, run_dir, resume=last if last.is_file() else None, device=device,
+              progress=False)  # fmt: skip
+        row = {**identity, "test": score()}
+    except FloatingPointError as error:
+        row = {**identity, "failed": str(error)}
     calls[-1]["end"] = time.time()
     _write_calls(run_dir, calls)
     row["seconds"] = round(sum(call["end"] - call["start"] for call in calls), 1)

@@ -83,3 +83,23 @@ def test_a_run_made_with_other_settings_is_refused_by_name(tmp_path, capsys):
     error = capsys.readouterr().err
     assert str(_run_dir(tmp_path)) in error and "train.lr" in error
     assert "--work-dir" in error
+
+
+def test_a_run_that_goes_non_finite_is_kept_as_failed_and_the_next_goes_on(tmp_path, monkeypatch):
+    original = known_truth_runs.train
+
+    def diverging(config, *args, **kwargs):
+        if config.train.seed == 0:
+            raise FloatingPointError("step 3 (rank 0): the loss is nan")
+        return original(config, *args, **kwargs)
+
+    monkeypatch.setattr(known_truth_runs, "train", diverging)
+    report = _run(tmp_path, "--seeds", "0", "1")
+    assert [run["seed"] for run in report["runs"]] == [1] and report["unfinished"] == []
+    assert report["failed"][0]["run"] == "K=2 cnn seed 0"
+    assert "the loss is nan" in report["failed"][0]["error"]
+    assert "Failed runs (left out of the means): K=2 cnn seed 0" in (
+        (tmp_path / "report.md").read_text()
+    )
+    monkeypatch.setattr(known_truth_runs, "train", original)  # kept: not trained again
+    assert _run(tmp_path, "--seeds", "0", "1")["failed"] == report["failed"]
