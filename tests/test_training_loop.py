@@ -268,3 +268,20 @@ def test_amp_channels_last_clipping_and_cosine_train_on_the_cpu(tmp_path):
     assert result["step"] == 3 and math.isfinite(result["last"]["nll"])
     lrs = [float(r["lr"]) for r in _rows(tmp_path / "train.csv")]
     assert lrs == pytest.approx([1e-3, 0.5e-3, 0.0], abs=1e-12)  # warm-up, then cosine to 0
+
+
+def test_a_new_run_steps_with_fused_adam_and_a_loop_checkpoint_resumes_with_the_loop(tmp_path):
+    """Fused Adam is one kernel for all parameters; a checkpoint of the loop version (written
+    before cvae_seg used the fused one) must go on with the loop version, so that its resume
+    stays the run it was."""
+    config = _config("train.max_steps=2", "train.eval_interval=2")
+    train(config, tmp_path / "run", progress=False)
+    state = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert state["optimizer"]["param_groups"][0]["fused"] is True
+    for group in state["optimizer"]["param_groups"]:
+        group["fused"] = None  # as the loop version writes it
+    torch.save(state, tmp_path / "run" / "loop.pt")
+    longer = _config("train.max_steps=3", "train.eval_interval=3")
+    train(longer, tmp_path / "run", resume=tmp_path / "run" / "loop.pt", progress=False)
+    resumed = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert resumed["step"] == 3 and resumed["optimizer"]["param_groups"][0]["fused"] is None
