@@ -109,8 +109,8 @@ def _main_table(report: dict) -> list[str]:
     lines = [
         "| K | model | NLL (estimator) | NLL, Monte Carlo | true NLL (H) | "
         "NLL / true NLL | TV per input (floor) | TV pooled (floor) | GED | visible acc. % | "
-        "KL (share of -ELBO) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "KL (share of -ELBO) | train min |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     legacy = "split" not in report
     for k, model, tests in _groups(report):
@@ -126,9 +126,17 @@ def _main_table(report: dict) -> list[str]:
                  f"{_cell(tests, 'true_nll')} ({test0['entropy']:.2f})", _cell(tests, "nll_ratio"),
                  _with_floor(tests, "tv_mean", "tv_floor_mean"),
                  _with_floor(tests, "tv_pooled", "tv_floor_pooled"), _cell(tests, "ged", 3),
-                 _cell(tests, "visible_accuracy"), kl]  # fmt: skip
+                 _cell(tests, "visible_accuracy"), kl,
+                 _train_minutes(report, k, model)]  # fmt: skip
         lines.append("| " + " | ".join(cells) + " |")
     return lines
+
+
+def _train_minutes(report: dict, k: int, model: str) -> str:
+    """Mean ± standard error of the runs' training minutes (reports before 1.0 lack them)."""
+    runs = [r for r in report["runs"] if r["k"] == k and r["objective"] == model]
+    return _cell([{"minutes": r["train_seconds"] / 60} for r in runs if "train_seconds" in r],
+                 "minutes", 1)  # fmt: skip
 
 
 def _annotator_table(report: dict, counts: list[int]) -> list[str]:

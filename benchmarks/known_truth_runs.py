@@ -15,8 +15,9 @@ finished. The report each one writes lists every finished run; the last to finis
 A run whose training goes non-finite is kept as failed, with its message, and left out of
 the means (the report lists it); remove its folder to train it again.
 
-Training time: each call's wall seconds, kept in timing.json. A call that was stopped counts
-up to its last checkpoint (what came after was lost and is trained again by the next call).
+Time: each call's wall seconds, kept in timing.json (and the part of them spent training). A
+call that was stopped counts up to its last checkpoint (what came after was lost and is
+trained again by the next call).
 """
 
 from __future__ import annotations
@@ -111,21 +112,26 @@ def train_and_score(
     device: str,
 ) -> dict[str, Any]:
     """Train the run (resuming from its last.pt when there is one), then ``score()`` it; the
-    row (``identity``, the scores as ``test`` and the run's ``seconds``) is kept as
-    result.json. A run whose training goes non-finite is kept as failed, with the message:
-    it would fail again the same way, so it does not hold up the runs after it. Call it
-    while holding the run (`claimed`), after `check_same_config`."""
+    row (``identity``, the scores as ``test``, the run's ``seconds`` and the training's
+    ``train_seconds``) is kept as result.json. A run whose training goes non-finite is kept
+    as failed, with the message: it would fail again the same way, so it does not hold up
+    the runs after it. Call it while holding the run (`claimed`), after
+    `check_same_config`."""
     calls = [*_calls(run_dir), {"start": time.time(), "end": None}]
     _write_calls(run_dir, calls)
     last = run_dir / "last.pt"
     try:
         train(config, run_dir, resume=last if last.is_file() else None, device=device,
               progress=False)  # fmt: skip
+        calls[-1]["trained"] = time.time()
         row = {**identity, "test": score()}
     except FloatingPointError as error:
         row = {**identity, "failed": str(error)}
     calls[-1]["end"] = time.time()
     _write_calls(run_dir, calls)
     row["seconds"] = round(sum(call["end"] - call["start"] for call in calls), 1)
+    row["train_seconds"] = round(
+        sum(call.get("trained", call["end"]) - call["start"] for call in calls), 1
+    )
     atomic_write_text(run_dir / RESULT, json.dumps(row, indent=1))
     return row

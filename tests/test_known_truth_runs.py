@@ -63,6 +63,12 @@ def test_a_stopped_run_resumes_to_the_weights_of_an_uninterrupted_one(tmp_path, 
     assert resumed["runs"][0]["seconds"] == pytest.approx(
         sum(call["end"] - call["start"] for call in calls), abs=0.1
     )
+    assert "trained" not in calls[0] and calls[1]["start"] < calls[1]["trained"] < calls[1]["end"]
+    assert resumed["runs"][0]["train_seconds"] == pytest.approx(
+        calls[0]["end"] - calls[0]["start"] + calls[1]["trained"] - calls[1]["start"], abs=0.1
+    )
+    minutes = resumed["runs"][0]["train_seconds"] / 60
+    assert f"| {minutes:.1f} |" in (tmp_path / "stopped" / "report.md").read_text()
 
 
 def test_a_run_another_process_holds_is_left_to_it(tmp_path):
