@@ -90,7 +90,9 @@ def create_model(arch: str, **kwargs: Any) -> Any:
 
     For an smp architecture the arguments are smp's (``encoder_name``, ``classes``, ...) plus the
     CVAE heads' (``objective``, ``latent_channels``, ...); see `cvae_seg.CVAE`. Encoders start
-    from random weights unless ``encoder_weights`` names local weights: nothing downloads.
+    from random weights with no download (``encoder_weights=None``, the default); any other
+    ``encoder_weights`` is the name of smp's pretrained weights ("imagenet", ...), which smp
+    downloads, so it needs the network.
 
     >>> model = create_model("Unet", encoder_name="resnet18", classes=3, objective="hybrid")
     """

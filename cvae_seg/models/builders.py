@@ -54,7 +54,11 @@ def create_backbone(
 ) -> nn.Module:
     """The plain smp model (``smp.create_model``) with random weights unless told otherwise.
 
-    encoder_weights defaults to None (random initialisation): cvae_seg never downloads.
+    encoder_weights defaults to None: random initialisation, nothing downloaded, so a build
+    works offline and gives the same model everywhere. Any other value is smp's: a name of
+    the encoder's pretrained weights ("imagenet", ...) that smp downloads from the network
+    (for a "tu-" timm encoder any value means timm's pretrained weights, also downloaded);
+    it is no path to a local file. An unknown name is refused with smp's list of names.
     """
     import segmentation_models_pytorch as smp  # slow import, only when an smp model is built
 
@@ -70,10 +74,24 @@ def create_backbone(
             **kwargs,
         )
     except (KeyError, RuntimeError) as error:
-        # smp: KeyError "Wrong encoder name ..." with every name; timm: "Unknown model (x)"
-        if "encoder name" not in str(error) and "Unknown model" not in str(error):
+        # smp: KeyError "Wrong encoder name ..." with every name; timm: "Unknown model (x)";
+        # smp: KeyError "Wrong pretrained weights `x` ... Available options are: [...]"
+        text = str(error.args[0]) if error.args else ""
+        if "Wrong pretrained weights" in text:
+            raise ValueError(_unknown_weights(encoder_weights, encoder_name, text)) from None
+        if "encoder name" not in text and "Unknown model" not in text:
             raise
         raise ValueError(_unknown_encoder(encoder_name, smp.encoders.get_encoder_names())) from None
+
+
+def _unknown_weights(weights: str, encoder: str, smp_message: str) -> str:
+    """Say that ``weights`` names none of the encoder's pretrained weights, with smp's list."""
+    options = smp_message.partition("Available options are:")[2].strip() or "none"
+    return (
+        f"encoder_weights {weights!r} names no pretrained weights of encoder {encoder!r}; "
+        f"expected None (random initialisation, no download) or one of {options}, which smp "
+        "downloads (network needed); a local weights file is not accepted here"
+    )
 
 
 def _unknown_encoder(name: str, known: list[str]) -> str:
