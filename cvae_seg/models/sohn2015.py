@@ -51,11 +51,22 @@ class Sohn2015(nn.Module):
         )
         self.segmentation_head = nn.Conv2d(48, classes, 9, padding=4)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def check_input_shape(self, x: torch.Tensor) -> None:
+        """Raise RuntimeError unless both sides of ``x`` are multiples of 8.
+
+        smp models have this method, and `cvae_seg.training.build_model` calls it with a
+        tensor of ``data.size`` sides, so a config whose size this network cannot take is
+        refused when the model is built, naming ``data.size``, not at the first step.
+        """
         height, width = x.shape[-2:]
-        if height % self.output_stride or width % self.output_stride:
+        stride = self.output_stride
+        if height % stride or width % stride:
             raise RuntimeError(
-                f"Sohn2015 needs input sides divisible by {self.output_stride}, got "
-                f"{height}x{width}; resize or pad the input"
+                f"Sohn2015 needs input sides divisible by {stride}, got {height}x{width}; "
+                f"resize or pad the input to {-(-height // stride) * stride}x"
+                f"{-(-width // stride) * stride}"
             )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.check_input_shape(x)
         return self.segmentation_head(self.decoder(self.encoder(x)))
