@@ -95,7 +95,12 @@ def _decode(config: DataConfig, split: str) -> SegmentationArrays:
     ]
     if annotation is None:
         raise ValueError("data.coco_test is not set: the COCO-format data has no test split")
-    return load_coco(root / annotation, root / config.coco_images, config.size)
+    return load_coco(
+        root / annotation,
+        root / config.coco_images,
+        config.size,
+        ignore_index=config.ignore_index,
+    )
 
 
 def load_split(config: DataConfig, split: str) -> SegmentationArrays:

@@ -32,9 +32,15 @@ def load_coco(
     image_dir: str | Path,
     size: int = 128,
     category_ids: list[int] | None = None,
-    ignore_index: int = 255,
+    ignore_index: int | None = 255,
 ) -> SegmentationArrays:
-    """Decode every image of a COCO annotation file into (image, class map) arrays."""
+    """Decode every image of a COCO annotation file into (image, class map) arrays.
+
+    Crowd regions (``iscrowd``) are painted ``ignore_index``, the value the loss and the
+    metrics skip. A file with crowds therefore needs one: None is refused (a crowd painted
+    as a class, or as a value the loss does not skip, would train on it), and so is a value
+    that is a class or does not fit the uint8 label maps.
+    """
     from pycocotools.coco import COCO
 
     annotation_file, image_dir = Path(annotation_file), Path(image_dir)
@@ -58,8 +64,9 @@ def load_coco(
     class_of = {cat: index + 1 for index, cat in enumerate(category_ids)}
     names = [c["name"] for c in coco.loadCats(category_ids)]
 
-    annotators = _annotators(coco.dataset.get("annotations", []), annotation_file)
-    ignore = ignore_index
+    every = coco.dataset.get("annotations", [])
+    annotators = _annotators(every, annotation_file)
+    ignore = _crowd_value(every, class_of, ignore_index, annotation_file)
     images, labels, files = [], [], []
     for image_id in sorted(coco.getImgIds()):
         info = coco.loadImgs(image_id)[0]
@@ -91,6 +98,33 @@ def load_coco(
         tuple(files),
         stacked if annotators else None,
     )
+
+
+def _crowd_value(
+    annotations: list[dict[str, Any]],
+    class_of: dict[int, int],
+    ignore_index: int | None,
+    annotation_file: Path,
+) -> int:
+    """The value crowd pixels get: ``ignore_index``, checked when the file has crowds."""
+    painted = [a for a in annotations if a.get("category_id") in class_of]
+    crowds = [a.get("id") for a in painted if a.get("iscrowd")]
+    if not crowds:
+        return 0  # never painted
+    where = f"{annotation_file} has crowd annotations (iscrowd=1; ids {crowds[:5]})"
+    if ignore_index is None:
+        raise ValueError(
+            f"{where}, painted as the ignored value, but ignore_index is None; set "
+            "data.ignore_index in the config (ignore_index= in load_coco), e.g. 255, so that "
+            "crowd pixels count in no loss or metric"
+        )
+    if not 0 <= ignore_index <= 255 or ignore_index <= len(class_of):
+        raise ValueError(
+            f"{where}, painted as data.ignore_index={ignore_index}; expected a value in "
+            f"{len(class_of) + 1}..255: above the {len(class_of) + 1} classes (background "
+            "included) and within the uint8 label maps, e.g. 255"
+        )
+    return ignore_index
 
 
 def _resize_label(label: np.ndarray, size: int) -> np.ndarray:
