@@ -14,8 +14,11 @@ seed, and evaluate against all of them (the item's ``masks``).
 
 from __future__ import annotations
 
+import gzip
 import io
 import os
+import tarfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -30,6 +33,7 @@ if TYPE_CHECKING:  # albumentations loads on first use: importing it checks for 
     import albumentations as A
 
 __all__ = [
+    "ARCHIVE_ERRORS",
     "DATA_ROOT_ENV",
     "ArraySegmentationDataset",
     "SegmentationArrays",
@@ -43,6 +47,10 @@ __all__ = [
 DATA_ROOT_ENV = "CVAE_SEG_DATA"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+# what a corrupt or truncated .gz / .tgz raises, none of it naming the file: tarfile's
+# ReadError (no OSError), gzip's EOFError at a cut stream, zlib.error, gzip.BadGzipFile.
+# The readers catch these and name the file and what to do.
+ARCHIVE_ERRORS = (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile)
 
 
 @dataclass

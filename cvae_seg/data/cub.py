@@ -42,16 +42,52 @@ def _read_table(path: Path, columns: int) -> dict[int, list[str]]:
         if not line.strip():
             continue
         parts = line.split()
-        if len(parts) != columns + 1:
-            raise ValueError(f"{path}:{line_number}: expected {columns + 1} fields, got {line!r}")
+        if len(parts) != columns + 1 or not parts[0].isdigit():
+            raise ValueError(
+                f"{path}:{line_number}: expected {columns + 1} fields, an image id (a whole "
+                f"number) first, got {line!r}; {_LAYOUT}"
+            )
         rows[int(parts[0])] = parts[1:]
     return rows
 
 
-def _split_ids(root: Path, split: str, val_fraction: float, seed: int) -> list[int]:
-    is_train = {
-        i: row[0] == "1" for i, row in _read_table(root / "train_test_split.txt", 1).items()
-    }
+def _check_tables(root: Path, tables: dict[str, dict[int, list[str]]]) -> None:
+    """Refuse tables that disagree on the image ids (each id's row is looked up in all of
+    them), a split flag other than 0 / 1 or a box that is no number, naming file and id."""
+    split_file = "train_test_split.txt"
+    ids = set(tables[split_file])
+    for name, rows in tables.items():
+        missing, extra = sorted(ids - set(rows)), sorted(set(rows) - ids)
+        if missing or extra:
+            which = (
+                f"has no line for image id(s) {missing[:5]}, which {split_file} lists"
+                if missing
+                else f"lists image id(s) {extra[:5]}, which {split_file} does not"
+            )
+            raise ValueError(
+                f"CUB file {root / name} {which}; the three tables must list the same ids "
+                f"(from one CUB_200_2011 release); {_LAYOUT}"
+            )
+    for image_id, row in tables[split_file].items():
+        if row[0] not in ("0", "1"):
+            raise ValueError(
+                f"CUB file {root / split_file}: image {image_id} has {row[0]!r}; expected 1 "
+                "(train) or 0 (test)"
+            )
+    for image_id, box in tables["bounding_boxes.txt"].items():
+        try:
+            [float(v) for v in box]
+        except ValueError:
+            raise ValueError(
+                f"CUB file {root / 'bounding_boxes.txt'}: image {image_id} has box {box}; "
+                "expected four numbers: x y width height"
+            ) from None
+
+
+def _split_ids(
+    split_table: dict[int, list[str]], split: str, val_fraction: float, seed: int
+) -> list[int]:
+    is_train = {i: row[0] == "1" for i, row in split_table.items()}
     if split == "test":
         return sorted(i for i, train in is_train.items() if not train)
     train_ids = np.array(sorted(i for i, train in is_train.items() if train))
@@ -95,6 +131,11 @@ def load_cub(
         root = root / "CUB_200_2011"  # the folder both official archives were extracted into
     paths = _read_table(root / "images.txt", 1)
     boxes = _read_table(root / "bounding_boxes.txt", 4)
+    split_table = _read_table(root / "train_test_split.txt", 1)
+    _check_tables(
+        root,
+        {"images.txt": paths, "bounding_boxes.txt": boxes, "train_test_split.txt": split_table},
+    )
     segmentations = root / "segmentations"
     if not segmentations.is_dir():
         segmentations = root.parent / "segmentations"
@@ -104,7 +145,7 @@ def load_cub(
         )
 
     images, labels, names = [], [], []
-    for image_id in _split_ids(root, split, val_fraction, seed):
+    for image_id in _split_ids(split_table, split, val_fraction, seed):
         relative = paths[image_id][0]
         image_path = root / "images" / relative
         mask_path = (segmentations / relative).with_suffix(".png")

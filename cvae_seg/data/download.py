@@ -1,10 +1,13 @@
 """Download and extract the paper's data sets from their official sites (never run by tests).
 
-Files land in ROOT/<dataset>/ (point ``data.root`` or $CVAE_SEG_DATA at ROOT). MNIST files are
-checked against their published MD5 sums; for the others no checksum of the official archives
-is pinned here, so `download` logs their SHA-256 for the user's records. Each download goes to
-a temporary name first and is renamed when complete, so an interrupted one never passes for a
-finished file.
+Files land in ROOT/<dataset>/: point $CVAE_SEG_DATA at ROOT, or ``data.root`` at
+ROOT/<dataset> itself (``data.root`` is the data set's own folder, see
+`cvae_seg.data.common.resolve_root`). MNIST files are checked against their published MD5
+sums; for the others no checksum of the official archives is pinned here, so `download` logs
+their SHA-256 for the user's records. Each download goes to a temporary name first and is
+renamed when complete, so an interrupted one never passes for a finished file; a file already
+there is not fetched again, so an archive that is corrupt all the same (a server's error page,
+a disk fault) fails extraction with an error that names it and says to delete it.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import tarfile
 import urllib.request
 from pathlib import Path
 
+from cvae_seg.data.common import ARCHIVE_ERRORS
 from cvae_seg.io import atomic_write
 
 __all__ = ["SOURCES", "download"]
@@ -89,6 +93,19 @@ def download(dataset: str, root: str | os.PathLike = "data", progress: bool = Tr
             raise ValueError(f"{target}: MD5 differs from the published {md5}; delete it and retry")
         log.info("%s  sha256 %s", target, _digest(target, "sha256"))
         if target.suffix == ".tgz":
-            with tarfile.open(target) as tar:
-                tar.extractall(folder, filter="data")
+            _extract(target, folder, dataset)
     return folder
+
+
+def _extract(archive: Path, folder: Path, dataset: str) -> None:
+    """Extract ``archive`` into ``folder``; a corrupt one is named, with how to fetch it anew
+    (it stays in place, and `download` fetches no file that is already there)."""
+    try:
+        with tarfile.open(archive) as tar:
+            tar.extractall(folder, filter="data")
+    except ARCHIVE_ERRORS as error:
+        reason = " ".join(f"{type(error).__name__}: {error}".split())
+        raise ValueError(
+            f"{archive} cannot be extracted ({reason}); it is truncated or corrupt: delete it "
+            f"and run `cvae-seg download {dataset} --root {folder.parent}` again"
+        ) from None

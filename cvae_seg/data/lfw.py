@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cvae_seg.data.common import SegmentationArrays, decode_image, resize_pair
+from cvae_seg.data.common import ARCHIVE_ERRORS, SegmentationArrays, decode_image, resize_pair
 
 __all__ = ["LFW_CLASSES", "LFW_SPLITS", "load_lfw_parts", "read_lfw_list"]
 
@@ -86,16 +86,29 @@ class _Files:
                 raise FileNotFoundError(f"LFW file {path} is missing; {_LAYOUT}")
             return path.read_bytes(), str(path)
         if self.members is None:  # one pass over the archive, keeping only what the split needs
-            self.members = {}
-            with tarfile.open(self.archive) as tar:
-                for member in tar:
-                    name = member.name.split("/", 1)[-1]
-                    if member.isfile() and name in wanted:
-                        self.members[name] = tar.extractfile(member).read()
+            self.members = self._read_archive(wanted)
         source = f"{self.archive}:{relative}"
         if relative not in self.members:
             raise FileNotFoundError(f"LFW file {source} is missing; {_LAYOUT}")
         return self.members[relative], source
+
+    def _read_archive(self, wanted: set[str]) -> dict[str, bytes]:
+        """The ``wanted`` members' bytes; a corrupt or cut archive is named, with the fix."""
+        members = {}
+        try:
+            with tarfile.open(self.archive) as tar:
+                for member in tar:
+                    name = member.name.split("/", 1)[-1]
+                    if member.isfile() and name in wanted:
+                        members[name] = tar.extractfile(member).read()
+        except ARCHIVE_ERRORS as error:
+            reason = " ".join(f"{type(error).__name__}: {error}".split())
+            raise ValueError(
+                f"LFW archive {self.archive} cannot be read ({reason}); it is truncated or "
+                f"corrupt: delete it and run `cvae-seg download lfw` again, or extract it "
+                f"into {self.folder.name}/ yourself"
+            ) from None
+        return members
 
 
 def load_lfw_parts(root: str | Path, split: str = "train", size: int = 128) -> SegmentationArrays:

@@ -19,6 +19,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from cvae_seg.data.common import ARCHIVE_ERRORS
+
 __all__ = ["MNISTQuadrants", "load_mnist", "quadrant_mask", "read_idx"]
 
 _FILES = {
@@ -33,7 +35,15 @@ _LAYOUT = (
 
 def read_idx(path: Path) -> np.ndarray:
     """An IDX array (uint8 images or labels) from a raw or gzip file."""
-    data = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+    data = path.read_bytes()
+    if path.suffix == ".gz":
+        try:
+            data = gzip.decompress(data)
+        except ARCHIVE_ERRORS as error:  # gzip names no file: a cut download, say which
+            raise ValueError(
+                f"{path} is not a complete gzip file ({type(error).__name__}: {error}); is it "
+                "truncated? delete it and fetch it again (cvae-seg download mnist)"
+            ) from None
     if len(data) < 4 or data[:2] != b"\0\0" or data[2] != 0x08:
         raise ValueError(f"{path} is not an IDX file of unsigned bytes; {_LAYOUT}")
     dims = data[3]
