@@ -13,11 +13,10 @@ from typing import Any, NoReturn
 
 from cvae_seg.cli.errors import speaks_for_the_job
 
-__all__ = ["COMMAND_NAMES", "PROG", "build_parser", "parse"]
+__all__ = ["PROG", "build_parser", "parse"]
 
 PROG = "cvae-seg"
 SPLITS = ("train", "val", "test")
-COMMAND_NAMES = ("train", "evaluate", "visualize", "download")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -110,9 +109,10 @@ train ``.pt`` file or a save_pretrained folder).
 
 _DOWNLOAD_HELP = """Download and extract the paper's data sets from their official sites.
 
-Files land in ROOT/<dataset>/ (point data.root or $CVAE_SEG_DATA at ROOT). MNIST files are
-checked against their published MD5 sums; for the others the command prints their SHA-256
-for your records. Downloads go to a temporary name first and are renamed when complete.
+Files land in ROOT/<dataset>/, the folder the command prints: set data.root to that folder
+(ROOT/<dataset>), or $CVAE_SEG_DATA to ROOT. MNIST files are checked against their published
+MD5 sums; for the others the command prints their SHA-256 for your records. Downloads go to
+a temporary name first and are renamed when complete.
 """
 
 
