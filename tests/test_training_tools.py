@@ -25,9 +25,15 @@ def test_tools_train_evaluate_visualize(tmp_path, caplog):
         and saved["likelihood_method"] == "importance"
     )
     grid = [row for row in saved["partial_observation"]]
-    with caplog.at_level("WARNING"):  # the trained size wins, and the user is told
-        run(["evaluate", config, str(checkpoint), *TINY, "data.size=48", "--no-likelihood"])
+    # the trained size and normalisation win, and the user is told: the same scores
+    other = ["data.size=48", "data.mean=[0.1,0.1,0.1]", "data.std=[0.9,0.9,0.9]"]
+    with caplog.at_level("WARNING"):
+        again = run(["evaluate", config, str(checkpoint), *TINY, *other])
+    assert {k: again[k] for k in saved if k != "partial_observation"} == {
+        k: v for k, v in saved.items() if k != "partial_observation"
+    }
     assert "data.size=48 replaced by 32" in caplog.text
+    assert "data.mean=(0.1, 0.1, 0.1) replaced by (0.5, 0.5, 0.5)" in caplog.text
     assert len(grid) == 9 and all("iterative" in row for row in grid)
     picture = run(
         ["visualize", config, str(checkpoint), *TINY, "--num-images", "2", "--num-samples", "3",

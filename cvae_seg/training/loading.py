@@ -19,6 +19,9 @@ log = logging.getLogger(__name__)
 
 __all__ = ["dataset_for", "load_for_evaluation", "load_trained"]
 
+# the data settings evaluation takes from the checkpoint (see `load_for_evaluation`)
+_TRAINED_DATA_KEYS = ("size", "mean", "std", "mnist_observed", "binarize")
+
 
 def load_trained(
     checkpoint: str | os.PathLike, device: torch.device
@@ -47,12 +50,22 @@ def load_for_evaluation(
 ) -> tuple[ConditionalGenerativeModel, Config, list[str]]:
     """A trained model with the user's config for data and evaluation.
 
-    The data settings that define the task (image size, MNIST's observed quadrants) come
-    from the trained model's config, whatever the user's config says.
+    The data settings that define the task come from the trained model's config, whatever
+    the user's config says, and a change is logged: the image size, the input normalisation
+    (mean, std) and MNIST's observed quadrants and targets (binarize, which changes the
+    likelihood). Scores under other settings would look believable and be wrong. A different
+    data set is refused: it is another task, and data sets of the same class names (shapes,
+    known_truth) would pass for each other.
     """
     model, trained, classes = load_trained(checkpoint, device)
     config = load_config(config_path, overrides)
-    for key in ("size", "mnist_observed"):
+    if config.data.dataset != trained.data.dataset:
+        raise ValueError(
+            f"{config_path}: data.dataset is {config.data.dataset!r}, but checkpoint "
+            f"{checkpoint} was trained on {trained.data.dataset!r}; give the config it was "
+            "trained with"
+        )
+    for key in _TRAINED_DATA_KEYS:
         given, used = getattr(config.data, key), getattr(trained.data, key)
         if given != used:  # say so: the user asked for something else
             log.warning("data.%s=%s replaced by %s, the value %s was trained with",
