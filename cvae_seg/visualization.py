@@ -8,11 +8,11 @@ import torch
 from PIL import Image, ImageDraw
 
 from cvae_seg.data.common import ArraySegmentationDataset
-from cvae_seg.models.base import ConditionalGenerativeModel
+from cvae_seg.models.mnist import QuadrantCVAE
 from cvae_seg.models.smp import CVAE
 from cvae_seg.transforms import RandomSquareOcclusion, square_mask
 
-__all__ = ["PALETTE", "colorize", "quadrant_grid", "sample_grid"]
+__all__ = ["PALETTE", "check_baseline", "colorize", "quadrant_grid", "sample_grid"]
 
 # background, then distinct colours; LFW reads as background / skin / hair
 PALETTE = np.array(
@@ -125,22 +125,47 @@ def sample_grid(
     return _labelled_grid(rows, names, raw.shape[1] + 2, scale)
 
 
+def check_baseline(model: QuadrantCVAE, baseline: QuadrantCVAE) -> None:
+    """Refuse a Figure 3 baseline that does not complete the same quadrants as ``model``.
+
+    Another kind of model has no digit to complete (it would fail deep in the drawing), and
+    a QuadrantCVAE of other observed quadrants would fill its column from other inputs than
+    the samples' column: a picture that looks right and is not.
+    """
+    if not isinstance(baseline, QuadrantCVAE):
+        raise TypeError(
+            f"the baseline is a {type(baseline).__name__}, not a QuadrantCVAE: Figure 3's NN "
+            "column needs a model trained on MNIST quadrant completion"
+        )
+    if baseline.observed != model.observed:
+        raise ValueError(
+            f"the baseline observes {baseline.observed} quadrant(s) and the model "
+            f"{model.observed} (data.mnist_observed): its column would complete other inputs; "
+            "give one trained with the same mnist_observed"
+        )
+
+
 @torch.no_grad()
 def quadrant_grid(
-    model: ConditionalGenerativeModel,
+    model: QuadrantCVAE,
     dataset: torch.utils.data.Dataset,
     indices: list[int],
     num_samples: int = 6,
-    baseline: ConditionalGenerativeModel | None = None,
+    baseline: QuadrantCVAE | None = None,
     seed: int = 0,
     scale: int = 3,
 ) -> Image.Image:
     """The paper's Figure 3: truth, the NN's prediction (``baseline``) and CVAE samples.
 
     Observed quadrants are shown as given; the hidden region is outlined in red and filled
-    with each model's pixel probabilities.
+    with each model's pixel probabilities. ``baseline`` must complete the same quadrants
+    (see `check_baseline`).
     """
     _check_request(indices, num_samples)
+    if not isinstance(model, QuadrantCVAE):
+        raise TypeError(f"model is a {type(model).__name__}; quadrant_grid draws a QuadrantCVAE")
+    if baseline is not None:
+        check_baseline(model, baseline)
     device = next(model.parameters()).device
     x = torch.stack([dataset[i]["image"] for i in indices]).to(device)
     truth = torch.stack([dataset[i]["mask"] for i in indices])
