@@ -17,6 +17,7 @@ __all__ = ["PROG", "build_parser", "parse"]
 
 PROG = "cvae-seg"
 SPLITS = ("train", "val", "test")
+PARTIAL_ITERATIONS = 5  # evaluate --partial: the CVAE's inference iterations by default
 
 
 class _Parser(argparse.ArgumentParser):
@@ -89,22 +90,27 @@ continues from <work dir>/last.pt.
 _EVALUATE_HELP = """Evaluate a checkpoint: accuracy, IoU, log-likelihood, partial observations.
 
 CONFIG and the overrides set the data and evaluation; the model comes from the checkpoint (a
-train ``.pt`` file or a save_pretrained folder). The negative conditional log-likelihood (nats
-per image) uses importance sampling for models with a recognition net (cvae, hybrid) and Monte
-Carlo otherwise; deterministic models are exact. --partial adds the paper's Table 4 grid (drop
-25/50/70% of 1/4/8 px blocks): the plain prediction against the CVAE's iterative inference.
-For MNIST quadrant completion (Table 1) it reports the negative CLL by every estimator the
-model has: exact (NN), Monte Carlo with eval.mc_samples, importance sampling with
---num-samples. Prints a table, writes JSON (default: eval_<split>.json beside the checkpoint).
+train ``.pt`` file or a save_pretrained folder), and so do the data settings it was trained
+with (size, mean/std, MNIST's quadrants and binarize; a different data.dataset is refused).
+The negative conditional log-likelihood (nats per image) uses importance sampling for models
+with a recognition net (cvae, hybrid) and Monte Carlo otherwise; deterministic models are
+exact. --partial adds the paper's Table 4 grid (drop 25/50/70% of 1/4/8 px blocks): the plain
+prediction against the CVAE's iterative inference. For MNIST quadrant completion (Table 1) it
+reports the negative CLL alone, by every estimator the model has: exact (NN), Monte Carlo
+with eval.mc_samples, importance sampling with --num-samples; --partial, --iterations,
+--prediction and --no-likelihood do not apply there and are refused. Prints a table, writes
+JSON (default: eval_<split>.json beside the checkpoint; --out is checked before any work).
 """
 
 _VISUALIZE_HELP = """Draw a sample grid from a trained checkpoint.
 
-One row per image: input (occlusion outlined), ground truth, prior-mean prediction, K samples
-and a per-pixel uncertainty map (entropy of the mean sample). For MNIST quadrant completion,
-the paper's Figure 3: truth, the NN's prediction (--baseline NN_CKPT) and K CVAE samples.
-CONFIG and the overrides set the data (root, split); the model comes from the checkpoint (a
-train ``.pt`` file or a save_pretrained folder).
+One row per image: input (occlusion outlined, --occlude), ground truth, prior-mean
+prediction, K samples and a per-pixel uncertainty map (entropy of the mean sample). For MNIST
+quadrant completion, the paper's Figure 3: truth, the NN's prediction (--baseline NN_CKPT, a
+model of the same observed quadrants) and K CVAE samples; --occlude does not apply there, nor
+--baseline elsewhere. CONFIG and the overrides set the data (root, split); the model and the
+data settings it was trained with come from the checkpoint (a train ``.pt`` file or a
+save_pretrained folder). Writes PNG (default: samples_<split>.png beside the checkpoint).
 """
 
 _DOWNLOAD_HELP = """Download and extract the paper's data sets from their official sites.
@@ -161,11 +167,25 @@ def _add_evaluate(subparsers: Any) -> None:
     parser.add_argument(
         "--num-samples", type=_positive_int, default=None, help="S for the likelihood"
     )
-    parser.add_argument("--prediction", choices=["mean", "average"], default=None)
-    parser.add_argument("--no-likelihood", action="store_true")
-    parser.add_argument("--partial", action="store_true", help="Table 4 partial observations")
     parser.add_argument(
-        "--iterations", type=_positive_int, default=5, help="--partial: inference iterations"
+        "--prediction",
+        choices=["mean", "average"],
+        default=None,
+        help="not MNIST: the prior mean's decoding or the average of samples",
+    )
+    parser.add_argument(
+        "--no-likelihood",
+        action="store_true",
+        help="not MNIST (its report is the likelihood): skip the log-likelihood",
+    )
+    parser.add_argument(
+        "--partial", action="store_true", help="not MNIST: Table 4 partial observations"
+    )
+    parser.add_argument(
+        "--iterations",
+        type=_positive_int,
+        default=None,
+        help=f"with --partial: iterations of the inference (default {PARTIAL_ITERATIONS})",
     )
 
 
@@ -177,8 +197,8 @@ def _add_visualize(subparsers: Any) -> None:
     parser.add_argument(
         "--occlude",
         type=_side_share,
-        default=0.0,
-        help="hide a square up to this share of the side",
+        default=None,
+        help="not MNIST: hide a square up to this share of the side (default: none)",
     )
     parser.add_argument("--seed", type=_non_negative_int, default=0)
     parser.add_argument(
@@ -212,6 +232,19 @@ def _build() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser
     return parser, dict(subparsers.choices)
 
 
+def _check_together(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Refuse a flag that means something only beside another one: ignoring it would let the
+    user believe it took effect. (Flags that depend on the data set are checked by the
+    command, once the config says which data set it is.)"""
+    if args.command != "evaluate":
+        return
+    if args.iterations is not None and not args.partial:
+        parser.error("argument --iterations: applies only with --partial (it sets how many "
+                     "iterations the partial-observation inference runs)")  # fmt: skip
+    if args.partial and args.iterations is None:
+        args.iterations = PARTIAL_ITERATIONS
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``cvae-seg`` parser, with one subparser per command (for --help and docs)."""
     return _build()[0]
@@ -227,7 +260,9 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
     argv = list(argv)
     parser, subparsers = _build()
     if argv and argv[0] in subparsers:
-        args = subparsers[argv[0]].parse_intermixed_args(argv[1:])
+        command = subparsers[argv[0]]
+        args = command.parse_intermixed_args(argv[1:])
         args.command, args.argv = argv[0], argv
+        _check_together(command, args)
         return args
     return parser.parse_args(argv)  # --help, --version, or a usage error

@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -61,14 +62,48 @@ def _train(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
-def _load(args: argparse.Namespace) -> tuple[Any, Any, list[str], Any, Any]:
-    """Device, model, config, classes and the split's data set for evaluate and visualize."""
-    from cvae_seg.training import dataset_for, load_for_evaluation, select_device
+def _output_path(args: argparse.Namespace, default_name: str) -> Path:
+    """Where evaluate or visualize writes, checked before any work: a path that cannot be
+    written would otherwise fail only once the (possibly long) work is done, losing its
+    result. The default lies beside the checkpoint (a ``.pt`` file or a save_pretrained
+    folder)."""
+    if args.out is not None:
+        out, named = args.out, f"--out {args.out}"
+    else:
+        checkpoint = args.checkpoint
+        if checkpoint.name in ("", ".."):  # "." or "..": the folder has a name once resolved
+            checkpoint = checkpoint.resolve()
+        out = checkpoint.parent / default_name
+        named = f"--out not given, and the default output {out}"
+    if out.is_dir():
+        example = f", e.g. {out / default_name}" if args.out is not None else ""
+        raise UserError(f"{named} is a folder; give --out a file path{example}")
+    for given in (args.config, args.checkpoint):
+        if out.exists() and out.resolve() == given.resolve():
+            raise UserError(f"{named} is the input {given}, which writing would destroy")
+    folder = next(path for path in (out.parent, *out.parent.parents) if path.exists())
+    if not folder.is_dir():
+        raise UserError(f"{named} lies under {folder}, which is a file, not a folder")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise UserError(f"{named} cannot be written: the folder {folder} is not writable")
+    return out
+
+
+def _load_model(args: argparse.Namespace) -> tuple[Any, Any, Any, list[str]]:
+    """Device, model, config and classes for evaluate and visualize."""
+    from cvae_seg.training import load_for_evaluation, select_device
 
     device = select_device(args.device)
     model, config, classes = load_for_evaluation(
         args.checkpoint, args.config, args.overrides, device
     )
+    return device, model, config, classes
+
+
+def _load_data(args: argparse.Namespace, config: Any, classes: list[str]) -> Any:
+    """The split's data set, refused when its classes are not the checkpoint's."""
+    from cvae_seg.training import dataset_for
+
     dataset = dataset_for(config, args.split)
     found = list(getattr(dataset, "classes", classes))
     if list(classes) != found:
@@ -78,7 +113,36 @@ def _load(args: argparse.Namespace) -> tuple[Any, Any, list[str], Any, Any]:
             f"{args.split} split of {args.config} ({config.data.dataset}) has {found}; give "
             "the config the checkpoint was trained with"
         )
-    return device, model, config, classes, dataset
+    return dataset
+
+
+_MNIST = "MNIST quadrant completion (data.dataset=mnist)"
+
+
+def _refuse_flags_the_data_ignores(args: argparse.Namespace, dataset: str) -> None:
+    """Refuse a flag that evaluate or visualize ignores for this data set, naming it and why:
+    an ignored flag reads as a setting that took effect. Checked once the config says which
+    data set it is, before the data loads."""
+    mnist = dataset == "mnist"
+    if args.command == "evaluate":
+        refused = [
+            (mnist and args.partial, f"--partial does not apply to {_MNIST}: Table 4's "
+             "partial observations are scored on segmentation data"),
+            (mnist and args.prediction is not None, f"--prediction does not apply to {_MNIST}:"
+             " its report scores no prediction, only the negative CLL (Table 1)"),
+            (mnist and args.no_likelihood, f"--no-likelihood does not apply to {_MNIST}: the "
+             "negative CLL is all its report holds, so nothing would be left"),
+        ]  # fmt: skip
+    else:
+        refused = [
+            (mnist and args.occlude is not None, f"--occlude does not apply to {_MNIST}: its "
+             "hidden region is the unobserved quadrants (data.mnist_observed)"),
+            (not mnist and args.baseline is not None, "--baseline applies only to MNIST "
+             f"quadrant completion (Figure 3's NN column), not to data.dataset={dataset}"),
+        ]  # fmt: skip
+    for given, message in refused:
+        if given:
+            raise UserError(message)
 
 
 def _evaluate(args: argparse.Namespace) -> dict[str, Any]:
@@ -88,7 +152,10 @@ def _evaluate(args: argparse.Namespace) -> dict[str, Any]:
     from cvae_seg.io import atomic_write_text
     from cvae_seg.training import make_loader
 
-    device, model, config, classes, dataset = _load(args)
+    out = _output_path(args, f"eval_{args.split}.json")
+    device, model, config, classes = _load_model(args)
+    _refuse_flags_the_data_ignores(args, config.data.dataset)
+    dataset = _load_data(args, config, classes)
     if args.num_samples is not None:
         config.eval.num_samples = args.num_samples
     if args.prediction is not None:
@@ -103,11 +170,10 @@ def _evaluate(args: argparse.Namespace) -> dict[str, Any]:
         "arch": config.model.arch,
     }
     if config.data.dataset == "mnist":
-        result.update(_likelihoods(model, loader, device, config, args.no_likelihood))
+        result.update(_likelihoods(model, loader, device, config))
     else:
         result.update(_segmentation(model, loader, classes, device, config, args))
     _print_table(result)
-    out = args.out or args.checkpoint.with_name(f"eval_{args.split}.json")
     atomic_write_text(out, json.dumps(result, indent=2))
     print(out)
     return result
@@ -158,12 +224,10 @@ def _segmentation(model, loader, classes, device, config, args) -> dict[str, Any
     return result
 
 
-def _likelihoods(model, loader, device, config, skip: bool) -> dict[str, float]:
+def _likelihoods(model, loader, device, config) -> dict[str, float]:
     """MNIST: the negative CLL by every estimator the model supports (Table 1)."""
     from cvae_seg.evaluation import evaluate_likelihood
 
-    if skip:
-        return {}
     if not model.spec.stochastic:
         runs = {"exact": ("auto", 1)}
     else:
@@ -184,22 +248,38 @@ def _visualize(args: argparse.Namespace) -> Path:
     import numpy as np
 
     from cvae_seg.reporting import atomic_save_image
-    from cvae_seg.training import load_trained
     from cvae_seg.visualization import quadrant_grid, sample_grid
 
-    device, model, config, _, dataset = _load(args)
+    out = _output_path(args, f"samples_{args.split}.png")
+    device, model, config, classes = _load_model(args)
+    _refuse_flags_the_data_ignores(args, config.data.dataset)
+    baseline = _load_baseline(args, model, device) if args.baseline is not None else None
+    dataset = _load_data(args, config, classes)
     rng = np.random.default_rng(args.seed)
     count = min(args.num_images, len(dataset))
     indices = sorted(rng.choice(len(dataset), count, replace=False).tolist())
     if config.data.dataset == "mnist":
-        baseline = load_trained(args.baseline, device)[0] if args.baseline else None
         grid = quadrant_grid(model, dataset, indices, args.num_samples, baseline, args.seed)
     else:
-        grid = sample_grid(model, dataset, indices, args.num_samples, args.occlude, args.seed)
-    out = args.out or args.checkpoint.with_name(f"samples_{args.split}.png")
+        occlude = args.occlude or 0.0
+        grid = sample_grid(model, dataset, indices, args.num_samples, occlude, args.seed)
     atomic_save_image(out, grid)
     print(out)
     return out
+
+
+def _load_baseline(args: argparse.Namespace, model: Any, device: Any) -> Any:
+    """The --baseline model for Figure 3's NN column, refused before any drawing unless it
+    completes the same quadrants as the model (its column would show other inputs)."""
+    from cvae_seg.training import load_trained
+    from cvae_seg.visualization import check_baseline
+
+    baseline = load_trained(args.baseline, device)[0]
+    try:
+        check_baseline(model, baseline)
+    except (TypeError, ValueError) as error:
+        raise UserError(f"--baseline {args.baseline}: {error}") from None
+    return baseline
 
 
 def _download(args: argparse.Namespace) -> Path:
