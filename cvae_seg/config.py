@@ -15,7 +15,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PositiveFloat,
+    ValidationError,
+    model_validator,
+)
 
 from cvae_seg.modules.heads import LOGVAR_BOUND
 
@@ -171,6 +178,30 @@ class Config(_Section):
     train: TrainConfig = Field(default_factory=TrainConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
 
+    @model_validator(mode="after")
+    def _sections_agree(self) -> Config:
+        """Settings of different sections that only work together, checked before a run
+        starts rather than found out at its first step or its first evaluation."""
+        mnist_data, mnist_model = self.data.dataset == "mnist", self.model.arch == "mnist_mlp"
+        if mnist_data != mnist_model:
+            raise ValueError(
+                f"model.arch={self.model.arch!r} with data.dataset={self.data.dataset!r}: the "
+                "MNIST quadrant task (pixel intensities as targets) needs arch 'mnist_mlp', and "
+                "'mnist_mlp' needs data.dataset 'mnist'"
+            )
+        metric = self.train.best_metric
+        if mnist_data and metric != "nll":
+            raise ValueError(
+                f"train.best_metric={metric!r}: MNIST validation reports the likelihood only; "
+                "set train.best_metric=nll"
+            )
+        if metric == "nll" and not mnist_data and not self.eval.likelihood_during_training:
+            raise ValueError(
+                "train.best_metric='nll' needs eval.likelihood_during_training=true: "
+                "validation estimates the likelihood only then"
+            )
+        return self
+
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Apply ``key.sub=value`` strings; values parse as YAML (``1e-3``, ``[1, 2]``, ``null``)."""
@@ -295,6 +326,8 @@ def _describe(error: dict[str, Any], root: type[BaseModel]) -> str:
         close = difflib.get_close_matches(str(error["loc"][-1]), valid, n=1)
         guess = f" (did you mean {close[0]}?)" if close else ""
         return f"{path}: unknown key{guess}; valid keys: {', '.join(valid)}"
+    if error["type"] == "value_error" and not error["loc"]:  # a check across sections
+        return str(error["ctx"]["error"])
     return f"{path}: {error['msg']} (got {error.get('input')!r})"
 
 

@@ -420,6 +420,8 @@ def test_broken_data_set(case, tmp_path, capsys):
 )
 def test_missing_data_root_says_where_to_get_the_data(dataset, names, tmp_path, capsys):
     argv = ["train", DEMO, *TINY, f"data.dataset={dataset}", f"data.root={tmp_path / 'none'}"]
+    if dataset == "mnist":  # the MNIST task's model and validation metric
+        argv += ["model.arch=mnist_mlp", "train.best_metric=nll"]
     _refused(capsys, argv, names)
 
 
@@ -675,3 +677,24 @@ def test_process_tool_non_finite_stop(tmp_path):
     result = _run(*argv, launcher=TOOL_TRAIN, cwd=tmp_path)
     _one_line_no_traceback(result, 1, ["stopped: step", "last good checkpoint"])
     assert load_checkpoint(tmp_path / "w" / "last.pt")["step"] == 0
+
+
+@pytest.mark.parametrize(
+    ("overrides", "names"),
+    [
+        (["data.dataset=mnist"], ["model.arch='Unet'", "data.dataset='mnist'", "mnist_mlp"]),
+        (["model.arch=mnist_mlp"], ["model.arch='mnist_mlp'", "data.dataset='shapes'"]),
+        (
+            ["data.dataset=mnist", "model.arch=mnist_mlp", "train.best_metric=pixel_accuracy"],
+            ["train.best_metric='pixel_accuracy'", "train.best_metric=nll"],
+        ),
+        (
+            ["train.best_metric=nll", "eval.likelihood_during_training=false"],
+            ["train.best_metric='nll'", "eval.likelihood_during_training=true"],
+        ),
+    ],
+)
+def test_settings_that_only_work_together_are_refused_before_training(overrides, names, capsys):
+    """Found out otherwise at the first step (a model for other data) or the first
+    evaluation (a tracked metric validation does not report), after minutes of training."""
+    _refused(capsys, ["train", DEMO, *TINY, *overrides], names)

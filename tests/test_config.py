@@ -44,7 +44,7 @@ def test_config_base_files_merge():
 @pytest.mark.parametrize("arch", ["Unet", "mnist_mlp"])
 def test_config_log_variance_bound_reaches_both_gaussian_nets(arch):
     """model.logvar_bound (the cap on the std of q and p) is not lost between config and nets."""
-    base = ROOT / "configs" / "demo.yaml" if arch == "Unet" else None  # demo: a tiny encoder
+    base = ROOT / "configs" / ("demo.yaml" if arch == "Unet" else "mnist_q1_cvae.yaml")
     config = load_config(base, [f"model.arch={arch}", "model.logvar_bound=9"])
     model = build_model(config, 2)
     assert model.prior_net.logvar_bound == model.recognition_net.logvar_bound == 9

@@ -141,7 +141,11 @@ def test_round_trip_keeps_the_mixture(tmp_path):
 
 def test_the_mlp_models_refuse_a_mixture_prior():
     config = Config.model_validate(
-        {"model": {"arch": "mnist_mlp", "prior_components": 4}, "data": {"dataset": "mnist"}}
+        {
+            "model": {"arch": "mnist_mlp", "prior_components": 4},
+            "data": {"dataset": "mnist"},
+            "train": {"best_metric": "nll"},
+        }
     )
     with pytest.raises(ValueError, match=r"model \(arch 'mnist_mlp'\): prior_components=4"):
         build_model(config, num_classes=2)
