@@ -154,6 +154,30 @@ def test_cnn_has_no_latent():
         model.decode(torch.randn(1, 3, 64, 64), torch.randn(1, 1, 32, 4, 4))
 
 
+@pytest.mark.parametrize(
+    ("objective", "settings", "unused"),
+    [
+        ("cnn", {"latent_channels": 8, "kl_weight": 2.0}, ["latent_channels=8", "kl_weight=2.0"]),
+        ("gsnn", {"importance_samples": 4}, ["importance_samples=4"]),
+        ("cvae", {"alpha": 0.2}, ["alpha=0.2"]),
+        ("cvae", {"generation": "sohn2015", "generation_hidden": 7}, ["generation_hidden=7"]),
+    ],
+)
+def test_a_setting_the_objective_never_reads_is_named_in_a_warning(objective, settings, unused):
+    with pytest.warns(UserWarning, match=f"objective '{objective}'") as caught:
+        cvae_seg.create_model("Unet", encoder_name=TEST_ENCODER, encoder_weights=None,
+                              classes=CLASSES, objective=objective, **settings)  # fmt: skip
+    (message,) = [str(w.message) for w in caught if "does not use" in str(w.message)]
+    assert message.endswith(f"does not use {', '.join(unused)}: ignored")
+
+
+def test_settings_the_objective_reads_raise_no_warning(recwarn):
+    cvae_seg.create_model("Unet", encoder_name=TEST_ENCODER, encoder_weights=None,
+                          classes=CLASSES, objective="hybrid", alpha=0.2, kl_weight=2.0,
+                          importance_samples=4, latent_channels=8)  # fmt: skip
+    assert not [w for w in recwarn if "does not use" in str(w.message)]
+
+
 class _FixedGaussian(nn.Module):
     """Ignores its input: the same Gaussian for every call, to make q equal p."""
 

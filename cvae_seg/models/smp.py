@@ -11,6 +11,7 @@ On top of the backbone's logits s(x) and decoder features d (`SegmentationModel`
 from __future__ import annotations
 
 import inspect
+import warnings
 from typing import Any, Literal
 
 import torch
@@ -88,6 +89,7 @@ class CVAE(SegmentationModel):
         arguments = {k: tuple(v) if isinstance(v, list) else v  # JSON gives lists back
                      for k, v in locals().items() if k in HEAD_ARGUMENTS}  # fmt: skip
         _check_head_arguments(objective, arguments)
+        _warn_unused_arguments(objective, arguments)
         super().__init__(
             backbone, objective, alpha=alpha, kl_weight=kl_weight,
             importance_samples=importance_samples, elbo_share=elbo_share,
@@ -175,6 +177,43 @@ HEAD_ARGUMENTS = frozenset(inspect.signature(CVAE).parameters) - {"backbone", "o
 
 
 # --------------------------------------------------------------------------- helpers
+_LATENT_ARGUMENTS = (
+    "latent_channels", "latent_stride", "gaussian_widths", "gaussian_kernel_sizes",
+    "generation", "generation_hidden", "generation_stride", "recurrent", "logvar_bound",
+    "prior_components",
+)  # fmt: skip
+_RECOGNITION_ARGUMENTS = ("kl_weight", "importance_samples", "elbo_share")
+
+
+def unused_arguments(objective: str, arguments: dict[str, Any]) -> list[str]:
+    """The head arguments set away from their defaults that ``objective`` (and the chosen
+    generation net) never reads, as "name=value"."""
+    spec = get_objective(objective)
+    unused = [] if spec.uses_latent else list(_LATENT_ARGUMENTS)
+    if not spec.needs_recognition:
+        unused += _RECOGNITION_ARGUMENTS
+    if spec.terms(0.0) == spec.terms(1.0) and spec.kl_weight(0.0) == spec.kl_weight(1.0):
+        unused.append("alpha")  # only an objective whose weights depend on alpha reads it
+    if arguments.get("generation") == "sohn2015":
+        unused += ["generation_hidden", "generation_stride"]
+    defaults = {name: p.default for name, p in inspect.signature(CVAE).parameters.items()}
+    return [f"{name}={arguments[name]!r}" for name in dict.fromkeys(unused)
+            if name in arguments and arguments[name] != defaults[name]]  # fmt: skip
+
+
+def _warn_unused_arguments(objective: str, arguments: dict[str, Any]) -> None:
+    """Say which settings have no effect. A warning, not an error: the paper's tables train
+    every objective from one config, which sets the latent nets' arguments for all rows."""
+    unused = unused_arguments(objective, arguments)
+    if unused:
+        warnings.warn(
+            f"objective {objective!r} (generation {arguments.get('generation')!r}) does not "
+            f"use {', '.join(unused)}: ignored",
+            UserWarning,
+            stacklevel=3,
+        )
+
+
 def _check_head_arguments(objective: str, arguments: dict[str, Any]) -> None:
     scale_weights = arguments["scale_weights"]
     if len(scale_weights) != 3 or min(scale_weights) < 0:
