@@ -17,8 +17,7 @@ from tqdm import tqdm
 
 from cvae_seg import distributed, metrics
 from cvae_seg.models.base import ConditionalGenerativeModel
-from cvae_seg.models.smp import CVAE
-from cvae_seg.transforms import grid_block_mask
+from cvae_seg.models.segmentation import SegmentationModel
 
 __all__ = ["evaluate", "evaluate_annotators", "evaluate_likelihood", "partial_observation"]
 
@@ -33,7 +32,7 @@ def _batches(loader: Iterable, device: torch.device, progress: str | None):
 
 @torch.no_grad()
 def evaluate(
-    model: CVAE,
+    model: SegmentationModel,
     loader: Iterable,
     class_names: Sequence[str],
     device: torch.device,
@@ -120,7 +119,7 @@ def evaluate_likelihood(
 
 @torch.no_grad()
 def partial_observation(
-    model: CVAE,
+    model: SegmentationModel,
     loader: Iterable,
     device: torch.device,
     fill: Sequence[float],
@@ -139,6 +138,10 @@ def partial_observation(
     iterative inference (`CVAE.complete`). Masks are seeded, so every model sees the same.
     ``num_iterations`` < 1 is refused: the "iterative" column would be the plain one.
     """
+    # here, not at the top: cvae_seg.transforms imports albumentations, whose import checks
+    # for updates online; evaluating a model should not need it (cvae_seg/data/common.py)
+    from cvae_seg.transforms import grid_block_mask
+
     if not isinstance(num_iterations, int) or num_iterations < 1:
         raise ValueError(f"num_iterations must be a positive integer, got {num_iterations!r}")
     fill_tensor = torch.as_tensor(fill, dtype=torch.float32, device=device).view(1, -1, 1, 1)

@@ -57,7 +57,9 @@ def save_pretrained(
     return directory
 
 
-def from_pretrained(directory: str | os.PathLike, map_location: str | torch.device = "cpu"):
+def from_pretrained(
+    directory: str | os.PathLike, map_location: str | torch.device = "cpu"
+) -> torch.nn.Module:
     """Rebuild a model saved by `save_pretrained` (eval mode). Errors name the file."""
     directory = Path(directory)
     config_path, weights_path = directory / CONFIG_NAME, directory / WEIGHTS_NAME

@@ -85,9 +85,11 @@ def test_no_sys_path_edits():
 
 def test_import_cvae_seg_leaves_albumentations_unloaded():
     """albumentations checks the network for updates when imported, unless
-    NO_ALBUMENTATIONS_UPDATE is set: `import cvae_seg` must not import it at all."""
+    NO_ALBUMENTATIONS_UPDATE is set: `import cvae_seg` must not import it at all, nor the
+    training and evaluation modules a Python user imports to train or score a model."""
     env = {k: v for k, v in os.environ.items() if k != "NO_ALBUMENTATIONS_UPDATE"}
-    code = "import cvae_seg, sys; print('albumentations' in sys.modules)"
+    code = ("import cvae_seg, cvae_seg.training, cvae_seg.evaluation, sys; "
+            "print('albumentations' in sys.modules)")  # fmt: skip
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120
     )

@@ -16,8 +16,10 @@ never reach into the model.
 
 from __future__ import annotations
 
+import os
 import warnings
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 import torch
@@ -125,7 +127,7 @@ class ConditionalGenerativeModel(nn.Module):
         """What rebuilds this model: ``cvae_seg.create_model(**model.config)``."""
         raise NotImplementedError(f"{type(self).__name__} does not describe how to rebuild it")
 
-    def save_pretrained(self, directory: str, **card: Any):
+    def save_pretrained(self, directory: str | os.PathLike, **card: Any) -> Path:
         """Save config.json, model.safetensors and a model card (see `cvae_seg.hub`)."""
         from cvae_seg.hub import save_pretrained  # hub imports no model: no cycle
 
