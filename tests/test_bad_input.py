@@ -433,9 +433,10 @@ def test_no_data_root_at_all_says_how_to_set_and_fetch_one(capsys):
 # ---------------------------------------------------------------- evaluate and visualize
 @pytest.mark.parametrize("command", ["evaluate", "visualize"])
 def test_a_3_class_checkpoint_on_2_class_data(command, lfw_checkpoint, capsys):
-    """Scores named iou_skin and iou_hair on shapes data would look believable: refused."""
+    """Scores named iou_skin and iou_hair on shapes data would look believable: refused,
+    naming both data sets."""
     argv = [command, DEMO, lfw_checkpoint, *TINY_DEMO, "--device", "cpu"]
-    names = ["predicts the classes ['background', 'skin', 'hair']", "['background', 'object']"]
+    names = ["data.dataset is 'shapes'", "trained on 'lfw'"]
     _refused(capsys, argv, names)
 
 
@@ -661,7 +662,7 @@ def test_process_tool_bad_override():
 
 def test_process_tool_3_class_checkpoint(lfw_checkpoint):
     result = _run(DEMO, lfw_checkpoint, *TINY_DEMO, "--device", "cpu", launcher=TOOL_EVALUATE)
-    _one_line_no_traceback(result, 2, ["['background', 'skin', 'hair']"])
+    _one_line_no_traceback(result, 2, ["data.dataset is 'shapes'", "trained on 'lfw'"])
 
 
 def test_process_tool_truncated_image(tmp_path):
