@@ -448,6 +448,18 @@ def _edited_checkpoint(demo_run: Path, tmp_path: Path, edit) -> Path:
     return path
 
 
+def test_a_checkpoint_of_other_classes_on_the_same_data_set_is_refused(demo_run, tmp_path, capsys):
+    """Same data set, other classes (a COCO file with other categories, say): the scores
+    would carry the wrong class names, so the command refuses, naming both lists."""
+
+    def other_classes(state):
+        state["classes"] = ["background", "ear"]
+
+    checkpoint = _edited_checkpoint(demo_run, tmp_path, other_classes)
+    argv = ["evaluate", DEMO, str(checkpoint), *TINY_DEMO, "--device", "cpu"]
+    _refused(capsys, argv, ["predicts the classes ['background', 'ear']", "'object'"])
+
+
 def _latent_16(state):
     state["config"]["model"]["latent_channels"] = 16
 
