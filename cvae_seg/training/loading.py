@@ -53,18 +53,17 @@ def load_for_evaluation(
     The data settings that define the task come from the trained model's config, whatever
     the user's config says, and a change is logged: the image size, the input normalisation
     (mean, std) and MNIST's observed quadrants and targets (binarize, which changes the
-    likelihood). Scores under other settings would look believable and be wrong. A different
-    data set is refused: it is another task, and data sets of the same class names (shapes,
-    known_truth) would pass for each other.
+    likelihood). Scores under other settings would look believable and be wrong. Another
+    data set (scoring a model on data it was not trained on) is allowed and logged: data sets
+    with the same class names (shapes, known_truth) would otherwise pass for each other
+    unseen.
     """
     model, trained, classes = load_trained(checkpoint, device)
     config = load_config(config_path, overrides)
-    if config.data.dataset != trained.data.dataset:
-        raise ValueError(
-            f"{config_path}: data.dataset is {config.data.dataset!r}, but checkpoint "
-            f"{checkpoint} was trained on {trained.data.dataset!r}; give the config it was "
-            "trained with"
-        )
+    if config.data.dataset != trained.data.dataset:  # allowed: scoring on other data
+        log.warning("%s: data.dataset is %r, but checkpoint %s was trained on %r: the scores "
+                    "are on another data set than the training's", config_path,
+                    config.data.dataset, checkpoint, trained.data.dataset)  # fmt: skip
     for key in _TRAINED_DATA_KEYS:
         given, used = getattr(config.data, key), getattr(trained.data, key)
         if given != used:  # say so: the user asked for something else
