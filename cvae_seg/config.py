@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import warnings
 from pathlib import Path
 from typing import Any, Literal
 
@@ -131,6 +132,44 @@ class DataConfig(_Section):
     # known_truth: the share of the 336 layouts reserved for the test split (never drawn in
     # train or val); 0: off, as the published numbers were made
     known_truth_holdout: float = Field(0.0, ge=0, lt=1)
+
+    @model_validator(mode="after")
+    def _warn_keys_of_other_data_sets(self) -> DataConfig:
+        """Name the settings this data set never reads (a warning, not an error: switching
+        a config to another data set with one override is a normal thing to do)."""
+        unused = [
+            f"data.{key}={getattr(self, key)!r}"
+            for key, datasets in _DATA_KEYS_USED_BY.items()
+            if self.dataset not in datasets and getattr(self, key) != _DATA_DEFAULTS[key]
+        ]
+        if unused:
+            warnings.warn(
+                f"data.dataset={self.dataset!r} does not use {', '.join(unused)}: ignored",
+                UserWarning,
+                stacklevel=2,
+            )
+        return self
+
+
+_GENERATED, _FILES = ("shapes", "known_truth"), ("lfw", "cub", "coco", "multi_annotator")
+# the keys only some data sets read (cvae_seg.data.build_dataset), and which
+_DATA_KEYS_USED_BY: dict[str, tuple[str, ...]] = {
+    "root": (*_FILES, "mnist"),
+    "val_fraction": ("cub",),
+    "split_seed": ("cub", *_GENERATED),
+    "cub_margin": ("cub",),
+    "cub_threshold": ("cub",),
+    **dict.fromkeys(("coco_train", "coco_val", "coco_test", "coco_images"), ("coco",)),
+    **dict.fromkeys(("mnist_observed", "binarize", "mnist_val_size"), ("mnist",)),
+    **dict.fromkeys(("shapes_train", "shapes_val"), _GENERATED),
+    "shapes_modes": ("shapes",),
+    **dict.fromkeys(
+        ("known_truth_modes", "known_truth_annotators", "known_truth_holdout"), ("known_truth",)
+    ),
+    # MNIST quadrants come as they are: no augmentation, normalisation or cache
+    **dict.fromkeys(("flip", "noise", "mean", "std", "cache_dir"), (*_FILES, *_GENERATED)),
+}
+_DATA_DEFAULTS = {key: DataConfig.model_fields[key].default for key in _DATA_KEYS_USED_BY}
 
 
 class TrainConfig(_Section):

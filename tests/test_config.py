@@ -79,3 +79,16 @@ def test_yaml_merge_keys_and_anchors_still_load(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("<<: {train: {seed: 3}}\nmodel: &m {arch: FPN}\n")
     assert load_config(path).model.arch == "FPN" and load_config(path).train.seed == 3
+
+
+def test_a_data_setting_the_data_set_never_reads_is_named_in_a_warning():
+    with pytest.warns(UserWarning, match="data.dataset='lfw' does not use ") as caught:
+        load_config(None, ["data.dataset=lfw", "data.cub_margin=0.3", "data.shapes_train=9"])
+    (message,) = [str(w.message) for w in caught if "does not use" in str(w.message)]
+    assert "data.cub_margin=0.3" in message and "data.shapes_train=9" in message
+
+
+def test_no_shipped_config_sets_what_its_data_set_ignores(recwarn):
+    for path in sorted((ROOT / "configs").glob("*.yaml")):
+        load_config(path)
+    assert not [str(w.message) for w in recwarn if "does not use" in str(w.message)]
