@@ -80,6 +80,12 @@ def test_ensemble_likelihood_is_the_exact_mixture():
     torch.testing.assert_close(model.log_likelihood(x, y), expected)
     # the prediction averages the members' probabilities
     torch.testing.assert_close(model(x).exp(), every.softmax(2).mean(0))
+    # exact whatever the sampling settings; an unknown or impossible method is refused
+    torch.testing.assert_close(model.log_likelihood(x, y, num_samples=2, chunk_size=1), expected)
+    with pytest.raises(ValueError, match="method must be"):
+        model.log_likelihood(x, y, method="bogus")
+    with pytest.raises(ValueError, match="needs a recognition net"):
+        model.log_likelihood(x, y, method="importance")
 
 
 def test_ssn_logit_distribution_has_the_backbone_logits_as_mean_and_low_rank():

@@ -377,6 +377,17 @@ class ConditionalGenerativeModel(nn.Module):
         return log_mean_exp(self.log_likelihood_weights(x, y, num_samples, method, chunk_size))
 
     @torch.no_grad()
+    def _check_likelihood_method(self, method: str) -> None:
+        if method not in ("auto", "importance", "monte_carlo"):
+            raise ValueError(
+                f"method must be 'auto', 'importance' or 'monte_carlo', got {method!r}"
+            )
+        if method == "importance" and self.recognition_net is None:
+            raise ValueError(
+                f"method='importance' needs a recognition net, which objective "
+                f"{self.objective!r} does not train; use method='monte_carlo'"
+            )
+
     def log_likelihood_weights(
         self,
         x: torch.Tensor,
@@ -387,15 +398,7 @@ class ConditionalGenerativeModel(nn.Module):
     ) -> torch.Tensor:
         """The (S, B) log-weights behind `log_likelihood` (for standard errors); S = 1 for
         deterministic objectives."""
-        if method not in ("auto", "importance", "monte_carlo"):
-            raise ValueError(
-                f"method must be 'auto', 'importance' or 'monte_carlo', got {method!r}"
-            )
-        if method == "importance" and self.recognition_net is None:
-            raise ValueError(
-                f"method='importance' needs a recognition net, which objective "
-                f"{self.objective!r} does not train; use method='monte_carlo'"
-            )
+        self._check_likelihood_method(method)
         y = self._target(y, x)
         with inference_mode(self):
             encoded = self._encode(x)

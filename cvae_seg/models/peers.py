@@ -28,7 +28,7 @@ from torch import nn
 from torch.distributions import Categorical, LowRankMultivariateNormal
 
 from cvae_seg.likelihood import log_mean_exp
-from cvae_seg.models.base import CVAEOutput, Encoded, inference_mode
+from cvae_seg.models.base import CVAEOutput, Encoded, LikelihoodMethod, inference_mode
 from cvae_seg.models.segmentation import SegmentationModel
 from cvae_seg.modules.heads import LOGVAR_BOUND, upsample_bilinear
 from cvae_seg.modules.peer_nets import GlobalGaussianNet, KeepMask, LatentCombiner
@@ -251,9 +251,18 @@ class DeepEnsemble(SegmentationModel):
         return CVAEOutput(loss, {"nll": loss.detach(), "loss": loss.detach()}, {1: every[0]})
 
     @torch.no_grad()
-    def log_likelihood_weights(self, x: torch.Tensor, y: torch.Tensor, *args: Any,
-                               **kwargs: Any) -> torch.Tensor:  # fmt: skip
-        """(M, B) log p(y|x, member m): their log-mean-exp is the exact log p(y|x)."""
+    def log_likelihood_weights(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        num_samples: int = 50,
+        method: LikelihoodMethod = "auto",
+        chunk_size: int = 16,
+    ) -> torch.Tensor:
+        """(M, B) log p(y|x, member m): their log-mean-exp is the exact log p(y|x), whatever
+        ``num_samples`` and ``chunk_size`` (the members are summed, not sampled); ``method`` is
+        checked as for every model."""
+        self._check_likelihood_method(method)
         y = self._target(y, x)
         with inference_mode(self):
             every = self._encode(x).logits
