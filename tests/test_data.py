@@ -227,6 +227,23 @@ def test_download_checks_extracts_and_resumes_offline(tmp_path, monkeypatch):
         downloads.download("imagenet", tmp_path / "data")
 
 
+def test_download_tries_the_mirrors_first_then_names_every_address(tmp_path, monkeypatch):
+    from cvae_seg.data import download as downloads
+
+    served, mirror = tmp_path / "served", tmp_path / "mirror"
+    mirror.mkdir()
+    (mirror / "list.txt").write_text("from the mirror")
+    base = served.as_uri() + "/"
+    monkeypatch.setitem(downloads.SOURCES, "toy", [(base + "list.txt", None)])
+    monkeypatch.setattr(downloads, "MIRRORS", {base: (mirror.as_uri() + "/",)})
+    folder = downloads.download("toy", tmp_path / "data", progress=False)
+    assert (folder / "list.txt").read_text() == "from the mirror"  # the origin has no file
+    monkeypatch.setitem(downloads.SOURCES, "toy", [(base + "other.txt", None)])
+    with pytest.raises(OSError, match=r"other\.txt could not be downloaded from") as refused:
+        downloads.download("toy", tmp_path / "data", progress=False)
+    assert str(mirror.as_uri()) in str(refused.value) and base + "other.txt" in str(refused.value)
+
+
 def test_broken_files_name_themselves(tmp_path):
     """A truncated image, an empty split list and a malformed COCO file each fail naming the
     file, where they used to fail as "image file is truncated", "need at least one array to

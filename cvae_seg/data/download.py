@@ -22,7 +22,7 @@ from pathlib import Path
 from cvae_seg.data.common import ARCHIVE_ERRORS
 from cvae_seg.io import atomic_write
 
-__all__ = ["SOURCES", "download"]
+__all__ = ["MIRRORS", "SOURCES", "download"]
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +49,30 @@ SOURCES: dict[str, list[tuple[str, str | None]]] = {
         (_MNIST + "t10k-labels-idx1-ubyte.gz", "ec29112dd5afa0611ce80d1b7f02629c"),
     ],
 }
+
+
+# other servers of the same files (checked against the same MD5), tried first: LeCun's site
+# often refuses downloads; torchvision's MNIST lists the same mirror
+MIRRORS: dict[str, tuple[str, ...]] = {_MNIST: ("https://ossci-datasets.s3.amazonaws.com/mnist/",)}
+
+
+def _fetch_any(url: str, target: Path, progress: bool) -> None:
+    """Fetch ``url`` from its mirrors, then from itself; the error names every address tried.
+
+    Our own few lines rather than torchvision's download_url: that one writes in place, so
+    an interrupted download would pass for a finished file on the next run.
+    """
+    candidates = [mirror + url.removeprefix(base) for base, mirrors in MIRRORS.items()
+                  if url.startswith(base) for mirror in mirrors]  # fmt: skip
+    failures = []
+    for candidate in [*candidates, url]:
+        try:
+            _fetch(candidate, target, progress)
+            return
+        except OSError as error:  # urllib's URLError and HTTPError are OSErrors
+            log.warning("%s: %s", candidate, error)
+            failures.append(f"{candidate} ({error})")
+    raise OSError(f"{target.name} could not be downloaded from {'; '.join(failures)}")
 
 
 def _fetch(url: str, target: Path, progress: bool) -> None:
@@ -88,7 +112,7 @@ def download(dataset: str, root: str | os.PathLike = "data", progress: bool = Tr
     for url, md5 in SOURCES[dataset]:
         target = folder / url.rsplit("/", 1)[1]
         if not target.exists():
-            _fetch(url, target, progress)
+            _fetch_any(url, target, progress)
         if md5 is not None and _digest(target, "md5") != md5:
             raise ValueError(f"{target}: MD5 differs from the published {md5}; delete it and retry")
         log.info("%s  sha256 %s", target, _digest(target, "sha256"))
