@@ -34,7 +34,11 @@ _LAYOUT = (
 
 
 def read_idx(path: Path) -> np.ndarray:
-    """An IDX array (uint8 images or labels) from a raw or gzip file."""
+    """An IDX array (uint8 images or labels) from a raw or gzip file.
+
+    Our own reader rather than torchvision's (``read_sn3_pascalvincent_tensor``, not part of
+    its public API): a cut or foreign file must fail naming itself, which that one does not.
+    """
     data = path.read_bytes()
     if path.suffix == ".gz":
         try:
