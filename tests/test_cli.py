@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers.cli import refused_in_process
 
 from cvae_seg import cli
 from cvae_seg.cli import commands
@@ -109,12 +110,7 @@ def test_unreadable_checkpoint_through_the_tool(not_a_checkpoint):
 )
 def test_user_error_in_process(argv, names, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # any work dir the command would make lands here
-    try:
-        status = cli.main(argv)
-    except SystemExit as exit_info:  # argparse's usage errors
-        status = exit_info.code
-    message = capsys.readouterr().err.strip()
-    assert status == 2 and len(message.splitlines()) == 1, message
+    message = refused_in_process(argv, capsys)
     assert all(name in message for name in names), message
 
 

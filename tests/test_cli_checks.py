@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import TINY_DEMO as TINY
+from helpers.cli import refused_in_process as _refused
 
 from cvae_seg import cli
 from cvae_seg.cli.arguments import parse
@@ -57,17 +58,6 @@ def no_mnist(tmp_path) -> str:
     return f"data.root={tmp_path / 'no_mnist_here'}"
 
 
-def _refused(argv: list[str], capsys) -> str:
-    """Run the command; it must exit with status 2 and one line on stderr, which is returned."""
-    try:
-        status = cli.main(argv)
-    except SystemExit as exit_info:  # argparse's usage errors
-        status = exit_info.code
-    message = capsys.readouterr().err.strip()
-    assert status == 2 and len(message.splitlines()) == 1, message
-    return message
-
-
 # ------------------------------------------------------------------------ the output path
 def test_out_that_is_a_folder_is_refused_before_any_work(tmp_path):
     """Refused at once, in one line naming --out: the checkpoint given is not even a model,
@@ -88,14 +78,18 @@ def test_out_that_is_a_folder_is_refused_before_any_work(tmp_path):
 def test_out_under_a_file_is_refused(tmp_path, capsys):
     a_file = tmp_path / "notes.txt"
     a_file.write_text("x")
-    message = _refused(["evaluate", DEMO, DEMO, "--out", str(a_file / "eval.json")], capsys)
+    message = _refused(
+        ["evaluate", DEMO, DEMO, "--out", str(a_file / "eval.json")], capsys
+    )
     assert f"--out {a_file / 'eval.json'}" in message and f"{a_file}, which is a file" in message
 
 
 def test_out_that_is_the_checkpoint_is_refused(tmp_path, capsys):
     checkpoint = tmp_path / "last.pt"
     checkpoint.write_bytes(b"weights")
-    message = _refused(["visualize", DEMO, str(checkpoint), "--out", str(checkpoint)], capsys)
+    message = _refused(
+        ["visualize", DEMO, str(checkpoint), "--out", str(checkpoint)], capsys
+    )
     assert "--out" in message and "would destroy" in message
     assert checkpoint.read_bytes() == b"weights"
 
@@ -104,7 +98,9 @@ def test_out_that_is_the_checkpoint_is_refused(tmp_path, capsys):
 def test_out_in_an_unwritable_folder_is_refused(tmp_path, capsys):
     locked = tmp_path / "locked"
     locked.mkdir(mode=0o500)
-    message = _refused(["evaluate", DEMO, DEMO, "--out", str(locked / "new" / "e.json")], capsys)
+    message = _refused(
+        ["evaluate", DEMO, DEMO, "--out", str(locked / "new" / "e.json")], capsys
+    )
     assert "--out" in message and f"folder {locked} is not writable" in message
 
 
