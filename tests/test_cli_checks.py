@@ -78,18 +78,14 @@ def test_out_that_is_a_folder_is_refused_before_any_work(tmp_path):
 def test_out_under_a_file_is_refused(tmp_path, capsys):
     a_file = tmp_path / "notes.txt"
     a_file.write_text("x")
-    message = _refused(
-        ["evaluate", DEMO, DEMO, "--out", str(a_file / "eval.json")], capsys
-    )
+    message = _refused(["evaluate", DEMO, DEMO, "--out", str(a_file / "eval.json")], capsys)
     assert f"--out {a_file / 'eval.json'}" in message and f"{a_file}, which is a file" in message
 
 
 def test_out_that_is_the_checkpoint_is_refused(tmp_path, capsys):
     checkpoint = tmp_path / "last.pt"
     checkpoint.write_bytes(b"weights")
-    message = _refused(
-        ["visualize", DEMO, str(checkpoint), "--out", str(checkpoint)], capsys
-    )
+    message = _refused(["visualize", DEMO, str(checkpoint), "--out", str(checkpoint)], capsys)
     assert "--out" in message and "would destroy" in message
     assert checkpoint.read_bytes() == b"weights"
 
@@ -98,9 +94,7 @@ def test_out_that_is_the_checkpoint_is_refused(tmp_path, capsys):
 def test_out_in_an_unwritable_folder_is_refused(tmp_path, capsys):
     locked = tmp_path / "locked"
     locked.mkdir(mode=0o500)
-    message = _refused(
-        ["evaluate", DEMO, DEMO, "--out", str(locked / "new" / "e.json")], capsys
-    )
+    message = _refused(["evaluate", DEMO, DEMO, "--out", str(locked / "new" / "e.json")], capsys)
     assert "--out" in message and f"folder {locked} is not writable" in message
 
 
