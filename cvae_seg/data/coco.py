@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,21 +42,8 @@ def load_coco(
     as a class, or as a value the loss does not skip, would train on it), and so is a value
     that is a class or does not fit the uint8 label maps.
     """
-    from pycocotools.coco import COCO
-
     annotation_file, image_dir = Path(annotation_file), Path(image_dir)
-    if not annotation_file.is_file():
-        raise FileNotFoundError(f"COCO annotation file {annotation_file} is missing")
-    if not image_dir.is_dir():
-        raise FileNotFoundError(f"COCO image folder {image_dir} is missing")
-    try:
-        with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
-            coco = COCO(str(annotation_file))
-    except (ValueError, KeyError, TypeError, AssertionError) as error:  # JSON or its layout
-        raise ValueError(
-            f"COCO annotation file {annotation_file} cannot be read ({type(error).__name__}: "
-            f"{error}); expected COCO JSON with images, annotations and categories"
-        ) from None
+    coco = _read_annotations(annotation_file, image_dir)
     known = sorted(coco.getCatIds())
     category_ids = list(category_ids) if category_ids is not None else known
     unknown = sorted(set(category_ids) - set(known))
@@ -63,28 +51,13 @@ def load_coco(
         raise ValueError(f"{annotation_file}: category ids {unknown} not found; it has {known}")
     class_of = {cat: index + 1 for index, cat in enumerate(category_ids)}
     names = [c["name"] for c in coco.loadCats(category_ids)]
-
     every = coco.dataset.get("annotations", [])
-    annotators = _annotators(every, annotation_file)
-    ignore = _crowd_value(every, class_of, ignore_index, annotation_file)
+    painter = _Painter(coco, class_of, _annotators(every, annotation_file),
+                       _crowd_value(every, class_of, ignore_index, annotation_file))  # fmt: skip
     images, labels, files = [], [], []
     for image_id in sorted(coco.getImgIds()):
         info = coco.loadImgs(image_id)[0]
-        path = image_dir / info["file_name"]
-        if not path.is_file():
-            raise FileNotFoundError(f"COCO image {path} (id {image_id}) is missing")
-        annotations = coco.loadAnns(coco.getAnnIds(imgIds=image_id, iscrowd=None))
-        shape = (info["height"], info["width"])
-        maps = [
-            _paint(coco, [a for a in annotations if _annotator(a) == who], shape, class_of, ignore)
-            for who in annotators or [None]
-        ]
-        image = decode_image(path)
-        if image.size != (info["width"], info["height"]):
-            raise ValueError(
-                f"COCO image {path} is {image.size[0]}x{image.size[1]} but {annotation_file} "
-                f"says {info['width']}x{info['height']}"
-            )
+        image, maps = _decode_entry(info, image_dir, annotation_file, painter)
         images.append(resize_pair(image, Image.fromarray(maps[0]), size)[0])
         labels.append(np.stack([_resize_label(m, size) for m in maps]))
         files.append(info["file_name"])
@@ -96,8 +69,61 @@ def load_coco(
         stacked[:, 0].copy(),
         ("background", *names),
         tuple(files),
-        stacked if annotators else None,
+        stacked if painter.annotators else None,
     )
+
+
+def _read_annotations(annotation_file: Path, image_dir: Path) -> Any:
+    """The pycocotools index of the file, with errors that name it."""
+    from pycocotools.coco import COCO
+
+    if not annotation_file.is_file():
+        raise FileNotFoundError(f"COCO annotation file {annotation_file} is missing")
+    if not image_dir.is_dir():
+        raise FileNotFoundError(f"COCO image folder {image_dir} is missing")
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
+            return COCO(str(annotation_file))
+    except (ValueError, KeyError, TypeError, AssertionError) as error:  # JSON or its layout
+        raise ValueError(
+            f"COCO annotation file {annotation_file} cannot be read ({type(error).__name__}: "
+            f"{error}); expected COCO JSON with images, annotations and categories"
+        ) from None
+
+
+@dataclass(frozen=True)
+class _Painter:
+    """What turns an image's annotations into its class map(s): one per annotator."""
+
+    coco: Any
+    class_of: dict[int, int]
+    annotators: list[Any]
+    ignore: int
+
+    def maps(self, image_id: int, shape: tuple[int, int]) -> list[np.ndarray]:
+        annotations = self.coco.loadAnns(self.coco.getAnnIds(imgIds=image_id, iscrowd=None))
+        return [
+            _paint(self.coco, [a for a in annotations if _annotator(a) == who], shape,
+                   self.class_of, self.ignore)
+            for who in self.annotators or [None]
+        ]  # fmt: skip
+
+
+def _decode_entry(
+    info: dict[str, Any], image_dir: Path, annotation_file: Path, painter: _Painter
+) -> tuple[Image.Image, list[np.ndarray]]:
+    """One image of the file and its class map(s), checked against the file's record."""
+    path = image_dir / info["file_name"]
+    if not path.is_file():
+        raise FileNotFoundError(f"COCO image {path} (id {info['id']}) is missing")
+    maps = painter.maps(info["id"], (info["height"], info["width"]))
+    image = decode_image(path)
+    if image.size != (info["width"], info["height"]):
+        raise ValueError(
+            f"COCO image {path} is {image.size[0]}x{image.size[1]} but {annotation_file} "
+            f"says {info['width']}x{info['height']}"
+        )
+    return image, maps
 
 
 def _crowd_value(
