@@ -59,6 +59,11 @@ def no_mnist(tmp_path) -> str:
 
 
 # ------------------------------------------------------------------------ the output path
+def test_visualize_refuses_an_out_name_that_is_not_png(tmp_path, capsys):
+    message = _refused(["visualize", DEMO, DEMO, "--out", str(tmp_path / "grid.jpg")], capsys)
+    assert "grid.jpg" in message and "PNG" in message
+
+
 def test_out_that_is_a_folder_is_refused_before_any_work(tmp_path):
     """Refused at once, in one line naming --out: the checkpoint given is not even a model,
     so an error about the output proves it came before the checkpoint was read."""

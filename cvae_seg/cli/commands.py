@@ -251,6 +251,8 @@ def _visualize(args: argparse.Namespace) -> Path:
     from cvae_seg.visualization import quadrant_grid, sample_grid
 
     out = _output_path(args, f"samples_{args.split}.png")
+    if out.suffix.lower() != ".png":  # a .jpg name holding PNG bytes would mislead viewers
+        raise UserError(f"--out {out}: visualize writes PNG; give a name ending in .png")
     device, model, config, classes = _load_model(args)
     _refuse_flags_the_data_ignores(args, config.data.dataset)
     baseline = _load_baseline(args, model, device) if args.baseline is not None else None
