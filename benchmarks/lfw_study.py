@@ -303,7 +303,8 @@ def pin_checkout(args: argparse.Namespace) -> tuple[Path, str]:
 
 
 def _open_record(run_dir: Path, run: Run, commit: str, args: argparse.Namespace) -> dict:
-    """run.json of a run (new or resumed), refusing a resume at another commit."""
+    """run.json of a run (new or resumed), refusing a resume at another commit or with
+    another recipe or overrides."""
     record = _read_json(run_dir / "run.json")
     if record is None:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -316,6 +317,13 @@ def _open_record(run_dir: Path, run: Run, commit: str, args: argparse.Namespace)
             "overrides": [*args.set, *run.overrides],
             "calls": [],
         }
+    elif (record["recipe"], record["overrides"]) != (run.recipe, [*args.set, *run.overrides]):
+        # a resume under another recipe would mix two trainings in one folder and one curve
+        raise StudyError(
+            f"{run_dir} was started with recipe {record['recipe']} and overrides "
+            f"{record['overrides']}; this call asks for {run.recipe} and "
+            f"{[*args.set, *run.overrides]}: not resumed (give the same --recipe and --set)"
+        )
     elif record["commit"] != commit:
         if not args.allow_commit_change:
             raise StudyError(

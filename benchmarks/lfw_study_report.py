@@ -197,10 +197,11 @@ def _models_table(models: dict[str, Any], estimators: dict[str, str]) -> list[st
 def _iou_goal_line(name: str, goal: dict[str, Any]) -> str:
     row, seeds = name.split(" mean IoU")[0], goal["seeds"]
     if goal["stderr"] is None:
-        verdict = "no standard error (one seed each)"
+        verdict = "no standard error (no row has two seeds)"
     else:
         ahead = "ahead" if goal["ahead_by_more_than_a_stderr"] else "not ahead"
-        verdict = f"standard error {goal['stderr']:.2f}: {ahead} by more than a standard error"
+        verdict = (f"standard error {goal['stderr']:.2f} (the seeds' spread pooled over the "
+                   f"rows with several): {ahead} by more than a standard error")  # fmt: skip
     return (f"- Mean IoU of {row} minus CNN (msc, NI)'s: {goal['gap']:+.2f} points "
             f"({seeds[1]} and {seeds[0]} seeds); {verdict}.")  # fmt: skip
 
@@ -213,13 +214,16 @@ def _goal_lines(goals: dict[str, Any]) -> list[str]:
             lines.append(f"- {name}: not measured (a row it needs is missing).")
         elif name == "best_pixel_accuracy":
             verdict = "at or above" if goal["at_least_95"] else "below"
-            lines.append(f"- Best pixel accuracy: {goal['model']} seed {goal['seed']}, "
-                         f"{goal['value']:.2f}%, {verdict} 95.0%.")  # fmt: skip
+            lines.append(f"- The row best on validation, {goal['model']} "
+                         f"({len(goal['seeds'])} seed(s)): test pixel accuracy "
+                         f"{_cell({'mean': goal['value'], 'stderr': goal['stderr']})}%, "
+                         f"{verdict} 95.0%.")  # fmt: skip
         elif name.startswith("cvae_nll_over_cnn"):
             noise = ", NI" if name.endswith("_NI") else ""
             verdict = "at most" if goal["at_most_a_third"] else "more than"
             lines.append(f"- -CLL of CVAE (msc{noise}) over CNN (msc{noise})'s: "
-                         f"{goal['ratio']:.3f}, {verdict} a third.")  # fmt: skip
+                         f"{goal['ratio']:.3f}, {verdict} a third ({goal['seeds'][0]} and "
+                         f"{goal['seeds'][1]} seed(s)).")  # fmt: skip
         else:
             lines.append(_iou_goal_line(name, goal))
     return lines

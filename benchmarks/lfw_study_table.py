@@ -17,13 +17,17 @@ summary (one record per row and seed, the means with standard errors, and the is
 from __future__ import annotations
 
 import argparse
+import fcntl
+import json
 import math
 import shlex
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from lfw_study import RECIPES, Run, StudyError, _now, _read_json, _write_json, read_curve
+from lfw_study import RECIPES, Run, StudyError, _git, _now, _read_json, _write_json, read_curve
 
 BEST_STOCHASTIC = "best-stochastic"
 STOCHASTIC_OBJECTIVES = ("gsnn", "cvae", "hybrid")
@@ -34,6 +38,9 @@ PEER_ROWS = {
     "MC dropout (NI)": "mc_dropout",
     "ensemble (NI)": "ensemble",
 }
+# the rule that chooses the recipe (docs/benchmarks/lfw128.md, written before the choice),
+# whose measure also makes the table's choices (best-stochastic, Table 4's rows)
+LAST_VALIDATIONS, TIE_POINTS = 3, 0.3
 # data settings that turn the (LFW-based) recipe configs into the same run on CUB
 DATASET_OVERRIDES = {"lfw": [], "cub": ["data.dataset=cub", "data.val_fraction=0.1"]}
 
@@ -69,38 +76,71 @@ def _run_dir(runs: Path, row: str, seed: int) -> Path:
     return runs / "table" / slug(row) / f"seed{seed}"
 
 
+def _validation_score(run_dir: Path) -> float | None:
+    """The mean validation pixel accuracy of a finished run's last `LAST_VALIDATIONS`
+    validations (its final phase), the recipe rule's measure: one validation wobbles by up
+    to half a point. None while the run has not finished."""
+    done = _read_json(run_dir / "done.json")
+    if done is None:
+        return None
+    final = RECIPES[done["recipe"]][-1]
+    rows = [r for r in read_curve(run_dir) if r["phase"] == final][-LAST_VALIDATIONS:]
+    return sum(r["pixel_accuracy"] for r in rows) / len(rows)
+
+
 def _best_validation(runs: Path, rows: list[str], seed: int = 0) -> str:
-    """The row whose run (of ``seed``) has the best validation pixel accuracy; every one of
-    them must have finished."""
-    accuracy = {}
+    """The row whose run (of ``seed``) scores best on validation (`_validation_score`);
+    every one of them must have finished."""
+    scores = {}
     for row in rows:
-        done = _read_json(_run_dir(runs, row, seed) / "done.json")
-        if done is None:
+        scores[row] = _validation_score(_run_dir(runs, row, seed))
+        if scores[row] is None:
             raise StudyError(
                 f"choosing among {rows} needs every one finished (seed {seed}); "
                 f"{row!r} is not (train it with --stage table first)"
             )
-        accuracy[row] = done["best_pixel_accuracy"]
-    return max(accuracy, key=accuracy.__getitem__)
+    return max(scores, key=scores.__getitem__)
+
+
+@contextmanager
+def _locked_json(runs: Path, name: str) -> Iterator[dict[str, Any]]:
+    """RUNS/<name> to read and change, under a lock (a table and a score process may run at
+    once); written back when the block ends."""
+    runs.mkdir(parents=True, exist_ok=True)
+    with (runs / f"{name}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        data = _read_json(runs / name) or {}
+        before = json.dumps(data, sort_keys=True)
+        yield data
+        if json.dumps(data, sort_keys=True) != before:
+            _write_json(runs / name, data)
+
+
+def _choices(runs: Path) -> Any:
+    """RUNS/choices.json (`_locked_json`): the choices made on validation, each kept."""
+    return _locked_json(runs, "choices.json")
+
+
+def planned_runs(runs: Path) -> list[tuple[str, int]]:
+    """Every (row, seed) a table call has asked for (RUNS/plan.json): what the summary and
+    Table 4 wait for, whether or not its run has started."""
+    plan = _read_json(runs / "plan.json") or {}
+    return [(row, seed) for row, seed in plan.get("runs", [])]
 
 
 def choose(runs: Path, name: str, candidates: list[str]) -> str:
     """A choice made on validation, recorded once in RUNS/choices.json and kept."""
-    choices = _read_json(runs / "choices.json") or {}
-    if name not in choices:
-        chosen = _best_validation(runs, candidates)
-        choices[name] = {"row": chosen, "among": candidates, "by": "validation pixel accuracy "
-                         "of the seed-0 runs' best checkpoints", "at": _now()}  # fmt: skip
-        _write_json(runs / "choices.json", choices)
-    return choices[name]["row"]
+    with _choices(runs) as choices:
+        if name not in choices:
+            chosen = _best_validation(runs, candidates)
+            choices[name] = {"row": chosen, "among": candidates, "at": _now(),
+                             "by": f"mean validation pixel accuracy of the seed-0 runs' last "
+                             f"{LAST_VALIDATIONS} validations"}  # fmt: skip
+        return choices[name]["row"]
 
 
 def _rows_of(objectives: tuple[str, ...]) -> list[str]:
     return [row for row, (objective, msc, _) in _rows().items() if objective in objectives]
-
-
-# the rule that chooses the recipe (docs/benchmarks/lfw128.md, written before the choice)
-LAST_VALIDATIONS, TIE_POINTS = 3, 0.3
 
 
 def recipe_scores(recipe_runs: Path) -> dict[str, dict[str, float]]:
@@ -127,22 +167,27 @@ def choose_recipe(scores: dict[str, dict[str, float]]) -> str:
 
 
 def _recipe(args: argparse.Namespace) -> str:
-    """--recipe, or with ``auto`` the rule's choice from --recipe-runs (recorded, kept)."""
-    if args.recipe != "auto":
-        return args.recipe
-    if not args.recipe_runs:
-        raise StudyError("--recipe auto needs --recipe-runs (the recipes' runs folder)")
-    runs = Path(args.runs)
-    choices = _read_json(runs / "choices.json") or {}
-    if "recipe" not in choices:
-        scores = recipe_scores(Path(args.recipe_runs))
-        choices["recipe"] = {"recipe": choose_recipe(scores), "scores": scores, "at": _now(),
-                             "by": f"mean validation pixel accuracy of the last "
-                             f"{LAST_VALIDATIONS} validations; within {TIE_POINTS} points "
-                             "of the best, the cheaper"}  # fmt: skip
-        runs.mkdir(parents=True, exist_ok=True)
-        _write_json(runs / "choices.json", choices)
-    return choices["recipe"]["recipe"]
+    """--recipe, or with ``auto`` the rule's choice from --recipe-runs; recorded on the first
+    table call and kept: a later call with another --recipe is refused (its runs would mix
+    two trainings in one table)."""
+    with _choices(Path(args.runs)) as choices:
+        kept = choices.get("recipe", {}).get("recipe")
+        if args.recipe == "auto" and kept is None:
+            if not args.recipe_runs:
+                raise StudyError("--recipe auto needs --recipe-runs (the recipes' runs folder)")
+            scores = recipe_scores(Path(args.recipe_runs))
+            choices["recipe"] = {"recipe": choose_recipe(scores), "scores": scores,
+                                 "at": _now(), "by": f"mean validation pixel accuracy of the "
+                                 f"last {LAST_VALIDATIONS} validations; within {TIE_POINTS} "
+                                 "points of the best, the cheaper"}  # fmt: skip
+        elif args.recipe != "auto" and kept is None:
+            choices["recipe"] = {"recipe": args.recipe, "by": "given with --recipe",
+                                 "at": _now()}  # fmt: skip
+        elif args.recipe not in ("auto", kept):
+            raise StudyError(f"--recipe {args.recipe}: this table's runs use {kept} "
+                             f"({Path(args.runs) / 'choices.json'}); give --recipe {kept} "
+                             "or auto, or another --runs folder")  # fmt: skip
+        return choices["recipe"]["recipe"]
 
 
 def table_runs(args: argparse.Namespace) -> list[Run]:
@@ -159,6 +204,10 @@ def table_runs(args: argparse.Namespace) -> list[Run]:
             raise StudyError(f"unknown row {row!r}; known: {', '.join(known)}, {BEST_STOCHASTIC}")
         rows.append(row)
     runs = Path(args.runs)
+    with _locked_json(runs, "plan.json") as plan:  # what the summary waits for
+        planned = plan.setdefault("runs", [])
+        for seed in args.seeds:
+            planned += [[row, seed] for row in rows if [row, seed] not in planned]
     return [
         Run(str(_run_dir(runs, row, seed).relative_to(runs)), args.recipe,
             row_overrides(row, seed, args.dataset))
@@ -208,25 +257,28 @@ def score_run(run_dir: Path, row: str, seed: int, args: argparse.Namespace) -> d
         "dataset": config.data.dataset, "split": "test", "size": config.data.size,
         "updates": done["steps"], "cpu_hours": round(curve[-1]["cpu_s"] / 3600, 3),
         "val_best_pixel_accuracy": done["best_pixel_accuracy"],
+        "val_pixel_accuracy": _validation_score(run_dir),
         "pixel_accuracy": metrics["pixel_accuracy"], "class_accuracy": metrics["class_accuracy"],
         "iou": {name: metrics[f"iou_{name}"] for name in classes},
         "mean_iou": metrics["mean_iou"], "foreground_iou": metrics["foreground_iou"],
         "nll": metrics["nll"], "nll_stderr": metrics["nll_stderr"],
         "nll_estimator": model.likelihood_method,
         "nll_samples": 1 if model.likelihood_method == "exact" else args.samples,
-        "run": str(run_dir), "trained_at": done["commit"], "scored": _now(),
+        "recipe": done["recipe"], "run": str(run_dir), "trained_at": done["commit"],
+        "scored_at": _git("rev-parse", "HEAD"), "scored": _now(),
     }  # fmt: skip
     _write_json(run_dir / "test.json", record)
     print(f"scored {row} seed {seed}: {record['pixel_accuracy']:.2f}% pixel accuracy", flush=True)
     return record
 
 
-def table4(runs: Path, args: argparse.Namespace) -> dict[str, Any] | None:
+def table4(runs: Path, args: argparse.Namespace, make: bool = True) -> dict[str, Any] | None:
     """Table 4 on the test split (RUNS/table4.json, made once): of the CVAE and hybrid rows
-    trained, and of the GDNN rows, the one with the best validation pixel accuracy (seed 0).
-    Called once every run of the study has finished, so that the choice sees them all."""
+    trained, and of the GDNN rows, the one best on validation (seed 0). Made only with
+    ``make``, which the summary gives once every planned run has finished, so that the
+    choice sees them all; kept from then on."""
     kept = _read_json(runs / "table4.json")
-    if kept is not None:
+    if kept is not None or not make:
         return kept
     from cvae_seg.evaluation import partial_observation
 
@@ -256,13 +308,12 @@ def score(args: argparse.Namespace) -> dict[str, Any]:
     torch.set_num_threads(args.threads)
     runs = Path(args.runs)
     records, waiting = [], []
-    for row in [*_rows(), *PEER_ROWS]:
-        for run_dir in sorted((runs / "table" / slug(row)).glob("seed*")):
-            seed = int(run_dir.name.removeprefix("seed"))
-            if (run_dir / "done.json").is_file():
-                records.append(score_run(run_dir, row, seed, args))
-            else:
-                waiting.append(f"{row} seed {seed}")
+    for row, seed in _runs_to_score(runs):
+        run_dir = _run_dir(runs, row, seed)
+        if (run_dir / "done.json").is_file():
+            records.append(score_run(run_dir, row, seed, args))
+        else:
+            waiting.append(f"{row} seed {seed}")
     summary = {
         "command": shlex.join(["python", "benchmarks/lfw_study.py", *sys.argv[1:]]),
         "date": _now(),
@@ -272,13 +323,24 @@ def score(args: argparse.Namespace) -> dict[str, Any]:
         "records": records,
         "models": aggregate(records),
         "goals": goals(records),
-        "table4": None if waiting else table4(runs, args),
+        "table4": table4(runs, args, make=not waiting),
         "choices": _read_json(runs / "choices.json") or {},
     }
     from lfw_study_report import write_summary
 
     write_summary(summary, Path(args.summary))
     return summary
+
+
+def _runs_to_score(runs: Path) -> list[tuple[str, int]]:
+    """Every run started or planned (`planned_runs`), Table 2's rows first, then the peers'."""
+    order = [*_rows(), *PEER_ROWS]
+    folders = [
+        (row, folder) for row in order for folder in (runs / "table" / slug(row)).glob("seed*")
+    ]
+    started = {(row, int(folder.name.removeprefix("seed"))) for row, folder in folders}
+    wanted = started | set(planned_runs(runs))
+    return sorted(wanted, key=lambda run: (order.index(run[0]), run[1]))
 
 
 def _hardware(device: str) -> str:
@@ -317,12 +379,7 @@ def goals(records: list[dict[str, Any]]) -> dict[str, Any]:
     Table 2's rows: the peers' rows are reported beside them, not counted for the goals."""
     records = [r for r in records if r["model"] not in PEER_ROWS]
     models = aggregate(records)
-    best = max(records, key=lambda r: r["pixel_accuracy"], default=None)
-    result: dict[str, Any] = {
-        "best_pixel_accuracy": None if best is None else
-        {"model": best["model"], "seed": best["seed"], "value": best["pixel_accuracy"],
-         "at_least_95": best["pixel_accuracy"] >= 95.0},
-    }  # fmt: skip
+    result: dict[str, Any] = {"best_pixel_accuracy": _best_model_goal(records, models)}
     for noise in ("", ", NI"):
         cnn, cvae = models.get(f"CNN (msc{noise})"), models.get(f"CVAE (msc{noise})")
         if cnn and cvae:
@@ -330,19 +387,47 @@ def goals(records: list[dict[str, Any]]) -> dict[str, Any]:
             result[f"cvae_nll_over_cnn{noise.replace(', ', '_')}"] = {
                 "ratio": ratio,
                 "at_most_a_third": ratio <= 1 / 3,
+                "seeds": [len(cvae["seeds"]), len(cnn["seeds"])],
             }
     cnn = models.get("CNN (msc, NI)")
+    spread = pooled_seed_spread(records, "mean_iou")
     for row in ("GSNN (msc, NI)", "hybrid (msc, NI)"):
         if cnn and row in models:
             gap = models[row]["mean_iou"]["mean"] - cnn["mean_iou"]["mean"]
-            # the standard error of the difference, from the rows with several seeds
-            errors = [m["mean_iou"]["stderr"] for m in (cnn, models[row])]
-            known = [e for e in errors if e is not None]
-            error = math.sqrt(sum(e * e for e in known)) if known else None
+            seeds = [len(cnn["seeds"]), len(models[row]["seeds"])]
+            error = None if spread is None else spread * math.sqrt(sum(1 / n for n in seeds))
             result[f"{row} mean IoU over CNN (msc, NI)"] = {
                 "gap": gap,
                 "stderr": error,
-                "seeds": [len(cnn["seeds"]), len(models[row]["seeds"])],
+                "seeds": seeds,
                 "ahead_by_more_than_a_stderr": None if error is None else gap > error,
             }
     return result
+
+
+def _best_model_goal(records: list[dict[str, Any]], models: dict[str, Any]) -> dict | None:
+    """The row chosen on validation (its seeds' mean `val_pixel_accuracy`), and whether its
+    mean test pixel accuracy reaches 95%: the best of sixteen test scores would flatter."""
+    if not records:
+        return None
+    validation = {row: sum(r["val_pixel_accuracy"] for r in records if r["model"] == row)
+                  / len(models[row]["seeds"]) for row in models}  # fmt: skip
+    row = max(validation, key=validation.__getitem__)
+    test = models[row]["pixel_accuracy"]
+    return {"model": row, "seeds": models[row]["seeds"], "validation": validation[row],
+            "value": test["mean"], "stderr": test["stderr"],
+            "at_least_95": test["mean"] >= 95.0}  # fmt: skip
+
+
+def pooled_seed_spread(records: list[dict[str, Any]], metric: str) -> float | None:
+    """The standard deviation of ``metric`` between seeds, pooled over the rows with more
+    than one seed; None when no row has two. A row trained with one seed has a spread just
+    as real, only unmeasured: the difference of two rows' means is judged with this one."""
+    squares, freedom = 0.0, 0
+    for row in dict.fromkeys(r["model"] for r in records):
+        values = [r[metric] for r in records if r["model"] == row]
+        if len(values) > 1:
+            mean = sum(values) / len(values)
+            squares += sum((v - mean) ** 2 for v in values)
+            freedom += len(values) - 1
+    return math.sqrt(squares / freedom) if freedom else None
