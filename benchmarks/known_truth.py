@@ -89,6 +89,7 @@ from known_truth_runs import (  # noqa: E402
     CHECKPOINT_INTERVAL,
     OtherSettings,
     check_same_config,
+    check_same_scoring,
     claimed,
     finished,
     train_and_score,
@@ -385,8 +386,10 @@ def run_benchmark(args: argparse.Namespace, budget: dict, argv: list[str] | None
     runs_dir = args.work_dir / f"{args.budget}_{budget['steps']}steps"
     plan = [(k, spec, seed) for k in tasks for spec in _models(args) for seed in seeds]
     configs = {(k, spec.name, seed): _config(args, budget, k, spec, seed) for k, spec, seed in plan}
+    scoring = _scoring(args, budget)
     for (k, name, seed), config in configs.items():  # before any training
         check_same_config(runs_dir / f"K{k}" / name / f"seed{seed}", config)
+        check_same_scoring(runs_dir / f"K{k}" / name / f"seed{seed}", scoring)
     for k, spec, seed in plan:
         run_dir = runs_dir / f"K{k}" / spec.name / f"seed{seed}"
         if finished(run_dir) is not None:
@@ -425,8 +428,20 @@ def _train_and_score(
         torch.manual_seed(seed)
         return evaluate_run(model, config, budget, device, args.split, args.hit_distance)
 
-    identity = {"k": k, "objective": spec.name, "head": spec.head, "seed": seed}
+    identity = {"k": k, "objective": spec.name, "head": spec.head, "seed": seed,
+                "scoring": _scoring(args, budget)}  # fmt: skip
     return train_and_score(run_dir, config, identity, score, str(device))
+
+
+# the budget's settings that decide how a trained model is scored (not how it is trained)
+SCORING_KEYS = ("test", "is", "mc", "mode_inputs", "mode_samples", "ged_samples",
+                "annotator_samples", "calibration_samples")  # fmt: skip
+
+
+def _scoring(args: argparse.Namespace, budget: dict) -> dict:
+    """How this command scores a run: kept with each result, and checked against it."""
+    return {"split": args.split, "hit_distance": args.hit_distance,
+            **{key: budget[key] for key in SCORING_KEYS}}  # fmt: skip
 
 
 def _gathered(report: dict, runs_dir: Path, plan: list[tuple[int, _Model, int]]) -> dict:

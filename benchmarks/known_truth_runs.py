@@ -75,16 +75,28 @@ def check_same_config(run_dir: Path, config: Config) -> None:
         return
     before = yaml.safe_load(recorded.read_text())
     now = config.model_dump(mode="json")
+    defaults = type(config)().model_dump(mode="json")  # a key added since: its default
     changed = sorted(
         f"{section}.{key}"
         for section in now
         for key in now[section]
-        if before.get(section, {}).get(key) != now[section][key]
+        if before.get(section, {}).get(key, defaults[section][key]) != now[section][key]
     )
     if changed:
         raise OtherSettings(
             f"{run_dir} was made with other settings ({', '.join(changed)} differ); "
             "give another --work-dir or remove that folder to start it again"
+        )
+
+
+def check_same_scoring(run_dir: Path, scoring: dict[str, Any]) -> None:
+    """Refuse a kept result scored another way (another split, hit distance or evaluation
+    budget): the report would label it with this command's protocol."""
+    kept = finished(run_dir)
+    if kept is not None and kept.get("scoring") != scoring:
+        raise OtherSettings(
+            f"{run_dir / RESULT} was scored with {kept.get('scoring')}, this command scores "
+            f"with {scoring}; give another --work-dir or remove that folder to score it again"
         )
 
 

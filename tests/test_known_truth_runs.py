@@ -10,6 +10,7 @@ import known_truth as benchmark
 import known_truth_runs
 import pytest
 import torch
+import yaml
 from helpers.stops import stop_at_training_step
 
 from cvae_seg.training import load_checkpoint
@@ -109,3 +110,26 @@ def test_a_run_that_goes_non_finite_is_kept_as_failed_and_the_next_goes_on(tmp_p
     )
     monkeypatch.setattr(known_truth_runs, "train", original)  # kept: not trained again
     assert _run(tmp_path, "--seeds", "0", "1")["failed"] == report["failed"]
+
+
+def test_a_result_scored_another_way_is_refused_not_relabelled(tmp_path, capsys):
+    _run(tmp_path)  # scored on the validation split
+    with pytest.raises(SystemExit):
+        _run(tmp_path, "--split", "test")
+    error = capsys.readouterr().err
+    assert "result.json was scored with" in error and "'split': 'val'" in error
+
+
+def test_a_setting_added_since_at_its_default_is_no_other_setting(tmp_path, capsys):
+    """A run made before a config key existed recorded no value for it: its default."""
+    _run(tmp_path)
+    recorded = _run_dir(tmp_path) / "config.yaml"
+    config = yaml.safe_load(recorded.read_text())
+    del config["train"]["grad_clip"]  # the command's value is the default (None): the same
+    recorded.write_text(yaml.safe_dump(config))
+    assert _run(tmp_path)["unfinished"] == []
+    del config["train"]["checkpoint_interval"]  # the command sets 2, not the default
+    recorded.write_text(yaml.safe_dump(config))
+    with pytest.raises(SystemExit):
+        _run(tmp_path)
+    assert "train.checkpoint_interval differ" in capsys.readouterr().err
