@@ -83,8 +83,11 @@ def _validation_score(run_dir: Path) -> float | None:
     done = _read_json(run_dir / "done.json")
     if done is None:
         return None
-    final = RECIPES[done["recipe"]][-1]
-    rows = [r for r in read_curve(run_dir) if r["phase"] == final][-LAST_VALIDATIONS:]
+    return _mean_last_validations(run_dir, RECIPES[done["recipe"]][-1])
+
+
+def _mean_last_validations(run_dir: Path, final_phase: str) -> float:
+    rows = [r for r in read_curve(run_dir) if r["phase"] == final_phase][-LAST_VALIDATIONS:]
     return sum(r["pixel_accuracy"] for r in rows) / len(rows)
 
 
@@ -151,9 +154,8 @@ def recipe_scores(recipe_runs: Path) -> dict[str, dict[str, float]]:
         run_dir = recipe_runs / recipe
         if not (run_dir / "done.json").is_file():
             raise StudyError(f"the recipe choice needs every recipe finished; {run_dir} is not")
-        rows = [r for r in read_curve(run_dir) if r["phase"] == phases[-1]][-LAST_VALIDATIONS:]
         scores[recipe] = {
-            "mean_last_pixel_accuracy": sum(r["pixel_accuracy"] for r in rows) / len(rows),
+            "mean_last_pixel_accuracy": _mean_last_validations(run_dir, phases[-1]),
             "cpu_hours": read_curve(run_dir)[-1]["cpu_s"] / 3600,
         }
     return scores
