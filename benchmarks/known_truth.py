@@ -67,7 +67,12 @@ ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 from known_truth_eval import _batched, evaluate_run, evaluation_set  # noqa: E402
-from known_truth_figure import sample_figure, saved_models  # noqa: E402
+from known_truth_figure import (  # noqa: E402
+    figure_columns,
+    sample_figure,
+    save_figure_samples,
+    saved_models,
+)
 from known_truth_report import (  # noqa: E402
     ESTIMATORS,
     GED_CONVENTION,
@@ -92,6 +97,8 @@ from known_truth_runs import (  # noqa: E402
     check_same_scoring,
     claimed,
     finished,
+    keep,
+    restore,
     train_and_score,
 )
 
@@ -279,6 +286,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--steps", type=int, default=None, help="updates (default: the budget's)")
     parser.add_argument("--work-dir", type=Path, default=Path("work_dirs/known_truth"))
     parser.add_argument(
+        "--keep", type=Path, default=None, metavar="DIR",
+        help="copy each finished run's small files (no checkpoints) to DIR, and take the runs "
+        "kept there as finished (a study that outlives its machine)",
+    )  # fmt: skip
+    parser.add_argument(
         "--out",
         type=Path,
         default=None,
@@ -387,6 +399,9 @@ def run_benchmark(args: argparse.Namespace, budget: dict, argv: list[str] | None
     plan = [(k, spec, seed) for k in tasks for spec in _models(args) for seed in seeds]
     configs = {(k, spec.name, seed): _config(args, budget, k, spec, seed) for k, spec, seed in plan}
     scoring = _scoring(args, budget)
+    if args.keep is not None:
+        for run_dir in restore(args.keep, runs_dir):
+            print(f"{run_dir}: restored from {args.keep}", flush=True)
     for (k, name, seed), config in configs.items():  # before any training
         check_same_config(runs_dir / f"K{k}" / name / f"seed{seed}", config)
         check_same_scoring(runs_dir / f"K{k}" / name / f"seed{seed}", scoring)
@@ -399,6 +414,8 @@ def run_benchmark(args: argparse.Namespace, budget: dict, argv: list[str] | None
                 continue  # another process holds it, or has just finished it
             config = configs[k, spec.name, seed]
             row = _train_and_score(args, budget, config, k, spec, seed, run_dir, device)
+            if args.keep is not None:
+                keep(run_dir, args.keep / run_dir.relative_to(runs_dir))
         print(k, spec.name, seed, row["seconds"], "s", row.get("failed") or _brief(row["test"]),
               flush=True)  # fmt: skip
         write_report(_gathered(report, runs_dir, plan), args.out)
@@ -426,7 +443,10 @@ def _train_and_score(
     def score() -> dict:
         model, _, _ = load_trained(run_dir / "best.pt", device)
         torch.manual_seed(seed)
-        return evaluate_run(model, config, budget, device, args.split, args.hit_distance)
+        scores = evaluate_run(model, config, budget, device, args.split, args.hit_distance)
+        columns = figure_columns(args.tasks or budget["tasks"])
+        save_figure_samples(model, config, run_dir, args.split, columns, device)
+        return scores
 
     identity = {"k": k, "objective": spec.name, "head": spec.head, "seed": seed,
                 "scoring": _scoring(args, budget)}  # fmt: skip

@@ -7,10 +7,16 @@ rather than one per K because it keeps one file for ``--figure`` and ``--draw`` 
 docs, and because a model's rows in the K = 2, 4 and 8 sections line up: how a model
 degrades as K grows reads down the page. Each model's samples are drawn under the same seed
 (0), so a redraw from saved runs (``known_truth.py --draw``) is the same picture.
+
+A run keeps its figure rows as ``figure_samples.npz`` too (`save_figure_samples`, written
+when the run is scored), so that the figure can be drawn from the runs' kept files alone:
+a study that spans machines keeps its small files (`known_truth_runs.keep`), not its
+checkpoints.
 """
 
 from __future__ import annotations
 
+import io
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,18 +28,24 @@ from known_truth_eval import evaluation_set
 from known_truth_report import MODELS
 from PIL import Image, ImageDraw
 
+from cvae_seg.config import Config, load_config
+from cvae_seg.io import atomic_write_bytes
 from cvae_seg.training import load_trained
 from cvae_seg.visualization import colorize
 
-__all__ = ["FigureModel", "sample_figure", "saved_models"]
+__all__ = ["FigureModel", "figure_columns", "sample_figure", "save_figure_samples", "saved_models"]
 
-_RUN = re.compile(r"K(\d+)/([^/]+)/seed(\d+)/best\.pt")
+SAMPLES = "figure_samples.npz"  # a run's figure rows, kept beside (or instead of) best.pt
+NUM_INPUTS, NUM_SAMPLES = 2, 6  # the figure's inputs per task, and its fewest columns
+_RUN = re.compile(r"K(\d+)/([^/]+)/seed(\d+)/(best\.pt|figure_samples\.npz)")
+_SAVED = ("K*/*/seed*/best.pt", f"K*/*/seed*/{SAMPLES}")
 _TITLE, _CAPTION, _GAP = 18, 12, 10  # pixels: a section's title, the truth's captions, groups
 _NEAREST = Image.Resampling.NEAREST  # label maps stay crisp when scaled up
 
 
 class FigureModel(NamedTuple):
-    """One model's block of the figure: its label and the checkpoint it is drawn from."""
+    """One model's block of the figure: its label and the checkpoint it is drawn from (or
+    the run's kept `SAMPLES` file when the checkpoint is gone)."""
 
     label: str
     checkpoint: Path
@@ -50,9 +62,20 @@ class _Row(NamedTuple):
 def _runs_folders(folder: Path) -> list[Path]:
     """The folder when it holds K<k> task folders (WORK/<budget>_<steps>steps), else its
     subfolders that do, so that a whole work dir can be given."""
-    if any(folder.glob("K*/*/seed*/best.pt")):
+    if _holds_runs(folder):
         return [folder]
-    return sorted(sub for sub in folder.iterdir() if any(sub.glob("K*/*/seed*/best.pt")))
+    return sorted(sub for sub in folder.iterdir() if _holds_runs(sub))
+
+
+def _holds_runs(folder: Path) -> bool:
+    return any(any(folder.glob(pattern)) for pattern in _SAVED)
+
+
+def _saved_files(runs_dir: Path) -> list[Path]:
+    """Each run's best.pt, or its kept samples file where the checkpoint is gone."""
+    checkpoints = set(runs_dir.glob(_SAVED[0]))
+    kept = [p for p in runs_dir.glob(_SAVED[1]) if p.parent / "best.pt" not in checkpoints]
+    return sorted([*checkpoints, *kept])
 
 
 def saved_models(
@@ -69,7 +92,7 @@ def saved_models(
     runs = list(dict.fromkeys(r.resolve() for f in folders for r in _runs_folders(Path(f))))
     found: dict[int, dict[tuple[str, int], int]] = {}  # K -> (name, folder) -> lowest seed
     for index, runs_dir in enumerate(runs):
-        for checkpoint in runs_dir.glob("K*/*/seed*/best.pt"):
+        for checkpoint in _saved_files(runs_dir):
             match = _RUN.fullmatch(checkpoint.relative_to(runs_dir).as_posix())
             if match is None:
                 continue
@@ -87,8 +110,9 @@ def saved_models(
         for name, index in order:
             label = name + (f", {'/'.join(runs[index].parts[-2:])}" if name in shared else "")
             label += f", seed {task[name, index]}" if task[name, index] else ""
-            path = runs[index] / f"K{k}" / name / f"seed{task[name, index]}" / "best.pt"
-            models[k].append(FigureModel(label, path))
+            run_dir = runs[index] / f"K{k}" / name / f"seed{task[name, index]}"
+            path = run_dir / "best.pt"
+            models[k].append(FigureModel(label, path if path.is_file() else run_dir / SAMPLES))
     return models
 
 
@@ -96,7 +120,51 @@ def _rank(name: str) -> int:
     return MODELS.index(name) if name in MODELS else len(MODELS)
 
 
+def figure_columns(tasks: Sequence[int], num_samples: int = NUM_SAMPLES) -> int:
+    """Samples per input in every section: the largest K or ``num_samples``, whichever is
+    more, so that the candidates fit and the inputs line up from one K to the next."""
+    return max(num_samples, *tasks)
+
+
 @torch.no_grad()
+def _draw(model, x: torch.Tensor, columns: int) -> np.ndarray:
+    """``columns`` samples of each input under seed 0: (columns, inputs, H, W) label maps."""
+    torch.manual_seed(0)
+    return model.sample(x, columns).argmax(2).to(torch.uint8).cpu().numpy()
+
+
+def save_figure_samples(
+    model, config: Config, run_dir: Path, split: str, columns: int, device: torch.device
+) -> Path:
+    """Keep the run's figure rows (the maps `_section` would draw from its checkpoint) as
+    run_dir/`SAMPLES`, so the figure needs no checkpoint once the run is done."""
+    _, x, _ = evaluation_set(config, split)
+    maps = _draw(model, x[:NUM_INPUTS].to(device), columns)
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, maps=maps, split=np.array(split))
+    return atomic_write_bytes(run_dir / SAMPLES, buffer.getvalue())
+
+
+def _samples(entry: FigureModel, device: torch.device, num_inputs: int, columns: int,
+             split: str) -> tuple[Config, np.ndarray]:  # fmt: skip
+    """The entry's config and its (columns, num_inputs, H, W) maps: drawn from its
+    checkpoint, or read from its kept `SAMPLES` file (which must hold the same draw)."""
+    if entry.checkpoint.name != SAMPLES:
+        model, config, _ = load_trained(entry.checkpoint, device)
+        _, x, _ = evaluation_set(config, split)
+        return config, _draw(model, x[:num_inputs].to(device), columns)
+    config = load_config(entry.checkpoint.parent / "config.yaml")
+    with np.load(entry.checkpoint) as kept:
+        maps, kept_split = kept["maps"], str(kept["split"])
+    if kept_split != split or maps.shape[0] != columns or maps.shape[1] < num_inputs:
+        raise ValueError(
+            f"{entry.checkpoint}: holds {maps.shape[0]} samples of {maps.shape[1]} {kept_split} "
+            f"inputs; this figure needs {columns} of {num_inputs} {split} inputs (draw it from "
+            "the run's best.pt instead)"
+        )
+    return config, maps[:, :num_inputs]
+
+
 def _section(
     entries: list[FigureModel], device: torch.device, num_inputs: int, columns: int, split: str
 ) -> list[_Row]:
@@ -109,8 +177,8 @@ def _section(
     rows: list[_Row] = []
     reference = None
     for entry in entries:
-        model, config, _ = load_trained(entry.checkpoint, device)
-        truth, x, _ = evaluation_set(config, split)
+        config, maps = _samples(entry, device, num_inputs, columns, split)
+        truth, _, _ = evaluation_set(config, split)
         images = truth.arrays.images[:num_inputs]
         if reference is None:
             reference = entry.checkpoint, images
@@ -122,16 +190,14 @@ def _section(
                 f"{entry.checkpoint}: its {split} inputs differ from those of {reference[0]}; "
                 "the figure shows every model on the same inputs"
             )
-        torch.manual_seed(0)
-        maps = model.sample(x[: len(images)].to(device), columns).argmax(2).cpu().numpy()
         samples = [[colorize(m) for m in maps[:, i]] for i in range(len(images))]
         rows.append(_Row(entry.label, samples))
     return rows
 
 
 def sample_figure(
-    models: dict[int, list[FigureModel]], device: torch.device, num_inputs: int = 2,
-    num_samples: int = 6, split: str = "val", scale: int = 2,
+    models: dict[int, list[FigureModel]], device: torch.device, num_inputs: int = NUM_INPUTS,
+    num_samples: int = NUM_SAMPLES, split: str = "val", scale: int = 2,
 ) -> Image.Image:  # fmt: skip
     """The sample grid: a section per K of ``models`` (from `saved_models`), each model's
     block a row of samples of the first ``num_inputs`` inputs of ``split``.
@@ -142,7 +208,7 @@ def sample_figure(
     """
     if not models or not all(models.values()):
         raise ValueError("no models to draw: give at least one trained run per task")
-    columns = max(num_samples, *models)
+    columns = figure_columns(list(models), num_samples)
     sections = []
     for k, entries in sorted(models.items()):
         title = (f"K = {k}: the first {num_inputs} {split} inputs, the true shapes, then "

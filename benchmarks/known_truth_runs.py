@@ -15,6 +15,12 @@ finished. The report each one writes lists every finished run; the last to finis
 A run whose training goes non-finite is kept as failed, with its message, and left out of
 the means (the report lists it); remove its folder to train it again.
 
+Kept copies (`keep`, `restore`): a finished run's small files (its result, config, timing and
+figure rows, never its checkpoints) can be copied to a second folder, for example one under
+results/ that is committed as the runs finish. A later call, on a machine where the work dir
+is gone, copies them back first and takes those runs as finished; only the unfinished ones
+train again.
+
 Time: each call's wall seconds, kept in timing.json (and the part of them spent training). A
 call that was stopped counts up to its last checkpoint (what came after was lost and is
 trained again by the next call).
@@ -24,6 +30,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import shutil
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -33,17 +40,52 @@ from typing import IO, Any
 import yaml
 
 from cvae_seg.config import Config
-from cvae_seg.io import atomic_write_text
+from cvae_seg.io import atomic_write_bytes, atomic_write_text
 from cvae_seg.training import train
 
 CHECKPOINT_INTERVAL = 500  # updates between the last.pt writes of a known-truth run
 RESULT, TIMING, LOCK = "result.json", "timing.json", "lock"
+KEPT = (RESULT, TIMING, "config.yaml", "figure_samples.npz")  # what `keep` copies of a run
 
 
 def finished(run_dir: Path) -> dict[str, Any] | None:
     """The run's kept row of the report, or None when it has not finished."""
     path = run_dir / RESULT
     return json.loads(path.read_text()) if path.is_file() else None
+
+
+def keep(run_dir: Path, kept_dir: Path) -> list[Path]:
+    """Copy the finished run's small files (`KEPT`) to kept_dir; the copies made."""
+    if finished(run_dir) is None:
+        raise ValueError(f"{run_dir}: not finished, nothing to keep")
+    kept_dir.mkdir(parents=True, exist_ok=True)
+    names = [name for name in KEPT if (run_dir / name).is_file()]
+    for name in sorted(names, key=lambda name: name == RESULT):  # result.json last
+        atomic_write_bytes(kept_dir / name, (run_dir / name).read_bytes())
+    return [kept_dir / name for name in names]
+
+
+def restore(kept_runs: Path, runs_dir: Path) -> list[Path]:
+    """Copy every kept finished run under kept_runs (K<k>/<model>/seed<n>) into runs_dir
+    where that run has not finished there; an unfinished run's files there (its partial
+    checkpoints) are removed first, unless another process holds it. The runs restored."""
+    restored = []
+    for result in sorted(kept_runs.glob(f"K*/*/seed*/{RESULT}")):
+        source = result.parent
+        target = runs_dir / source.relative_to(kept_runs)
+        if finished(target) is not None:
+            continue
+        with claimed(target) as lock:
+            if lock is None or finished(target) is not None:
+                continue
+            for stale in target.iterdir():
+                if stale.name != LOCK:
+                    shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
+            for name in sorted(KEPT, key=lambda name: name == RESULT):  # result.json last
+                if (source / name).is_file():
+                    shutil.copy2(source / name, target / name)
+        restored.append(target)
+    return restored
 
 
 @contextmanager

@@ -8,10 +8,12 @@ from pathlib import Path
 
 import known_truth as benchmark
 import known_truth_runs
+import numpy as np
 import pytest
 import torch
 import yaml
 from helpers.stops import stop_at_training_step
+from PIL import Image
 
 from cvae_seg.training import load_checkpoint
 
@@ -133,3 +135,36 @@ def test_a_setting_added_since_at_its_default_is_no_other_setting(tmp_path, caps
     with pytest.raises(SystemExit):
         _run(tmp_path)
     assert "train.checkpoint_interval differ" in capsys.readouterr().err
+
+
+def test_kept_runs_stand_in_for_a_lost_work_dir_and_draw_the_same_figure(tmp_path):
+    """--keep: a study that outlives its machine keeps each finished run's small files (no
+    checkpoints); a new work dir takes them as finished, and the figure draws from them."""
+    kept = tmp_path / "kept"
+    first = _run(tmp_path / "a", "--keep", str(kept), "--figure", str(tmp_path / "a.png"))
+    files = sorted(p.relative_to(kept).as_posix() for p in kept.rglob("*") if p.is_file())
+    assert files == [f"K2/cnn/seed0/{name}" for name in sorted(known_truth_runs.KEPT)]
+    again = _run(tmp_path / "b", "--keep", str(kept), "--figure", str(tmp_path / "b.png"))
+    assert again["runs"] == first["runs"] and again["unfinished"] == []
+    assert not (_run_dir(tmp_path / "b") / "best.pt").exists()  # restored, not trained
+    with Image.open(tmp_path / "a.png") as a, Image.open(tmp_path / "b.png") as b:
+        assert np.array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_a_kept_run_replaces_a_partial_one_but_not_one_being_trained(tmp_path, monkeypatch):
+    kept = tmp_path / "kept"
+    _run(tmp_path / "a", "--keep", str(kept))
+    with monkeypatch.context() as patch:  # a partial run of the same seed elsewhere
+        stop_at_training_step(patch, 3)
+        with pytest.raises(KeyboardInterrupt):
+            _run(tmp_path / "b")
+    runs = tmp_path / "b" / "ci_4steps"
+    with known_truth_runs.claimed(_run_dir(tmp_path / "b")) as held:
+        assert held is not None and known_truth_runs.restore(kept, runs) == []
+    assert known_truth_runs.restore(kept, runs) == [_run_dir(tmp_path / "b")]
+    assert not (_run_dir(tmp_path / "b") / "last.pt").exists()
+    assert known_truth_runs.finished(_run_dir(tmp_path / "b")) == (
+        known_truth_runs.finished(_run_dir(tmp_path / "a"))
+    )
+    with pytest.raises(ValueError, match="not finished"):
+        known_truth_runs.keep(tmp_path / "nothing", kept / "x")
