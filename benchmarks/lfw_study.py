@@ -39,6 +39,8 @@ import os
 import subprocess
 import sys
 import time
+import traceback
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -413,16 +415,26 @@ def check_recipes(recipes: list[str]) -> None:
         raise StudyError(f"unknown recipe(s) {unknown}; known: {', '.join(RECIPES)}")
 
 
-def train_runs(args: argparse.Namespace, runs: list[Run]) -> dict[str, str]:
-    """Every run, ``--jobs`` at a time, from the pinned checkout; returns name -> outcome."""
+def train_runs(
+    args: argparse.Namespace, runs: list[Run], finish: Callable[[str], None] | None = None
+) -> dict[str, str]:
+    """Every run, ``--jobs`` at a time, from the pinned checkout, each finished one handed to
+    ``finish`` (its name) in this process; returns name -> outcome."""
     Path(args.runs).mkdir(parents=True, exist_ok=True)
     checkout, commit = pin_checkout(args)
 
     def one(run: Run) -> str:
         try:
-            return _train_run(args, checkout, commit, run)
+            outcome = _train_run(args, checkout, commit, run)
         except StudyError as error:
             return f"refused: {error}"
+        if finish is not None and outcome.startswith("finished"):
+            try:
+                finish(run.name)
+            except Exception as error:  # one run's scoring must not stop the other runs
+                traceback.print_exc()
+                return f"failed after training, while scoring: {error!r}"
+        return outcome
 
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
         outcomes = dict(zip([r.name for r in runs], pool.map(one, runs), strict=True))
@@ -458,6 +470,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--threads", type=int, default=1, help="score: torch threads")
     parser.add_argument("--device", default="cpu", help="score: the device")
     parser.add_argument("--summary", default=str(ROOT / "results" / "lfw_128_summary.json"))
+    parser.add_argument(
+        "--keep", metavar="DIR",
+        help="table, score: copy each finished run's small files (no checkpoints) and the "
+        "table's choices to DIR, and take the runs kept there as finished",
+    )  # fmt: skip
     parser.add_argument("--run-name", help=argparse.SUPPRESS)  # child: RUNS/<name>
     parser.add_argument("--commit", help="commit to pin (default: study.json's, else HEAD)")
     parser.add_argument("--worktree", help="worktree folder (default RUNS/worktrees/<sha>)")
@@ -509,9 +526,13 @@ def main(argv: list[str] | None = None) -> int:
             score(args)
             return 0
         if args.stage == "table":
-            from lfw_study_table import table_runs
+            from lfw_study_table import finish_run, restore, table_runs
 
-            outcomes = train_runs(args, table_runs(args))
+            if args.keep:
+                for name in restore(Path(args.keep), Path(args.runs)):
+                    print(f"{name}: restored from {args.keep}", flush=True)
+            runs = table_runs(args)
+            outcomes = train_runs(args, runs, lambda name: finish_run(Path(args.runs), name, args))
         else:
             outcomes = run_recipes(args)
     except StudyError as error:

@@ -7,11 +7,19 @@ the recipe's backbone, data and training, with noise injection) when named. The 
 ``best-stochastic`` is the GSNN, CVAE or hybrid row whose seed-0 run has the best validation
 pixel accuracy; the choice is written to RUNS/choices.json and kept.
 
-`score` (``--stage score``) evaluates each finished run's best checkpoint (chosen on the
-validation split during training) on the test split, once: the result is kept in the run's
-test.json and never recomputed. Then Table 4's partial-observation grid on the test split,
-for the CVAE or hybrid row and the GDNN row with the best validation pixel accuracy, and the
-summary (one record per row and seed, the means with standard errors, and the issue's goals).
+A table run is scored on the test split once, as soon as it finishes (`finish_run`): its
+best checkpoint (chosen on the validation split during training) gives the run's test.json,
+a seed-0 CVAE, hybrid or GDNN run also its Table 4 grid (partial.json), a stochastic run a
+sample grid of test images (test_samples.png). Scoring then, rather than after the last run,
+lets the checkpoint go: with ``--keep DIR`` each finished run's small files (`KEPT_RUN`, no
+checkpoint) and the table's choices and plan are copied to DIR, and a later call on a machine
+where RUNS is gone copies them back (`restore`) and trains only what is missing. No choice
+reads a test score: best-stochastic and Table 4's rows are chosen on validation alone.
+
+`score` (``--stage score``) gathers the test records (scoring any finished run that has
+none), Table 4 for the CVAE or hybrid row and the GDNN row with the best validation pixel
+accuracy, and the summary (one record per row and seed, the means with standard errors, and
+the issue's goals).
 """
 
 from __future__ import annotations
@@ -21,6 +29,7 @@ import fcntl
 import json
 import math
 import shlex
+import shutil
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -41,6 +50,12 @@ PEER_ROWS = {
 # the rule that chooses the recipe (docs/benchmarks/lfw128.md, written before the choice),
 # whose measure also makes the table's choices (best-stochastic, Table 4's rows)
 LAST_VALIDATIONS, TIE_POINTS = 3, 0.3
+# the rows Table 4 chooses from: the CVAE side and the GDNN side
+TABLE4_OBJECTIVES = {"cvae": ("cvae", "hybrid"), "gdnn": ("gdnn",)}
+# what --keep copies: of a finished run (never its checkpoints), and of the table
+KEPT_RUN = ("run.json", "curve.csv", "done.json", "test.json", "partial.json")
+KEPT_TABLE = ("study.json", "choices.json", "plan.json")
+SAMPLE_GRID = "test_samples.png"  # a stochastic run's samples of test images (not kept)
 # data settings that turn the (LFW-based) recipe configs into the same run on CUB
 DATASET_OVERRIDES = {"lfw": [], "cub": ["data.dataset=cub", "data.val_fraction=0.1"]}
 
@@ -274,6 +289,23 @@ def score_run(run_dir: Path, row: str, seed: int, args: argparse.Namespace) -> d
     return record
 
 
+def partial_run(run_dir: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """The run's Table 4 grid on the test split (its partial.json, made once)."""
+    kept = _read_json(run_dir / "partial.json")
+    if kept is not None:
+        return kept
+    from cvae_seg.evaluation import partial_observation
+
+    model, config, _ = _test_config(_best_checkpoint(run_dir), args)
+    device = next(model.parameters()).device
+    fill = [-m / s for m, s in zip(config.data.mean, config.data.std, strict=True)]
+    grid = partial_observation(model, _test_loader(config, device), device, fill, progress=None)
+    result = {"split": "test", "grid": grid, "scored_at": _git("rev-parse", "HEAD"),
+              "scored": _now()}  # fmt: skip
+    _write_json(run_dir / "partial.json", result)
+    return result
+
+
 def table4(runs: Path, args: argparse.Namespace, make: bool = True) -> dict[str, Any] | None:
     """Table 4 on the test split (RUNS/table4.json, made once): of the CVAE and hybrid rows
     trained, and of the GDNN rows, the one best on validation (seed 0). Made only with
@@ -282,25 +314,112 @@ def table4(runs: Path, args: argparse.Namespace, make: bool = True) -> dict[str,
     kept = _read_json(runs / "table4.json")
     if kept is not None or not make:
         return kept
-    from cvae_seg.evaluation import partial_observation
-
     candidates = {
         label: [row for row in _rows_of(objectives) if _run_dir(runs, row, 0).is_dir()]
-        for label, objectives in (("cvae", ("cvae", "hybrid")), ("gdnn", ("gdnn",)))
+        for label, objectives in TABLE4_OBJECTIVES.items()
     }
     if not all(candidates.values()):
         return None
     rows = {label: choose(runs, f"table4_{label}", among) for label, among in candidates.items()}
     result: dict[str, Any] = {"split": "test", "rows": rows, "seed": 0}
     for label, row in rows.items():
-        model, config, _ = _test_config(_best_checkpoint(_run_dir(runs, row, 0)), args)
-        device = next(model.parameters()).device
-        fill = [-m / s for m, s in zip(config.data.mean, config.data.std, strict=True)]
-        loader = _test_loader(config, device)
-        result[label] = partial_observation(model, loader, device, fill, progress=None)
+        result[label] = partial_run(_run_dir(runs, row, 0), args)["grid"]
     result["scored"] = _now()
     _write_json(runs / "table4.json", result)
     return result
+
+
+# --------------------------------------------------- finishing, keeping and restoring runs
+def row_and_seed(run_name: str) -> tuple[str, int]:
+    """The (row, seed) of a table run's name, table/<slug>/seed<k>."""
+    _, folder, seed = run_name.split("/")
+    rows = {slug(row): row for row in [*_rows(), *PEER_ROWS]}
+    return rows[folder], int(seed.removeprefix("seed"))
+
+
+def _objective(row: str) -> str:
+    return PEER_ROWS[row] if row in PEER_ROWS else _rows()[row][0]
+
+
+def finish_run(runs: Path, run_name: str, args: argparse.Namespace) -> None:
+    """What a finished run needs made while its checkpoint is at hand: its test record, its
+    Table 4 grid (a seed-0 Table 4 candidate), its sample grid (a stochastic row; the one
+    thing not kept, so a run restored from --keep has none); then, with --keep, its kept
+    copy (`keep_run`)."""
+    import torch
+
+    torch.set_num_threads(args.threads)
+    row, seed = row_and_seed(run_name)
+    run_dir = runs / run_name
+    score_run(run_dir, row, seed, args)
+    if seed == 0 and any(_objective(row) in o for o in TABLE4_OBJECTIVES.values()):
+        partial_run(run_dir, args)
+    stochastic = _objective(row) in STOCHASTIC_OBJECTIVES
+    if stochastic and _best_checkpoint(run_dir).is_file():  # not when restored from --keep
+        if not (run_dir / SAMPLE_GRID).is_file():
+            sample_grid_of(run_dir, args)
+    if args.keep:
+        keep_run(run_dir, Path(args.keep) / run_name)
+        keep_table(runs, Path(args.keep))
+
+
+def sample_grid_of(run_dir: Path, args: argparse.Namespace, count: int = 4) -> Path:
+    """run_dir/`SAMPLE_GRID`: the first ``count`` test images, each with a random square
+    hidden (under 40% of the side), the truth, the prediction, 6 samples and the
+    uncertainty."""
+    from cvae_seg.reporting import atomic_save_image
+    from cvae_seg.training import dataset_for
+    from cvae_seg.visualization import sample_grid
+
+    model, config, _ = _test_config(_best_checkpoint(run_dir), args)
+    test = dataset_for(config, "test")
+    shown = list(range(min(count, len(test.arrays.images))))
+    picture = sample_grid(model, test, shown, occlude=0.39)
+    return atomic_save_image(run_dir / SAMPLE_GRID, picture)
+
+
+def keep_run(run_dir: Path, kept_dir: Path) -> None:
+    """Copy the finished run's `KEPT_RUN` files to kept_dir (done.json last: the mark)."""
+    kept_dir.mkdir(parents=True, exist_ok=True)
+    for name in sorted(KEPT_RUN, key=lambda name: name == "done.json"):
+        if (run_dir / name).is_file():
+            shutil.copy2(run_dir / name, kept_dir / name)
+
+
+def keep_table(runs: Path, keep: Path) -> None:
+    """Copy the table's `KEPT_TABLE` files (its pin, choices and plan) to keep."""
+    keep.mkdir(parents=True, exist_ok=True)
+    for name in KEPT_TABLE:
+        if (runs / name).is_file():
+            shutil.copy2(runs / name, keep / name)
+
+
+def restore(keep: Path, runs: Path) -> list[str]:
+    """Copy back what --keep kept: the table's files where RUNS has none, and each kept
+    finished run that has not finished in RUNS (a partial one there, unless another process
+    trains it, is replaced). The names of the runs restored."""
+    runs.mkdir(parents=True, exist_ok=True)
+    for name in KEPT_TABLE:
+        if (keep / name).is_file() and not (runs / name).is_file():
+            shutil.copy2(keep / name, runs / name)
+    restored = []
+    for done in sorted(keep.glob("table/*/seed*/done.json")):
+        name = done.parent.relative_to(keep).as_posix()
+        target = runs / name
+        if (target / "done.json").is_file():
+            continue
+        target.mkdir(parents=True, exist_ok=True)
+        with (target / "lock").open("w") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # being trained here: left to that process
+            for stale in target.iterdir():
+                if stale.name != "lock":
+                    shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
+            keep_run(done.parent, target)
+        restored.append(name)
+    return restored
 
 
 def score(args: argparse.Namespace) -> dict[str, Any]:
@@ -309,6 +428,9 @@ def score(args: argparse.Namespace) -> dict[str, Any]:
 
     torch.set_num_threads(args.threads)
     runs = Path(args.runs)
+    if args.keep:
+        for name in restore(Path(args.keep), runs):
+            print(f"{name}: restored from {args.keep}", flush=True)
     records, waiting = [], []
     for row, seed in _runs_to_score(runs):
         run_dir = _run_dir(runs, row, seed)

@@ -31,7 +31,7 @@ def table(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dict]:
     """Three rows trained (seed 0) and scored: (data, runs, summary)."""
     data = _write_lfw(tmp_path_factory.mktemp("data") / "lfw")
     runs = tmp_path_factory.mktemp("runs")
-    assert _stage("table", data, runs, "--rows", *TABLE_ROWS) == 0
+    assert _stage("table", data, runs, "--rows", *TABLE_ROWS, "--samples", "3") == 0
     summary_path = runs / "summary.json"
     assert _stage("score", data, runs, "--summary", str(summary_path), "--samples", "3") == 0
     return data, runs, json.loads(summary_path.read_text())
@@ -274,3 +274,41 @@ def test_the_markdown_puts_the_peers_apart_and_says_the_goals_in_words(table) ->
         f"{best['value']:.2f}%" in text
     )
     assert "-CLL of CVAE (msc, NI) over CNN (msc, NI)'s:" in text
+
+
+@pytest.mark.slow
+def test_kept_runs_stand_in_for_a_lost_runs_folder(tmp_path: Path) -> None:
+    """--keep: each run is scored when it finishes and its small files (never a checkpoint)
+    kept; a new RUNS folder takes the kept runs as finished and scores to the same summary."""
+    data, keep = _write_lfw(tmp_path / "data"), tmp_path / "keep"
+    rows = ["CVAE (msc, NI)", "GDNN (msc)"]
+    first, second = tmp_path / "first", tmp_path / "second"
+    extra = ("--rows", *rows, "--samples", "3", "--keep", str(keep))
+    assert _stage("table", data, first, *extra) == 0
+    for row in rows:
+        run = first / "table" / lfw_study_table.slug(row) / "seed0"
+        assert (run / "test.json").is_file() and (run / "partial.json").is_file()
+    cvae_run = first / "table" / lfw_study_table.slug(rows[0]) / "seed0"
+    assert (cvae_run / lfw_study_table.SAMPLE_GRID).is_file()
+    kept = {p.relative_to(keep).as_posix() for p in keep.rglob("*") if p.is_file()}
+    assert not any(name.endswith(".pt") for name in kept)
+    assert {"plan.json", "choices.json", "table/CVAE_msc_NI/seed0/test.json"} <= kept
+    assert _stage("table", data, second, *extra) == 0  # restored: nothing trained
+    assert not list(second.rglob("*.pt"))
+    summaries = []
+    for runs in (first, second):
+        summary = runs / "summary.json"
+        assert _stage("score", data, runs, "--summary", str(summary), "--keep", str(keep)) == 0
+        summaries.append(json.loads(summary.read_text()))
+    assert summaries[0]["records"] == summaries[1]["records"]
+    assert summaries[0]["table4"]["cvae"] == summaries[1]["table4"]["cvae"]
+
+
+def test_no_choice_reads_a_test_score(tmp_path: Path) -> None:
+    """The choices are made on validation: a run's test record cannot move them."""
+    rows = ["CVAE (msc, NI)", "hybrid (msc, NI)"]
+    _finished(tmp_path, rows[0], 95.0)
+    _finished(tmp_path, rows[1], 94.0)
+    run = tmp_path / "table" / lfw_study_table.slug(rows[1]) / "seed0"
+    (run / "test.json").write_text(json.dumps({"pixel_accuracy": 99.9, "mean_iou": 99.9}))
+    assert lfw_study_table.choose(tmp_path, "table4_cvae", rows) == rows[0]
