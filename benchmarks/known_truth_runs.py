@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import fcntl
 import json
-import shutil
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -38,13 +37,14 @@ from pathlib import Path
 from typing import IO, Any
 
 import yaml
+from kept_runs import LOCK, copy_kept, restore_run
 
 from cvae_seg.config import Config
-from cvae_seg.io import atomic_write_bytes, atomic_write_text
+from cvae_seg.io import atomic_write_text
 from cvae_seg.training import train
 
 CHECKPOINT_INTERVAL = 500  # updates between the last.pt writes of a known-truth run
-RESULT, TIMING, LOCK = "result.json", "timing.json", "lock"
+RESULT, TIMING = "result.json", "timing.json"
 KEPT = (RESULT, TIMING, "config.yaml", "figure_samples.npz")  # what `keep` copies of a run
 
 
@@ -58,33 +58,17 @@ def keep(run_dir: Path, kept_dir: Path) -> list[Path]:
     """Copy the finished run's small files (`KEPT`) to kept_dir; the copies made."""
     if finished(run_dir) is None:
         raise ValueError(f"{run_dir}: not finished, nothing to keep")
-    kept_dir.mkdir(parents=True, exist_ok=True)
-    names = [name for name in KEPT if (run_dir / name).is_file()]
-    for name in sorted(names, key=lambda name: name == RESULT):  # result.json last
-        atomic_write_bytes(kept_dir / name, (run_dir / name).read_bytes())
-    return [kept_dir / name for name in names]
+    return copy_kept(run_dir, kept_dir, KEPT, RESULT)
 
 
 def restore(kept_runs: Path, runs_dir: Path) -> list[Path]:
     """Copy every kept finished run under kept_runs (K<k>/<model>/seed<n>) into runs_dir
-    where that run has not finished there; an unfinished run's files there (its partial
-    checkpoints) are removed first, unless another process holds it. The runs restored."""
+    where that run has not finished there (`kept_runs.restore_run`). The runs restored."""
     restored = []
     for result in sorted(kept_runs.glob(f"K*/*/seed*/{RESULT}")):
-        source = result.parent
-        target = runs_dir / source.relative_to(kept_runs)
-        if finished(target) is not None:
-            continue
-        with claimed(target) as lock:
-            if lock is None or finished(target) is not None:
-                continue
-            for stale in target.iterdir():
-                if stale.name != LOCK:
-                    shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
-            for name in sorted(KEPT, key=lambda name: name == RESULT):  # result.json last
-                if (source / name).is_file():
-                    shutil.copy2(source / name, target / name)
-        restored.append(target)
+        target = runs_dir / result.parent.relative_to(kept_runs)
+        if restore_run(result.parent, target, KEPT, RESULT):
+            restored.append(target)
     return restored
 
 

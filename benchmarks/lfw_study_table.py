@@ -36,6 +36,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from kept_runs import copy_kept, restore_run
 from lfw_study import RECIPES, Run, StudyError, _git, _now, _read_json, _write_json, read_curve
 
 BEST_STOCHASTIC = "best-stochastic"
@@ -354,10 +355,10 @@ def finish_run(runs: Path, run_name: str, args: argparse.Namespace) -> None:
     score_run(run_dir, row, seed, args)
     if seed == 0 and any(_objective(row) in o for o in TABLE4_OBJECTIVES.values()):
         partial_run(run_dir, args)
-    stochastic = _objective(row) in STOCHASTIC_OBJECTIVES
-    if stochastic and _best_checkpoint(run_dir).is_file():  # not when restored from --keep
-        if not (run_dir / SAMPLE_GRID).is_file():
-            sample_grid_of(run_dir, args)
+    drawn = (run_dir / SAMPLE_GRID).is_file()
+    restored = not _best_checkpoint(run_dir).is_file()  # from --keep: no checkpoint to draw
+    if _objective(row) in STOCHASTIC_OBJECTIVES and not (drawn or restored):
+        sample_grid_of(run_dir, args)
     if args.keep:
         keep_run(run_dir, Path(args.keep) / run_name)
         keep_table(runs, Path(args.keep))
@@ -380,10 +381,7 @@ def sample_grid_of(run_dir: Path, args: argparse.Namespace, count: int = 4) -> P
 
 def keep_run(run_dir: Path, kept_dir: Path) -> None:
     """Copy the finished run's `KEPT_RUN` files to kept_dir (done.json last: the mark)."""
-    kept_dir.mkdir(parents=True, exist_ok=True)
-    for name in sorted(KEPT_RUN, key=lambda name: name == "done.json"):
-        if (run_dir / name).is_file():
-            shutil.copy2(run_dir / name, kept_dir / name)
+    copy_kept(run_dir, kept_dir, KEPT_RUN, "done.json")
 
 
 def keep_table(runs: Path, keep: Path) -> None:
@@ -396,8 +394,8 @@ def keep_table(runs: Path, keep: Path) -> None:
 
 def restore(keep: Path, runs: Path) -> list[str]:
     """Copy back what --keep kept: the table's files where RUNS has none, and each kept
-    finished run that has not finished in RUNS (a partial one there, unless another process
-    trains it, is replaced). The names of the runs restored."""
+    finished run that has not finished in RUNS (`kept_runs.restore_run`). The names of the
+    runs restored."""
     runs.mkdir(parents=True, exist_ok=True)
     for name in KEPT_TABLE:
         if (keep / name).is_file() and not (runs / name).is_file():
@@ -405,20 +403,8 @@ def restore(keep: Path, runs: Path) -> list[str]:
     restored = []
     for done in sorted(keep.glob("table/*/seed*/done.json")):
         name = done.parent.relative_to(keep).as_posix()
-        target = runs / name
-        if (target / "done.json").is_file():
-            continue
-        target.mkdir(parents=True, exist_ok=True)
-        with (target / "lock").open("w") as lock:
-            try:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                continue  # being trained here: left to that process
-            for stale in target.iterdir():
-                if stale.name != "lock":
-                    shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
-            keep_run(done.parent, target)
-        restored.append(name)
+        if restore_run(done.parent, runs / name, KEPT_RUN, "done.json"):
+            restored.append(name)
     return restored
 
 
