@@ -172,9 +172,9 @@ def collect(args: argparse.Namespace) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------- the test-split summary
-def _cell(stat: dict[str, Any]) -> str:
+def _cell(stat: dict[str, Any], digits: int = 2) -> str:
     error = stat["stderr"]
-    return f"{stat['mean']:.2f}" + ("" if error is None else f" ± {error:.2f}")
+    return f"{stat['mean']:.{digits}f}" + ("" if error is None else f" ± {error:.{digits}f}")
 
 
 def _models_table(models: dict[str, Any], estimators: dict[str, str]) -> list[str]:
@@ -183,13 +183,14 @@ def _models_table(models: dict[str, Any], estimators: dict[str, str]) -> list[st
     lines = [
         "| model | seeds | pixel acc. (%) | class acc. (%) | mean IoU (%) | "
         + " | ".join(f"IoU {name} (%)" for name in classes)
-        + " | -CLL (nats) | estimator | CPU-h per run |",
-        "|---|---|---|---|---|" + "---|" * len(classes) + "---|---|---|",
+        + " | -CLL (nats) | estimator | ECE | CPU-h per run |",
+        "|---|---|---|---|---|" + "---|" * len(classes) + "---|---|---|---|",
     ]
     for row, entry in models.items():
         cells = [_cell(entry[k]) for k in ("pixel_accuracy", "class_accuracy", "mean_iou")]
         cells += [_cell(entry["iou"][name]) for name in classes]
-        cells += [_cell(entry["nll"]), estimators[row], f"{entry['cpu_hours']:.2f}"]
+        cells += [_cell(entry["nll"]), estimators[row], _cell(entry["ece"], 4)]
+        cells.append(f"{entry['cpu_hours']:.2f}")
         lines.append(f"| {row} | {len(entry['seeds'])} | " + " | ".join(cells) + " |")
     return lines
 
@@ -254,7 +255,8 @@ def summary_markdown(summary: dict[str, Any]) -> str:
         lines += ["", "The peers (issue 20), each on the same backbone, data and training:", ""]
         lines += _models_table(peers, estimators)
     lines += ["", f"Test split, scored once; S = {summary['likelihood_samples']} for the "
-              "estimated -CLL. " + f"Command: `{summary['command']}`; {summary['hardware']}; "
+              "estimated -CLL; ECE (15 bins) of the mean of 16 samples' softmax. "
+              f"Command: `{summary['command']}`; {summary['hardware']}; "
               f"{summary['date']}."]  # fmt: skip
     if summary["unfinished"]:
         lines.append(f"Not finished yet: {', '.join(summary['unfinished'])}.")

@@ -57,6 +57,7 @@ TABLE4_OBJECTIVES = {"cvae": ("cvae", "hybrid"), "gdnn": ("gdnn",)}
 KEPT_RUN = ("run.json", "curve.csv", "done.json", "test.json", "partial.json")
 KEPT_TABLE = ("study.json", "choices.json", "plan.json")
 SAMPLE_GRID = "test_samples.png"  # a stochastic run's samples of test images (not kept)
+CALIBRATION_SAMPLES = 16  # the ECE's predictive distribution: the mean of 16 samples' softmax
 # data settings that turn the (LFW-based) recipe configs into the same run on CUB
 DATASET_OVERRIDES = {"lfw": [], "cub": ["data.dataset=cub", "data.val_fraction=0.1"]}
 
@@ -266,7 +267,8 @@ def score_run(run_dir: Path, row: str, seed: int, args: argparse.Namespace) -> d
     device = next(model.parameters()).device
     torch.manual_seed(seed)
     metrics = evaluate(model, _test_loader(config, device), classes, device,
-                       num_samples=args.samples, progress=None)  # fmt: skip
+                       num_samples=args.samples, progress=None,
+                       calibration_samples=CALIBRATION_SAMPLES)  # fmt: skip
     done, curve = _read_json(run_dir / "done.json"), read_curve(run_dir)
     record = {
         "model": row, "head": config.model.head, "objective": config.model.objective,
@@ -282,6 +284,7 @@ def score_run(run_dir: Path, row: str, seed: int, args: argparse.Namespace) -> d
         "nll": metrics["nll"], "nll_stderr": metrics["nll_stderr"],
         "nll_estimator": model.likelihood_method,
         "nll_samples": 1 if model.likelihood_method == "exact" else args.samples,
+        "ece": metrics["ece"], "ece_samples": CALIBRATION_SAMPLES,
         "recipe": done["recipe"], "run": str(run_dir), "trained_at": done["commit"],
         "scored_at": _git("rev-parse", "HEAD"), "scored": _now(),
     }  # fmt: skip
@@ -422,6 +425,8 @@ def score(args: argparse.Namespace) -> dict[str, Any]:
         run_dir = _run_dir(runs, row, seed)
         if (run_dir / "done.json").is_file():
             records.append(score_run(run_dir, row, seed, args))
+            if args.keep:
+                keep_run(run_dir, Path(args.keep) / run_dir.relative_to(runs))
         else:
             waiting.append(f"{row} seed {seed}")
     summary = {
@@ -461,7 +466,7 @@ def _hardware(device: str) -> str:
 
 
 # ------------------------------------------------------------------ means and the goals
-METRICS = ("pixel_accuracy", "class_accuracy", "mean_iou", "nll")
+METRICS = ("pixel_accuracy", "class_accuracy", "mean_iou", "nll", "ece")
 
 
 def aggregate(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:

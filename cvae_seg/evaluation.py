@@ -43,18 +43,25 @@ def evaluate(
     autocast_dtype: torch.dtype | None = None,
     progress: str | None = "eval",
     across_processes: bool = False,
+    calibration_samples: int = 0,
 ) -> dict[str, float]:
     """Pixel and class accuracy, per-class / mean / foreground IoU (%), and the negative CLL.
 
+    ``calibration_samples`` > 0 adds ``ece``: the top-label expected calibration error
+    (15 bins, a fraction) of the mean of that many samples' softmax, the predictive
+    distribution of a sampling model (`cvae_seg.metrics.expected_calibration_error`).
     ``across_processes``: each torchrun process evaluated a shard; pool them all (every
     process gets the same result).
     """
+    if not isinstance(calibration_samples, int) or calibration_samples < 0:
+        raise ValueError(f"calibration_samples must be >= 0, got {calibration_samples!r}")
     num_classes = len(class_names)
     ignore = model.ignore_index
     accuracy = metrics.PixelAccuracy(num_classes, ignore)
     class_accuracy = metrics.ClassAccuracy(num_classes, ignore)
     iou = metrics.MeanIoU(num_classes, ignore)
     foreground = metrics.ForegroundIoU(ignore_index=ignore)
+    calibration = metrics.ExpectedCalibrationError(ignore_index=ignore)
     negative_ll: list[torch.Tensor] = []
     autocast = torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None)
     for x, y in _batches(loader, device, progress):
@@ -63,6 +70,9 @@ def evaluate(
             if likelihood:
                 ll = model.log_likelihood(x, y, num_samples=num_samples, chunk_size=chunk_size)
                 negative_ll.append(-ll.float().cpu())
+            if calibration_samples:
+                samples = model.sample(x, calibration_samples).float()
+                calibration.update(torch.softmax(samples, 2).mean(0), y)
         pred = logits.argmax(1)
         for accumulator in (accuracy, class_accuracy, iou, foreground):
             accumulator.update(pred, y)
@@ -77,6 +87,10 @@ def evaluate(
     }
     for name, value in zip(class_names, iou.per_class().tolist(), strict=True):
         result[f"iou_{name}"] = 100 * value
+    if calibration_samples:
+        if across_processes:
+            calibration.sync()
+        result["ece"] = float(calibration.compute())
     if likelihood:
         values = torch.cat(negative_ll or [torch.empty(0)])
         result.update(_nll_summary(values, num_samples, across_processes))

@@ -14,6 +14,7 @@ import contextlib
 import logging
 import os
 import re
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
@@ -27,13 +28,14 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-_TEMPORARY = re.compile(r"^\.(?P<name>.+)\.tmp-(?P<pid>\d+)$")
+_TEMPORARY = re.compile(r"^\.(?P<name>.+)\.tmp-(?P<pid>\d+)(?:-\d+)?$")
 
 
 def temporary_name(path: str | os.PathLike) -> Path:
-    """The temporary file that `atomic_write` uses for ``path`` in this process."""
+    """The temporary file that `atomic_write` uses for ``path`` in this process and thread
+    (two threads writing one file at once, each a whole copy, must not share one)."""
     path = Path(path)
-    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    return path.with_name(f".{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
 
 
 def _fsync_folder(folder: Path) -> None:

@@ -86,9 +86,34 @@ def test_cleanup_spares_live_writers_and_other_files(tmp_path):
     live = tmp_path / f".best.pt.tmp-{os.getppid()}"  # the parent runs: its write may be on
     mine = temporary_name(tmp_path / "metrics.csv")  # this process starts: nothing under way
     user = [tmp_path / "notes.tmp", tmp_path / ".hidden", tmp_path / "x.tmp-12"]
-    for path in [dead, live, mine, *user]:
+    old = tmp_path / f".curve.csv.tmp-{_dead_pid()}-7"  # a dead process's thread: also stale
+    for path in [dead, live, mine, old, *user]:
         path.write_text("x")
-    assert mine.name == f".metrics.csv.tmp-{os.getpid()}"
-    assert sorted(remove_stale_temporaries(tmp_path)) == sorted([dead, mine])
+    assert mine.name.startswith(f".metrics.csv.tmp-{os.getpid()}-")
+    assert sorted(remove_stale_temporaries(tmp_path)) == sorted([dead, mine, old])
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in [live, *user])
     assert remove_stale_temporaries(tmp_path / "absent") == []
+
+
+def test_two_threads_writing_one_file_at_once_both_succeed(tmp_path):
+    """Each thread writes through its own temporary file: neither rename finds the other's
+    file gone (two table runs scored at once fill the same data cache)."""
+    import threading
+
+    target, barrier, errors = tmp_path / "cache.npz", threading.Barrier(2), []
+
+    def write(data: bytes) -> None:
+        barrier.wait()
+        try:
+            for _ in range(50):
+                atomic_write_bytes(target, data)
+        except OSError as error:
+            errors.append(error)
+
+    threads = [threading.Thread(target=write, args=(bytes([n]) * 4096,)) for n in (1, 2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == [] and target.read_bytes() in (b"\1" * 4096, b"\2" * 4096)
+    assert [p.name for p in tmp_path.iterdir()] == ["cache.npz"]

@@ -61,6 +61,7 @@ def test_score_records_every_run_on_the_test_split(table) -> None:
         assert record["updates"] == 4 and record["cpu_hours"] > 0
         assert set(record["iou"]) == {"background", "hair", "skin"}
         assert 0 <= record["pixel_accuracy"] <= 100 and record["nll"] > 0
+        assert 0 <= record["ece"] <= 1 and record["ece_samples"] == 16
     assert records["CVAE (msc, NI)"]["nll_estimator"] == "importance"
     assert records["CVAE (msc, NI)"]["nll_samples"] == 3
     assert records["CNN (msc, NI)"]["nll_estimator"] == "exact"
@@ -236,7 +237,7 @@ def test_the_goals_count_table_2_rows_not_the_peers() -> None:
 
 def _record(model: str, accuracy: float, seed: int = 0, iou: float = 80.0, val=None) -> dict:
     return {"model": model, "seed": seed, "pixel_accuracy": accuracy, "class_accuracy": 90.0,
-            "mean_iou": iou, "iou": {"hair": 70.0}, "nll": 1.0, "cpu_hours": 0.5,
+            "mean_iou": iou, "iou": {"hair": 70.0}, "nll": 1.0, "ece": 0.01, "cpu_hours": 0.5,
             "val_pixel_accuracy": accuracy if val is None else val}  # fmt: skip
 
 

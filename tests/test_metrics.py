@@ -375,3 +375,35 @@ def test_ece_refuses_logits_and_bad_shapes():
         metrics.expected_calibration_error(probs, target + 2)
     with pytest.raises(ValueError, match="num_bins"):
         metrics.ExpectedCalibrationError(num_bins=0)
+
+
+def test_evaluate_reports_the_ece_of_the_mean_of_the_samples_softmax():
+    """evaluate(..., calibration_samples=S): the ECE of the predictive distribution, the
+    same number as the metric fed by hand with S samples drawn under the same seed."""
+    import cvae_seg
+    from cvae_seg.config import DataConfig
+    from cvae_seg.data import build_dataset
+    from cvae_seg.evaluation import evaluate
+
+    data = build_dataset(DataConfig(dataset="shapes", size=32, shapes_val=6), "val", train=False)
+    loader = torch.utils.data.DataLoader(data, batch_size=3)
+    model = cvae_seg.create_model(
+        "Unet", encoder_name="tu-test_resnet", encoder_weights=None, classes=len(data.classes)
+    ).eval()
+    cpu = torch.device("cpu")
+    plain = evaluate(model, loader, data.classes, cpu, likelihood=False, progress=None)
+    assert "ece" not in plain
+    torch.manual_seed(3)
+    scored = evaluate(model, loader, data.classes, cpu, likelihood=False, progress=None,
+                      calibration_samples=4)  # fmt: skip
+    torch.manual_seed(3)
+    by_hand = metrics.ExpectedCalibrationError()
+    for batch in loader:
+        x, y = batch["image"], batch["mask"]
+        model.predict(x)  # evaluate draws nothing for the prediction: the same random stream
+        by_hand.update(torch.softmax(model.sample(x, 4), 2).mean(0), y)
+    assert scored["ece"] == pytest.approx(float(by_hand.compute()), abs=1e-12)
+    assert 0.0 < scored["ece"] < 1.0
+    assert {k: v for k, v in scored.items() if k != "ece"} == plain
+    with pytest.raises(ValueError, match="calibration_samples"):
+        evaluate(model, loader, data.classes, cpu, progress=None, calibration_samples=-1)
