@@ -11,20 +11,42 @@ before training what is missing. The studies' own modules say which files
 from __future__ import annotations
 
 import fcntl
+import json
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
+
+from cvae_seg.io import atomic_write_bytes
 
 LOCK = "lock"  # the file a run's trainer holds (flock) while it trains the run
 
 
+class KeptFileError(ValueError):
+    """A run's or a study's file that cannot be read (cut short, edited by hand)."""
+
+
+def read_json(path: Path) -> Any:
+    """The JSON file's content, None when there is none; a damaged one is a `KeptFileError`
+    that names it."""
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        message = f"{path}: not valid JSON ({error}); remove it or put back a good copy"
+        raise KeptFileError(message) from None
+
+
 def copy_kept(source: Path, target: Path, names: Sequence[str], mark: str) -> list[Path]:
-    """Copy those of ``names`` that ``source`` holds into ``target``, ``mark`` (the file
-    whose presence says "finished") last, so a copy cut short never looks finished."""
+    """Copy those of ``names`` that ``source`` holds into ``target``, each file whole or not
+    at all (an atomic write: the kept folder may be committed or read while a run is kept),
+    ``mark`` (the file whose presence says "finished") last, so a copy cut short never
+    looks finished."""
     target.mkdir(parents=True, exist_ok=True)
     present = [name for name in names if (source / name).is_file()]
     for name in sorted(present, key=lambda name: name == mark):
-        shutil.copy2(source / name, target / name)
+        atomic_write_bytes(target / name, (source / name).read_bytes())
     return [target / name for name in present]
 
 

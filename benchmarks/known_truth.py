@@ -92,6 +92,7 @@ from known_truth_report import (  # noqa: E402
 )
 from known_truth_runs import (  # noqa: E402
     CHECKPOINT_INTERVAL,
+    KeptFileError,
     OtherSettings,
     check_same_config,
     check_same_scoring,
@@ -287,8 +288,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--work-dir", type=Path, default=Path("work_dirs/known_truth"))
     parser.add_argument(
         "--keep", type=Path, default=None, metavar="DIR",
-        help="copy each finished run's small files (no checkpoints) to DIR, and take the runs "
-        "kept there as finished (a study that outlives its machine)",
+        help="copy each finished run's small files (no checkpoints) to DIR/<budget>_<steps>steps, "
+        "and take the runs kept there as finished (a study that outlives its machine)",
     )  # fmt: skip
     parser.add_argument(
         "--out",
@@ -362,7 +363,7 @@ def main(argv: list[str] | None = None) -> dict:
         budget["steps"] = args.steps
     try:
         return run_benchmark(args, budget, argv)
-    except OtherSettings as error:
+    except (OtherSettings, KeptFileError) as error:
         parser.error(str(error))
 
 
@@ -399,12 +400,15 @@ def run_benchmark(args: argparse.Namespace, budget: dict, argv: list[str] | None
     plan = [(k, spec, seed) for k in tasks for spec in _models(args) for seed in seeds]
     configs = {(k, spec.name, seed): _config(args, budget, k, spec, seed) for k, spec, seed in plan}
     scoring = _scoring(args, budget)
-    if args.keep is not None:
-        for run_dir in restore(args.keep, runs_dir):
-            print(f"{run_dir}: restored from {args.keep}", flush=True)
-    for (k, name, seed), config in configs.items():  # before any training
-        check_same_config(runs_dir / f"K{k}" / name / f"seed{seed}", config)
-        check_same_scoring(runs_dir / f"K{k}" / name / f"seed{seed}", scoring)
+    names = [f"K{k}/{name}/seed{seed}" for k, name, seed in configs]
+    kept = None if args.keep is None else args.keep / runs_dir.name
+    for folder in [runs_dir] if kept is None else [kept, runs_dir]:  # before any training
+        for name, config in zip(names, configs.values(), strict=True):
+            check_same_config(folder / name, config)
+            check_same_scoring(folder / name, scoring)
+    if kept is not None:
+        for run_dir in restore(kept, runs_dir, names):
+            print(f"{run_dir}: restored from {kept}", flush=True)
     for k, spec, seed in plan:
         run_dir = runs_dir / f"K{k}" / spec.name / f"seed{seed}"
         if finished(run_dir) is not None:
@@ -414,8 +418,8 @@ def run_benchmark(args: argparse.Namespace, budget: dict, argv: list[str] | None
                 continue  # another process holds it, or has just finished it
             config = configs[k, spec.name, seed]
             row = _train_and_score(args, budget, config, k, spec, seed, run_dir, device)
-            if args.keep is not None:
-                keep(run_dir, args.keep / run_dir.relative_to(runs_dir))
+            if kept is not None:
+                keep(run_dir, kept / run_dir.relative_to(runs_dir))
         print(k, spec.name, seed, row["seconds"], "s", row.get("failed") or _brief(row["test"]),
               flush=True)  # fmt: skip
         write_report(_gathered(report, runs_dir, plan), args.out)

@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import yaml
-from kept_runs import LOCK, copy_kept, restore_run
+from kept_runs import LOCK, KeptFileError, copy_kept, read_json, restore_run
 
 from cvae_seg.config import Config
 from cvae_seg.io import atomic_write_text
@@ -50,25 +50,32 @@ KEPT = (RESULT, TIMING, "config.yaml", "figure_samples.npz")  # what `keep` copi
 
 def finished(run_dir: Path) -> dict[str, Any] | None:
     """The run's kept row of the report, or None when it has not finished."""
-    path = run_dir / RESULT
-    return json.loads(path.read_text()) if path.is_file() else None
+    return read_json(run_dir / RESULT)
 
 
 def keep(run_dir: Path, kept_dir: Path) -> list[Path]:
-    """Copy the finished run's small files (`KEPT`) to kept_dir; the copies made."""
-    if finished(run_dir) is None:
+    """Copy the finished run's small files (`KEPT`) to kept_dir; the copies made. A failed
+    run is not kept: a later machine trains it again."""
+    row = finished(run_dir)
+    if row is None:
         raise ValueError(f"{run_dir}: not finished, nothing to keep")
+    if "failed" in row:
+        return []
     return copy_kept(run_dir, kept_dir, KEPT, RESULT)
 
 
-def restore(kept_runs: Path, runs_dir: Path) -> list[Path]:
-    """Copy every kept finished run under kept_runs (K<k>/<model>/seed<n>) into runs_dir
-    where that run has not finished there (`kept_runs.restore_run`). The runs restored."""
+def restore(kept_runs: Path, runs_dir: Path, names: list[str]) -> list[Path]:
+    """Copy the kept finished runs ``names`` (K<k>/<model>/seed<n>, under kept_runs) into
+    runs_dir where that run has not finished there (`kept_runs.restore_run`); a failed run
+    is not restored. The caller checks the kept runs' settings first (`check_same_config`,
+    `check_same_scoring`). The runs restored."""
     restored = []
-    for result in sorted(kept_runs.glob(f"K*/*/seed*/{RESULT}")):
-        target = runs_dir / result.parent.relative_to(kept_runs)
-        if restore_run(result.parent, target, KEPT, RESULT):
-            restored.append(target)
+    for name in names:
+        kept = finished(kept_runs / name)
+        if kept is None or "failed" in kept:
+            continue
+        if restore_run(kept_runs / name, runs_dir / name, KEPT, RESULT):
+            restored.append(runs_dir / name)
     return restored
 
 
@@ -90,6 +97,10 @@ def claimed(run_dir: Path) -> Iterator[IO[str] | None]:
 
 class OtherSettings(ValueError):
     """A run folder holds a run made with other settings than the command's."""
+
+
+__all__ = ["KeptFileError", "OtherSettings", "claimed", "finished", "keep", "restore",
+           "train_and_score"]  # fmt: skip
 
 
 def check_same_config(run_dir: Path, config: Config) -> None:

@@ -46,6 +46,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from kept_runs import KeptFileError, read_json
+
 ROOT = Path(__file__).resolve().parents[1]
 # recipe -> the configs (configs/<name>.yaml) it trains in turn, each resuming the previous
 RECIPES: dict[str, tuple[str, ...]] = {
@@ -90,7 +92,7 @@ def _write_json(path: Path, data: Any) -> None:
 
 
 def _read_json(path: Path) -> Any:
-    return json.loads(path.read_text()) if path.is_file() else None
+    return read_json(path)
 
 
 def _git(*args: str, cwd: Path = ROOT) -> str:
@@ -526,16 +528,15 @@ def main(argv: list[str] | None = None) -> int:
             score(args)
             return 0
         if args.stage == "table":
-            from lfw_study_table import finish_run, restore, table_runs
+            from lfw_study_table import finish_run, restore_table, table_runs
 
             if args.keep:
-                for name in restore(Path(args.keep), Path(args.runs)):
-                    print(f"{name}: restored from {args.keep}", flush=True)
+                restore_table(Path(args.keep), Path(args.runs))
             runs = table_runs(args)
             outcomes = train_runs(args, runs, lambda name: finish_run(Path(args.runs), name, args))
         else:
             outcomes = run_recipes(args)
-    except StudyError as error:
+    except (StudyError, KeptFileError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     return 0 if all(not o.startswith(("failed", "refused")) for o in outcomes.values()) else 1

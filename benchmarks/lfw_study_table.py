@@ -29,8 +29,8 @@ import fcntl
 import json
 import math
 import shlex
-import shutil
 import sys
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -58,6 +58,9 @@ KEPT_RUN = ("run.json", "curve.csv", "done.json", "test.json", "partial.json")
 KEPT_TABLE = ("study.json", "choices.json", "plan.json")
 SAMPLE_GRID = "test_samples.png"  # a stochastic run's samples of test images (not kept)
 CALIBRATION_SAMPLES = 16  # the ECE's predictive distribution: the mean of 16 samples' softmax
+# one run finished at a time in a table process: --jobs 2 runs finish in two threads, and
+# scoring seeds torch's one global random generator (the sampled -CLL and ECE)
+_FINISHING = threading.Lock()
 # data settings that turn the (LFW-based) recipe configs into the same run on CUB
 DATASET_OVERRIDES = {"lfw": [], "cub": ["data.dataset=cub", "data.val_fraction=0.1"]}
 
@@ -210,10 +213,13 @@ def _recipe(args: argparse.Namespace) -> str:
 
 
 def table_runs(args: argparse.Namespace) -> list[Run]:
-    """The runs of ``--rows`` x ``--seeds`` with the recipe ``--recipe``."""
+    """The runs of ``--rows`` x ``--seeds`` with the recipe ``--recipe``; with --keep, the
+    kept runs restored first (`restore_table` must have merged the kept choices and plan)."""
     args.recipe = _recipe(args)
     if args.recipe not in RECIPES:
         raise StudyError(f"unknown --recipe {args.recipe!r}; known: {', '.join(RECIPES)}")
+    if args.keep:  # before the choices, which read the seed-0 runs
+        restore_runs(Path(args.keep), Path(args.runs), args.recipe, args)
     known = [*_rows(), *PEER_ROWS]
     rows = []
     for row in args.rows or list(_rows()):
@@ -350,6 +356,11 @@ def finish_run(runs: Path, run_name: str, args: argparse.Namespace) -> None:
     Table 4 grid (a seed-0 Table 4 candidate), its sample grid (a stochastic row; the one
     thing not kept, so a run restored from --keep has none); then, with --keep, its kept
     copy (`keep_run`)."""
+    with _FINISHING:
+        _finish_run(runs, run_name, args)
+
+
+def _finish_run(runs: Path, run_name: str, args: argparse.Namespace) -> None:
     import torch
 
     torch.set_num_threads(args.threads)
@@ -388,25 +399,58 @@ def keep_run(run_dir: Path, kept_dir: Path) -> None:
 
 
 def keep_table(runs: Path, keep: Path) -> None:
-    """Copy the table's `KEPT_TABLE` files (its pin, choices and plan) to keep."""
-    keep.mkdir(parents=True, exist_ok=True)
-    for name in KEPT_TABLE:
-        if (runs / name).is_file():
-            shutil.copy2(runs / name, keep / name)
+    """Copy the table's `KEPT_TABLE` files (its pin, choices and plan) to keep, each whole
+    or not at all. RUNS holds all that keep held (`restore_table` merged it in first)."""
+    copy_kept(runs, keep, KEPT_TABLE, mark="")
 
 
-def restore(keep: Path, runs: Path) -> list[str]:
-    """Copy back what --keep kept: the table's files where RUNS has none, and each kept
-    finished run that has not finished in RUNS (`kept_runs.restore_run`). The names of the
-    runs restored."""
+def restore_table(keep: Path, runs: Path) -> None:
+    """Merge the kept table files into RUNS: the pin where RUNS has none, the union of the
+    two plans, and the union of the choices, refusing a choice the two made differently."""
     runs.mkdir(parents=True, exist_ok=True)
-    for name in KEPT_TABLE:
-        if (keep / name).is_file() and not (runs / name).is_file():
-            shutil.copy2(keep / name, runs / name)
+    if (keep / "study.json").is_file() and not (runs / "study.json").is_file():
+        copy_kept(keep, runs, ["study.json"], mark="")
+    with _locked_json(runs, "plan.json") as plan:
+        planned = plan.setdefault("runs", [])
+        planned += [run for run in (_read_json(keep / "plan.json") or {}).get("runs", [])
+                    if run not in planned]  # fmt: skip
+    with _choices(runs) as choices:
+        for name, kept in (_read_json(keep / "choices.json") or {}).items():
+            mine = choices.setdefault(name, kept)
+            if _chosen(mine) != _chosen(kept):
+                raise StudyError(
+                    f"{keep / 'choices.json'} has {name} = {_chosen(kept)}, "
+                    f"{runs / 'choices.json'} has {_chosen(mine)}: two tables in one --keep "
+                    "or --runs folder; give each its own"
+                )
+
+
+def _chosen(choice: dict[str, Any]) -> Any:
+    return choice.get("row", choice.get("recipe"))
+
+
+def restore_runs(keep: Path, runs: Path, recipe: str, args: argparse.Namespace) -> list[str]:
+    """Copy back each kept finished run that has not finished in RUNS (`kept_runs.
+    restore_run`), once its run.json shows this table's recipe and the settings its row
+    and seed get here (another data set or --set is refused, naming the file). The names of
+    the runs restored."""
     restored = []
     for done in sorted(keep.glob("table/*/seed*/done.json")):
         name = done.parent.relative_to(keep).as_posix()
+        record = _read_json(done.parent / "run.json") or {}
+        try:
+            row, seed = row_and_seed(name)
+        except KeyError:
+            raise StudyError(f"{done.parent}: no row of the table has this folder") from None
+        wanted = [*args.set, *row_overrides(row, seed, args.dataset)]
+        if (record.get("recipe"), record.get("overrides")) != (recipe, wanted):
+            raise StudyError(
+                f"{done.parent / 'run.json'}: kept with recipe {record.get('recipe')} and "
+                f"overrides {record.get('overrides')}; this table gives {recipe} and {wanted} "
+                "(another table: give it its own --keep folder)"
+            )
         if restore_run(done.parent, runs / name, KEPT_RUN, "done.json"):
+            print(f"{name}: restored from {keep}", flush=True)
             restored.append(name)
     return restored
 
@@ -418,15 +462,15 @@ def score(args: argparse.Namespace) -> dict[str, Any]:
     torch.set_num_threads(args.threads)
     runs = Path(args.runs)
     if args.keep:
-        for name in restore(Path(args.keep), runs):
-            print(f"{name}: restored from {args.keep}", flush=True)
-    records, waiting = [], []
+        restore_table(Path(args.keep), runs)
+        recipe = _chosen((_read_json(runs / "choices.json") or {}).get("recipe", {}))
+        restore_runs(Path(args.keep), runs, recipe, args)
+    records, waiting, scored = [], [], []
     for row, seed in _runs_to_score(runs):
         run_dir = _run_dir(runs, row, seed)
         if (run_dir / "done.json").is_file():
             records.append(score_run(run_dir, row, seed, args))
-            if args.keep:
-                keep_run(run_dir, Path(args.keep) / run_dir.relative_to(runs))
+            scored.append(run_dir)
         else:
             waiting.append(f"{row} seed {seed}")
     summary = {
@@ -441,6 +485,10 @@ def score(args: argparse.Namespace) -> dict[str, Any]:
         "table4": table4(runs, args, make=not waiting),
         "choices": _read_json(runs / "choices.json") or {},
     }
+    if args.keep:  # after Table 4: its grids (partial.json) are kept with their runs
+        for run_dir in scored:
+            keep_run(run_dir, Path(args.keep) / run_dir.relative_to(runs))
+        keep_table(runs, Path(args.keep))
     from lfw_study_report import write_summary
 
     write_summary(summary, Path(args.summary))

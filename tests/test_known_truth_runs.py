@@ -139,14 +139,17 @@ def test_a_setting_added_since_at_its_default_is_no_other_setting(tmp_path, caps
 
 def test_kept_runs_stand_in_for_a_lost_work_dir_and_draw_the_same_figure(tmp_path):
     """--keep: a study that outlives its machine keeps each finished run's small files (no
-    checkpoints); a new work dir takes them as finished, and the figure draws from them."""
+    checkpoints); a new work dir takes them as finished, and the figure draws from them the
+    picture the checkpoints draw (a sampling model: its rows depend on the random stream)."""
     kept = tmp_path / "kept"
-    first = _run(tmp_path / "a", "--keep", str(kept), "--figure", str(tmp_path / "a.png"))
+    models = ("--objectives", "cnn", "gsnn")
+    first = _run(tmp_path / "a", *models, "--keep", str(kept), "--figure", str(tmp_path / "a.png"))
     files = sorted(p.relative_to(kept).as_posix() for p in kept.rglob("*") if p.is_file())
-    assert files == [f"K2/cnn/seed0/{name}" for name in sorted(known_truth_runs.KEPT)]
-    again = _run(tmp_path / "b", "--keep", str(kept), "--figure", str(tmp_path / "b.png"))
+    names = sorted(known_truth_runs.KEPT)
+    assert files == [f"ci_4steps/K2/{model}/seed0/{name}" for model in models[1:] for name in names]
+    again = _run(tmp_path / "b", *models, "--keep", str(kept), "--figure", str(tmp_path / "b.png"))
     assert again["runs"] == first["runs"] and again["unfinished"] == []
-    assert not (_run_dir(tmp_path / "b") / "best.pt").exists()  # restored, not trained
+    assert not list((tmp_path / "b").rglob("best.pt"))  # restored, not trained
     with Image.open(tmp_path / "a.png") as a, Image.open(tmp_path / "b.png") as b:
         assert np.array_equal(np.asarray(a), np.asarray(b))
 
@@ -158,13 +161,48 @@ def test_a_kept_run_replaces_a_partial_one_but_not_one_being_trained(tmp_path, m
         stop_at_training_step(patch, 3)
         with pytest.raises(KeyboardInterrupt):
             _run(tmp_path / "b")
-    runs = tmp_path / "b" / "ci_4steps"
+    runs, names = tmp_path / "b" / "ci_4steps", ["K2/cnn/seed0"]
     with known_truth_runs.claimed(_run_dir(tmp_path / "b")) as held:
-        assert held is not None and known_truth_runs.restore(kept, runs) == []
-    assert known_truth_runs.restore(kept, runs) == [_run_dir(tmp_path / "b")]
+        assert held is not None and known_truth_runs.restore(kept / "ci_4steps", runs, names) == []
+    assert known_truth_runs.restore(kept / "ci_4steps", runs, names) == [_run_dir(tmp_path / "b")]
     assert not (_run_dir(tmp_path / "b") / "last.pt").exists()
     assert known_truth_runs.finished(_run_dir(tmp_path / "b")) == (
         known_truth_runs.finished(_run_dir(tmp_path / "a"))
     )
     with pytest.raises(ValueError, match="not finished"):
         known_truth_runs.keep(tmp_path / "nothing", kept / "x")
+
+
+def test_kept_runs_of_another_study_are_refused_before_anything_is_removed(tmp_path, monkeypatch,
+                                                                          capsys):  # fmt: skip
+    """A kept run made with other settings (another --extra) is refused by name, and the
+    work dir's own partial run is left as it was."""
+    kept = tmp_path / "kept"
+    _run(tmp_path / "a", "--keep", str(kept))
+    with monkeypatch.context() as patch:
+        stop_at_training_step(patch, 3)
+        with pytest.raises(KeyboardInterrupt):
+            _run(tmp_path / "b", "--extra", "train.lr=0.001")
+    with pytest.raises(SystemExit):
+        _run(tmp_path / "b", "--extra", "train.lr=0.001", "--keep", str(kept))
+    error = capsys.readouterr().err
+    assert str(kept / "ci_4steps" / "K2" / "cnn" / "seed0") in error and "train.lr" in error
+    assert (_run_dir(tmp_path / "b") / "last.pt").is_file()
+
+
+def test_a_failed_run_is_not_kept(tmp_path, monkeypatch):
+    def diverging(config, *args, **kwargs):
+        raise FloatingPointError("step 3 (rank 0): the loss is nan")
+
+    monkeypatch.setattr(known_truth_runs, "train", diverging)
+    report = _run(tmp_path / "a", "--keep", str(tmp_path / "kept"))
+    assert report["failed"] and not list((tmp_path / "kept").rglob("result.json"))
+
+
+def test_a_damaged_result_is_an_error_that_names_it(tmp_path, capsys):
+    _run(tmp_path)
+    result = _run_dir(tmp_path) / "result.json"
+    result.write_text('{"k": 2, "objec')
+    with pytest.raises(SystemExit):
+        _run(tmp_path)
+    assert f"{result}: not valid JSON" in capsys.readouterr().err

@@ -313,3 +313,41 @@ def test_no_choice_reads_a_test_score(tmp_path: Path) -> None:
     run = tmp_path / "table" / lfw_study_table.slug(rows[1]) / "seed0"
     (run / "test.json").write_text(json.dumps({"pixel_accuracy": 99.9, "mean_iou": 99.9}))
     assert lfw_study_table.choose(tmp_path, "table4_cvae", rows) == rows[0]
+
+
+def _kept_run(keep: Path, row: str, seed: int, overrides: list[str], recipe: str) -> None:
+    run = keep / "table" / lfw_study_table.slug(row) / f"seed{seed}"
+    run.mkdir(parents=True)
+    (run / "run.json").write_text(json.dumps({"recipe": recipe, "overrides": overrides}))
+    (run / "done.json").write_text(json.dumps({"recipe": recipe}))
+
+
+def test_a_kept_run_of_another_table_is_refused_by_name(tmp_path: Path) -> None:
+    """A CUB table (or another --set) given the LFW table's --keep folder is refused, not
+    counted: the same row names, other settings."""
+    keep = tmp_path / "keep"
+    lfw = list(lfw_study_table.row_overrides("CNN", 0, "lfw"))
+    _kept_run(keep, "CNN", 0, lfw, "r18_b16")
+    argv = ["--runs", str(tmp_path / "runs"), "--recipe", "r18_b16", "--rows", "CNN",
+            "--keep", str(keep)]  # fmt: skip
+    cub = lfw_study._parser().parse_args([*argv, "--dataset", "cub"])
+    with pytest.raises(lfw_study.StudyError, match=r"run\.json: kept with recipe r18_b16"):
+        lfw_study_table.table_runs(cub)
+    same = lfw_study._parser().parse_args(argv)
+    lfw_study_table.table_runs(same)
+    assert (tmp_path / "runs" / "table" / "CNN" / "seed0" / "done.json").is_file()
+
+
+def test_kept_plans_are_merged_and_differing_choices_refused(tmp_path: Path) -> None:
+    keep, runs = tmp_path / "keep", tmp_path / "runs"
+    keep.mkdir()
+    (keep / "plan.json").write_text(json.dumps({"runs": [["CNN", 0], ["CNN", 1]]}))
+    (keep / "choices.json").write_text(json.dumps({"recipe": {"recipe": "r18_b16"}}))
+    runs.mkdir()
+    (runs / "plan.json").write_text(json.dumps({"runs": [["GDNN (msc)", 0], ["CNN", 0]]}))
+    lfw_study_table.restore_table(keep, runs)
+    planned = json.loads((runs / "plan.json").read_text())["runs"]
+    assert planned == [["GDNN (msc)", 0], ["CNN", 0], ["CNN", 1]]
+    (keep / "choices.json").write_text(json.dumps({"recipe": {"recipe": "narrow_b16"}}))
+    with pytest.raises(lfw_study.StudyError, match="two tables in one"):
+        lfw_study_table.restore_table(keep, runs)

@@ -387,8 +387,8 @@ def test_evaluate_reports_the_ece_of_the_mean_of_the_samples_softmax():
 
     data = build_dataset(DataConfig(dataset="shapes", size=32, shapes_val=6), "val", train=False)
     loader = torch.utils.data.DataLoader(data, batch_size=3)
-    model = cvae_seg.create_model(
-        "Unet", encoder_name="tu-test_resnet", encoder_weights=None, classes=len(data.classes)
+    model = cvae_seg.create_model(  # a sampling model: its samples differ
+        "Unet", encoder_name="tu-test_resnet", classes=len(data.classes), objective="gsnn"
     ).eval()
     cpu = torch.device("cpu")
     plain = evaluate(model, loader, data.classes, cpu, likelihood=False, progress=None)
@@ -404,6 +404,9 @@ def test_evaluate_reports_the_ece_of_the_mean_of_the_samples_softmax():
         by_hand.update(torch.softmax(model.sample(x, 4), 2).mean(0), y)
     assert scored["ece"] == pytest.approx(float(by_hand.compute()), abs=1e-12)
     assert 0.0 < scored["ece"] < 1.0
+    one_sample = evaluate(model, loader, data.classes, cpu, likelihood=False, progress=None,
+                          calibration_samples=1)["ece"]  # fmt: skip
+    assert one_sample != pytest.approx(scored["ece"], abs=1e-9)  # the samples' mean is used
     assert {k: v for k, v in scored.items() if k != "ece"} == plain
     with pytest.raises(ValueError, match="calibration_samples"):
         evaluate(model, loader, data.classes, cpu, progress=None, calibration_samples=-1)
