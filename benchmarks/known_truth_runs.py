@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -137,6 +138,22 @@ def check_same_scoring(run_dir: Path, scoring: dict[str, Any]) -> None:
         )
 
 
+def code_commit() -> str:
+    """The commit of the code this process runs (the checkout benchmarks/ lies in), with
+    "+dirty" when tracked files differ from it; "unknown" outside a git checkout."""
+
+    def git(*args: str) -> str:
+        root = Path(__file__).resolve().parents[1]
+        done = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=True)
+        return done.stdout.strip()
+
+    try:
+        commit, dirty = git("rev-parse", "HEAD"), git("status", "--porcelain", "-uno")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return commit + ("+dirty" if dirty else "")
+
+
 def _calls(run_dir: Path) -> list[dict[str, float | None]]:
     """The earlier calls, a stopped one counted up to its last checkpoint."""
     path = run_dir / TIMING
@@ -161,12 +178,12 @@ def train_and_score(
     device: str,
 ) -> dict[str, Any]:
     """Train the run (resuming from its last.pt when there is one), then ``score()`` it; the
-    row (``identity``, the scores as ``test``, the run's ``seconds`` and the training's
-    ``train_seconds``) is kept as result.json. A run whose training goes non-finite is kept
-    as failed, with the message: it would fail again the same way, so it does not hold up
-    the runs after it. Call it while holding the run (`claimed`), after
-    `check_same_config`."""
-    calls = [*_calls(run_dir), {"start": time.time(), "end": None}]
+    row (``identity``, the scores as ``test``, the run's ``seconds``, the training's
+    ``train_seconds`` and the ``commits`` of the code its calls ran) is kept as result.json.
+    A run whose training goes non-finite is kept as failed, with the message: it would fail
+    again the same way, so it does not hold up the runs after it. Call it while holding the
+    run (`claimed`), after `check_same_config`."""
+    calls = [*_calls(run_dir), {"start": time.time(), "end": None, "commit": code_commit()}]
     _write_calls(run_dir, calls)
     last = run_dir / "last.pt"
     try:
@@ -178,6 +195,7 @@ def train_and_score(
         row = {**identity, "failed": str(error)}
     calls[-1]["end"] = time.time()
     _write_calls(run_dir, calls)
+    row["commits"] = sorted({call["commit"] for call in calls if call.get("commit")})
     row["seconds"] = round(sum(call["end"] - call["start"] for call in calls), 1)
     row["train_seconds"] = round(
         sum(call.get("trained", call["end"]) - call["start"] for call in calls), 1

@@ -4,6 +4,7 @@ weights, shared by processes running the same command, refused under other setti
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import known_truth as benchmark
@@ -67,6 +68,10 @@ def test_a_stopped_run_resumes_to_the_weights_of_an_uninterrupted_one(tmp_path, 
         sum(call["end"] - call["start"] for call in calls), abs=0.1
     )
     assert "trained" not in calls[0] and calls[1]["start"] < calls[1]["trained"] < calls[1]["end"]
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(benchmark.__file__).parent,
+                          capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+    assert calls[0]["commit"].removesuffix("+dirty") == head  # each call's code is on record
+    assert resumed["runs"][0]["commits"] == [calls[0]["commit"]]
     assert resumed["runs"][0]["train_seconds"] == pytest.approx(
         calls[0]["end"] - calls[0]["start"] + calls[1]["trained"] - calls[1]["start"], abs=0.1
     )
