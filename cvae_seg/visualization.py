@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import albumentations as A
 import numpy as np
 import torch
@@ -66,6 +69,14 @@ def _check_request(indices: list[int], num_samples: int, occlude: float = 0.0) -
         raise ValueError(f"occlude is a share of the image side in [0, 1), got {occlude}")
 
 
+@contextlib.contextmanager
+def _seeded(seed: int) -> Iterator[None]:
+    """A grid's own random stream: the caller's CPU and CUDA streams are given back after."""
+    with torch.random.fork_rng(devices=list(range(torch.cuda.device_count()))):
+        torch.manual_seed(seed)
+        yield
+
+
 def _entropy_map(probabilities: torch.Tensor) -> np.ndarray:
     """Per-pixel entropy of (C, H, W) probabilities, scaled to 0-255 by its maximum log C."""
     entropy = -(probabilities * probabilities.clamp_min(1e-8).log()).sum(0)
@@ -97,10 +108,8 @@ def sample_grid(
         seed=seed,
         save_applied_params=True,
     )
-    generator_state = torch.get_rng_state()
-    torch.manual_seed(seed)
     rows = []
-    try:
+    with _seeded(seed):
         for index in indices:
             raw = dataset.arrays.images[index]
             label = dataset.arrays.labels[index]
@@ -118,8 +127,6 @@ def sample_grid(
             tiles += [colorize(s.argmax(0).cpu().numpy()) for s in samples]
             tiles.append(_entropy_map(probabilities))
             rows.append(np.concatenate([_framed(t) for t in tiles], 1))
-    finally:
-        torch.set_rng_state(generator_state)
     samples_names = [f"sample {i + 1}" for i in range(num_samples)]
     names = ["input", "truth", "prediction", *samples_names, "uncertainty"]
     return _labelled_grid(rows, names, raw.shape[1] + 2, scale)
@@ -169,16 +176,12 @@ def quadrant_grid(
     device = next(model.parameters()).device
     x = torch.stack([dataset[i]["image"] for i in indices]).to(device)
     truth = torch.stack([dataset[i]["mask"] for i in indices])
-    generator_state = torch.get_rng_state()
-    torch.manual_seed(seed)
-    try:
+    with _seeded(seed):
         columns = [("truth", truth)]
         if baseline is not None:
             columns.append(("NN", baseline.complete_digit(x, baseline.predict(x)).cpu()))
         samples = model.complete_digit(x, model.sample(x, num_samples)).cpu()
         columns += [(f"sample {i + 1}", samples[i]) for i in range(num_samples)]
-    finally:
-        torch.set_rng_state(generator_state)
     edge = _outline(~model.observed_mask.view(model.side, model.side).cpu().numpy())
     rows = []
     for row in range(len(indices)):

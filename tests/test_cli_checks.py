@@ -187,6 +187,24 @@ def test_another_data_set_is_named_in_a_warning(exports, caplog):
     assert f"checkpoint {exports['shapes']} was trained on 'shapes'" in caplog.text
 
 
+def test_model_settings_the_checkpoint_overrules_are_named(exports, caplog):
+    """The model comes from the checkpoint: an override of a model setting changes nothing,
+    and says so, instead of scoring the trained model as if it were the asked one."""
+    cpu = torch.device("cpu")
+    with caplog.at_level(logging.WARNING):
+        model, config, _ = load_for_evaluation(
+            exports["shapes"], DEMO, [*TINY, "model.objective=gsnn", "data.ignore_index=1"], cpu
+        )
+    assert model.objective == config.model.objective == "cvae"
+    assert "model.objective='gsnn' (trained: 'cvae')" in caplog.text
+    assert config.data.ignore_index is None
+    assert "data.ignore_index=1 replaced by None" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        load_for_evaluation(exports["shapes"], DEMO, TINY, cpu)  # the training's own settings
+    assert "model settings are not used" not in caplog.text
+
+
 def test_normalisation_and_targets_come_from_the_checkpoint(exports, caplog):
     cpu = torch.device("cpu")
     given = [*TINY, "data.mean=[0.1,0.2,0.3]", "data.std=[1,1,1]"]

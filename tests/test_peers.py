@@ -161,3 +161,25 @@ def test_iterative_completion_works_for_peers(head):
     assert completed.shape == (2, CLASSES, 64, 64)
     if model.recognition_net is None:
         torch.testing.assert_close(completed, model.predict(x))
+
+
+@pytest.mark.parametrize("head", ["cvae", *PEERS])
+def test_decode_takes_prior_draws_for_a_batch_of_any_size(head):
+    # three inputs against two ensemble members: decode must read the batch size from the
+    # inputs, not from the members' stacked logits
+    model = _peer(head).eval()
+    x = torch.randn(3, 3, 64, 64)
+    encoded = model.encode(x)
+    z = model.prior(x).sample((4,))
+    logits = model.decode(encoded, z)
+    assert logits.shape == (4, 3, CLASSES, 64, 64)
+    with pytest.raises(ValueError, match="B = 3 inputs"):
+        model.decode(encoded, z[:, :2])
+
+
+@pytest.mark.parametrize("head", ["cvae", *PEERS])
+def test_likelihood_weights_hold_no_graph(head):
+    model = _peer(head)
+    x, y = _batch()
+    weights = model.log_likelihood_weights(x, y, num_samples=3, chunk_size=2)
+    assert not weights.requires_grad

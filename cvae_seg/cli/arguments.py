@@ -91,7 +91,8 @@ _EVALUATE_HELP = """Evaluate a checkpoint: accuracy, IoU, log-likelihood, partia
 
 CONFIG and the overrides set the data and evaluation; the model comes from the checkpoint (a
 train ``.pt`` file or a save_pretrained folder), and so do the data settings it was trained
-with (size, mean/std, MNIST's quadrants and binarize; a different data.dataset is refused).
+with (size, mean/std, ignore_index, MNIST's quadrants and binarize); another data.dataset
+or model setting is logged as a warning.
 The negative conditional log-likelihood (nats per image) uses importance sampling for models
 with a recognition net (cvae, hybrid) and Monte Carlo otherwise; deterministic models are
 exact. --partial adds the paper's Table 4 grid (drop 25/50/70% of 1/4/8 px blocks): the plain

@@ -35,7 +35,7 @@ from cvae_seg.objectives import (
     importance_weighted_bound,
 )
 
-__all__ = ["CVAEOutput", "ConditionalGenerativeModel", "Encoded", "inference_mode"]
+__all__ = ["CVAEOutput", "ConditionalGenerativeModel", "Encoded", "eval_mode"]
 
 LikelihoodMethod = Literal["auto", "importance", "monte_carlo"]
 ForwardMode = Literal["tensor", "loss"]
@@ -197,10 +197,10 @@ class ConditionalGenerativeModel(nn.Module):
         self._require_latent("decode")
         if isinstance(encoded, torch.Tensor):
             encoded = self._encode(encoded)
-        if z.ndim < 2 or z.shape[1] != encoded.logits.shape[0]:
+        batch = self._batch_size(encoded)
+        if z.ndim < 2 or z.shape[1] != batch:
             raise ValueError(
-                f"z must be (S, B, *latent) with B = {encoded.logits.shape[0]} inputs, got "
-                f"shape {tuple(z.shape)}"
+                f"z must be (S, B, *latent) with B = {batch} inputs, got shape {tuple(z.shape)}"
             )
         return self._decode(encoded, z)
 
@@ -218,6 +218,10 @@ class ConditionalGenerativeModel(nn.Module):
         if not self.spec.stochastic:
             return "exact"
         return "importance" if self.recognition_net is not None else "monte_carlo"
+
+    def _batch_size(self, encoded: Encoded) -> int:
+        """How many inputs ``encoded`` holds (heads that stack logits say otherwise)."""
+        return encoded.logits.shape[0]
 
     def _require_latent(self, what: str) -> None:
         if not self.spec.uses_latent:
@@ -335,7 +339,7 @@ class ConditionalGenerativeModel(nn.Module):
         """
         if method not in ("mean", "average"):
             raise ValueError(f"method must be 'mean' or 'average', got {method!r}")
-        with inference_mode(self):
+        with eval_mode(self):
             encoded = self._encode(x)
             if method == "mean" or not self.spec.stochastic:
                 return self._deterministic_logits(encoded)
@@ -350,7 +354,7 @@ class ConditionalGenerativeModel(nn.Module):
         """
         if num_samples < 1:
             raise ValueError(f"num_samples must be >= 1, got {num_samples}")
-        with inference_mode(self):
+        with eval_mode(self):
             return self._sample(self._encode(x), num_samples)
 
     def _sample(self, encoded: Encoded, num_samples: int) -> torch.Tensor:
@@ -376,7 +380,6 @@ class ConditionalGenerativeModel(nn.Module):
         """
         return log_mean_exp(self.log_likelihood_weights(x, y, num_samples, method, chunk_size))
 
-    @torch.no_grad()
     def _check_likelihood_method(self, method: str) -> None:
         if method not in ("auto", "importance", "monte_carlo"):
             raise ValueError(
@@ -388,6 +391,7 @@ class ConditionalGenerativeModel(nn.Module):
                 f"{self.objective!r} does not train; use method='monte_carlo'"
             )
 
+    @torch.no_grad()
     def log_likelihood_weights(
         self,
         x: torch.Tensor,
@@ -400,7 +404,7 @@ class ConditionalGenerativeModel(nn.Module):
         deterministic objectives."""
         self._check_likelihood_method(method)
         y = self._target(y, x)
-        with inference_mode(self):
+        with eval_mode(self):
             encoded = self._encode(x)
 
             def log_likelihood_given_z(z: torch.Tensor) -> torch.Tensor:
@@ -420,7 +424,7 @@ class ConditionalGenerativeModel(nn.Module):
             )
 
 
-class inference_mode:
+class eval_mode:
     """Eval mode for the duration of a call, then the caller's mode back (unlike smp's
     `predict`, which leaves the model in eval mode)."""
 

@@ -28,7 +28,7 @@ from torch import nn
 from torch.distributions import Categorical, LowRankMultivariateNormal
 
 from cvae_seg.likelihood import log_mean_exp
-from cvae_seg.models.base import CVAEOutput, Encoded, LikelihoodMethod, inference_mode
+from cvae_seg.models.base import CVAEOutput, Encoded, LikelihoodMethod, eval_mode
 from cvae_seg.models.segmentation import SegmentationModel
 from cvae_seg.modules.heads import LOGVAR_BOUND, upsample_bilinear
 from cvae_seg.modules.peer_nets import GlobalGaussianNet, KeepMask, LatentCombiner
@@ -228,6 +228,9 @@ class DeepEnsemble(SegmentationModel):
         uniform = Categorical(logits=every.new_zeros(x.shape[0], len(every)))
         return Encoded(every, uniform, None, features)
 
+    def _batch_size(self, encoded: Encoded) -> int:
+        return encoded.logits.shape[1]  # the members' logits are stacked first: (M, B, ...)
+
     def _decode(self, encoded: Encoded, z: torch.Tensor) -> torch.Tensor:
         """Member indices (S, B) -> their logits (S, B, C, H, W)."""
         batch = torch.arange(z.shape[1], device=z.device)
@@ -264,7 +267,7 @@ class DeepEnsemble(SegmentationModel):
         checked as for every model."""
         self._check_likelihood_method(method)
         y = self._target(y, x)
-        with inference_mode(self):
+        with eval_mode(self):
             every = self._encode(x).logits
         targets = y.repeat(len(every), *([1] * (y.ndim - 1)))
         return -self._example_nll(every.flatten(0, 1), targets).view(len(every), -1)

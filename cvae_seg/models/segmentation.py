@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from cvae_seg.likelihood import log_mean_exp
-from cvae_seg.models.base import ConditionalGenerativeModel, inference_mode
+from cvae_seg.models.base import ConditionalGenerativeModel, eval_mode
 from cvae_seg.modules.multiscale import one_hot_labels, pixel_nll
 from cvae_seg.registry import is_model
 
@@ -132,7 +132,7 @@ class SegmentationModel(ConditionalGenerativeModel):
                 f"observed must be a bool mask of shape {tuple(y.shape)}, got "
                 f"{observed.dtype} {tuple(observed.shape)}"
             )
-        with inference_mode(self):
+        with eval_mode(self):
             encoded = self._encode(x)
             logits = self._deterministic_logits(encoded)
             if self.recognition_net is None:

@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 __all__ = ["dataset_for", "load_for_evaluation", "load_trained"]
 
 # the data settings evaluation takes from the checkpoint (see `load_for_evaluation`)
-_TRAINED_DATA_KEYS = ("size", "mean", "std", "mnist_observed", "binarize")
+_TRAINED_DATA_KEYS = ("size", "mean", "std", "mnist_observed", "binarize", "ignore_index")
 
 
 def load_trained(
@@ -52,8 +52,10 @@ def load_for_evaluation(
 
     The data settings that define the task come from the trained model's config, whatever
     the user's config says, and a change is logged: the image size, the input normalisation
-    (mean, std) and MNIST's observed quadrants and targets (binarize, which changes the
-    likelihood). Scores under other settings would look believable and be wrong. Another
+    (mean, std), ignore_index and MNIST's observed quadrants and targets (binarize, which
+    changes the likelihood). Scores under other settings would look believable and be wrong.
+    The model is the checkpoint's: model settings of the config that differ are named in a
+    warning, so that an override such as model.objective=gsnn is never dropped unsaid. Another
     data set (scoring a model on data it was not trained on) is allowed and logged: data sets
     with the same class names (shapes, known_truth) would otherwise pass for each other
     unseen.
@@ -70,8 +72,18 @@ def load_for_evaluation(
             log.warning("data.%s=%s replaced by %s, the value %s was trained with",
                         key, given, used, checkpoint)  # fmt: skip
             setattr(config.data, key, used)
+    unused = _differing_settings(config.model.model_dump(), trained.model.model_dump())
+    if unused:  # the model is the checkpoint's: another model setting would change nothing
+        log.warning("%s: the model comes from checkpoint %s, so these model settings are not "
+                    "used: %s", config_path, checkpoint, ", ".join(unused))  # fmt: skip
     config.model = trained.model
     return model, config, classes
+
+
+def _differing_settings(given: dict, used: dict) -> list[str]:
+    """``model.key=given (trained: used)`` for every key whose values differ."""
+    return [f"model.{key}={given[key]!r} (trained: {used.get(key)!r})"
+            for key in sorted(given) if given[key] != used.get(key)]  # fmt: skip
 
 
 def dataset_for(config: Config, split: str) -> torch.utils.data.Dataset:
