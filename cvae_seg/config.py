@@ -13,7 +13,7 @@ import difflib
 import os
 import warnings
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
@@ -21,7 +21,9 @@ from pydantic import (
     ConfigDict,
     Field,
     PositiveFloat,
+    PositiveInt,
     ValidationError,
+    field_validator,
     model_validator,
 )
 
@@ -36,6 +38,7 @@ __all__ = [
     "apply_overrides",
     "load_config",
     "read_yaml_config",
+    "validate_config",
 ]
 
 
@@ -54,8 +57,8 @@ class ModelConfig(_Section):
     objective: Literal["cnn", "gdnn", "gsnn", "cvae", "hybrid"] = "cvae"
     latent_channels: int = Field(32, ge=1)
     latent_stride: int = Field(16, ge=1)
-    gaussian_widths: tuple[int, ...] = (64, 96, 128)
-    gaussian_kernel_sizes: tuple[int, ...] = (3, 3, 3)
+    gaussian_widths: tuple[PositiveInt, ...] = Field((64, 96, 128), min_length=1)
+    gaussian_kernel_sizes: tuple[PositiveInt, ...] = Field((3, 3, 3), min_length=1)
     generation: Literal["light", "sohn2015"] = "light"
     generation_hidden: int = Field(64, ge=1)
     generation_stride: int = Field(4, ge=1)
@@ -72,11 +75,16 @@ class ModelConfig(_Section):
     # > 1: the prior p(z|x) is a mixture of this many Gaussians (conv priors only; 1: paper)
     prior_components: int = Field(1, ge=1)
     scale_weights: tuple[float, float, float] = (1.0, 1.0, 1.0)
-    mlp_hidden: tuple[int, ...] = (1000, 1000)  # arch "mnist_mlp": hidden layers of every MLP
+    mlp_hidden: tuple[PositiveInt, ...] = (
+        1000,
+        1000,
+    )  # arch "mnist_mlp": hidden layers of every MLP
     mlp_dropout: float = Field(0.0, ge=0, lt=1)  # arch "mnist_mlp": dropout after each hidden layer
     # the head on an smp (or sohn2015) backbone: the paper's CVAE, or a peer (docs/models.md)
     head: Literal["cvae", "probunet", "ssn", "mc_dropout", "ensemble"] = "cvae"
-    encoder_widths: tuple[int, ...] = (32, 64, 128, 192)  # probunet: its prior/posterior nets
+    encoder_widths: tuple[PositiveInt, ...] = Field(
+        (32, 64, 128, 192), min_length=1
+    )  # probunet: its prior/posterior nets
     combiner_layers: int = Field(3, ge=1)  # probunet: 1x1 convs mixing z into the features
     rank: int = Field(10, ge=1)  # ssn: rank of the logits' covariance factor
     train_samples: int = Field(20, ge=1)  # ssn: logit maps drawn per image in training
@@ -84,6 +92,36 @@ class ModelConfig(_Section):
     dropout: float = Field(0.5, gt=0, lt=1)  # mc_dropout: channel dropout on decoder features
     members: int = Field(5, ge=2)  # ensemble: number of backbones
     backbone_kwargs: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("encoder_weights")
+    @classmethod
+    def _null_is_no_string(cls, weights: str | None) -> str | None:
+        if weights is not None and weights.lower() in ("none", "null", "~", ""):
+            # smp would read the string as a name of pretrained weights and try to download
+            raise ValueError(f"{weights!r} is a string; write null (YAML) for random weights")
+        return weights
+
+    @field_validator("scale_weights")
+    @classmethod
+    def _some_scale_trains(cls, weights: tuple[float, float, float]) -> tuple[float, ...]:
+        if min(weights) < 0 or sum(weights) <= 0:
+            raise ValueError(f"expected three weights >= 0, not all 0, got {list(weights)}")
+        return weights
+
+    @field_validator("backbone_kwargs")
+    @classmethod
+    def _no_setting_made_elsewhere(cls, kwargs: dict[str, Any]) -> dict[str, Any]:
+        made_elsewhere = {
+            "classes": "the data set's class names set it",
+            "in_channels": "the data set's images set it",
+            "encoder_name": "use model.encoder_name",
+            "encoder_weights": "use model.encoder_weights",
+            "activation": "the heads need the backbone's raw logits",
+        }
+        for key, why in made_elsewhere.items():
+            if key in kwargs and not (key == "activation" and kwargs[key] is None):
+                raise ValueError(f"{key}={kwargs[key]!r} cannot be set here: {why}")
+        return kwargs
 
 
 class DataConfig(_Section):
@@ -177,7 +215,10 @@ class TrainConfig(_Section):
 
     max_steps: int = Field(10000, ge=1)
     lr: float = Field(3e-4, gt=0)
-    betas: tuple[float, float] = (0.9, 0.999)
+    betas: tuple[Annotated[float, Field(ge=0, lt=1)], Annotated[float, Field(ge=0, lt=1)]] = (
+        0.9,
+        0.999,
+    )
     weight_decay: float = Field(3e-6, ge=0)
     scheduler: Literal["constant", "cosine"] = "constant"
     warmup_steps: int = Field(0, ge=0)
@@ -194,7 +235,7 @@ class TrainConfig(_Section):
         "pixel_accuracy", "mean_iou", "foreground_iou", "class_accuracy", "nll"
     ] = "pixel_accuracy"  # "nll" (lower is better) for the likelihood-trained MNIST models
     patience: int | None = Field(None, ge=1)  # stop after this many evaluations without gain
-    seed: int = 0
+    seed: int = Field(0, ge=0, lt=2**32)  # numpy's seeds are 32-bit
     amp: bool = False
     channels_last: bool = False
     sync_batchnorm: bool = False  # under torchrun: BatchNorm statistics over all processes
@@ -352,6 +393,8 @@ def read_yaml_config(path: str | os.PathLike, _seen: tuple[Path, ...] = ()) -> d
     base = data.pop("_base_", None)
     if base is None:
         return data
+    if not isinstance(base, str):
+        raise ValueError(f"{path}: _base_ must name one config file (relative to it), got {base!r}")
     return _merge(read_yaml_config(path.parent / base, (*_seen, path.resolve())), data)
 
 
@@ -365,8 +408,8 @@ def _describe(error: dict[str, Any], root: type[BaseModel]) -> str:
         close = difflib.get_close_matches(str(error["loc"][-1]), valid, n=1)
         guess = f" (did you mean {close[0]}?)" if close else ""
         return f"{path}: unknown key{guess}; valid keys: {', '.join(valid)}"
-    if error["type"] == "value_error" and not error["loc"]:  # a check across sections
-        return str(error["ctx"]["error"])
+    if error["type"] == "value_error":  # our own checks: their message names the value
+        return f"{path}: {error['ctx']['error']}" if path else str(error["ctx"]["error"])
     return f"{path}: {error['msg']} (got {error.get('input')!r})"
 
 
@@ -376,7 +419,14 @@ def load_config(
     """Read a YAML config (or the defaults), apply overrides, validate."""
     data = read_yaml_config(path) if path is not None else {}
     source = "defaults" if path is None else str(path)
-    data = apply_overrides(data, overrides or [])
+    return validate_config(apply_overrides(data, overrides or []), source)
+
+
+def validate_config(data: Any, source: str) -> Config:
+    """``data`` (a dict, as read from YAML or a saved run) as a `Config`; a problem is a
+    one-line ValueError that starts with ``source`` and names each key."""
+    if not isinstance(data, dict):
+        raise ValueError(f"{source}: expected a mapping of sections, got {type(data).__name__}")
     try:
         return Config.model_validate(data)
     except ValidationError as error:

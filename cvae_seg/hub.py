@@ -50,11 +50,30 @@ def save_pretrained(
         "training_config": training_config,
         "metrics": metrics,
     }
+    _check_classes(classes, getattr(model, "num_classes", None))
+    try:  # before anything is written: a value JSON cannot hold leaves no half-saved folder
+        config_text = json.dumps(config, indent=2)
+    except TypeError as error:
+        raise TypeError(
+            f"save_pretrained: training_config, classes and metrics must hold plain JSON "
+            f"values (dicts, lists, str, numbers; e.g. config.model_dump(), float(tensor)): "
+            f"{error}"
+        ) from None
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     atomic_write_bytes(directory / WEIGHTS_NAME, save(state, metadata={"format": "pt"}))
-    atomic_write_text(directory / CONFIG_NAME, json.dumps(config, indent=2))
+    atomic_write_text(directory / CONFIG_NAME, config_text)
     atomic_write_text(directory / CARD_NAME, _model_card(config))
     return directory
+
+
+def _check_classes(classes: list[str] | None, num_classes: int | None) -> None:
+    if classes is None or num_classes is None or num_classes == 1:  # 1: MNIST's pixel targets
+        return
+    if len(classes) != num_classes:
+        raise ValueError(
+            f"classes has {len(classes)} names ({classes}), but the model predicts "
+            f"{num_classes} classes"
+        )
 
 
 def from_pretrained(
@@ -66,6 +85,7 @@ def from_pretrained(
     for path in (config_path, weights_path):
         if not path.is_file():
             raise FileNotFoundError(f"{path} is missing; expected a save_pretrained directory")
+    device = _device(map_location)
     config = read_pretrained_config(directory)
     if config.get("format_version") not in (1, FORMAT_VERSION):
         raise ValueError(
@@ -78,7 +98,7 @@ def from_pretrained(
     except (TypeError, ValueError) as error:
         raise ValueError(f"{config_path}: model {arch!r} could not be built ({error})") from error
     try:
-        state = load_file(str(weights_path), device=str(map_location))
+        state = load_file(str(weights_path), device=str(device))
     except Exception as error:
         raise ValueError(f"{weights_path} could not be read ({error}); is it truncated?") from error
     try:
@@ -87,7 +107,18 @@ def from_pretrained(
         raise ValueError(
             f"{weights_path} does not fit the model that {config_path} describes: {error}"
         ) from error
-    return model.to(map_location).eval()
+    return model.to(device).eval()
+
+
+def _device(map_location: str | torch.device) -> torch.device:
+    """``map_location`` as a device this machine has (not a read error of the weights)."""
+    try:
+        device = torch.device(map_location)
+    except (RuntimeError, TypeError) as error:
+        raise ValueError(f"map_location {map_location!r} is not a device ({error})") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"map_location {map_location!r}: CUDA is not available here")
+    return device
 
 
 # cvae_seg 0.x saved the MNIST model under QuadrantCVAE's own argument names
@@ -118,9 +149,12 @@ def read_pretrained_config(directory: str | os.PathLike) -> dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing; expected a save_pretrained directory")
     try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{path} is not valid JSON ({error})") from error
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path} is not valid JSON ({error})") from None
+    if not isinstance(config, dict):
+        raise ValueError(f"{path} holds a {type(config).__name__}; expected a JSON object")
+    return config
 
 
 def _model_card(config: dict[str, Any]) -> str:

@@ -25,6 +25,7 @@ from cvae_seg.modules.latent import LatentDistribution, latent_log_density
 __all__ = [
     "LogLikelihoodGivenZ",
     "block_estimates",
+    "check_count",
     "importance_log_weights",
     "latent_log_ratio",
     "log_mean_exp",
@@ -48,11 +49,15 @@ def latent_log_ratio(
     return latent_log_density(prior, z) - latent_log_density(proposal, z)
 
 
+def check_count(name: str, value: object) -> None:
+    """Refuse a count that is not a positive integer (2.5 or "4" would fail deep in torch)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+
+
 def _chunks(total: int, chunk_size: int) -> list[int]:
-    if total < 1:
-        raise ValueError(f"num_samples must be >= 1, got {total}")
-    if chunk_size < 1:
-        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    check_count("num_samples", total)
+    check_count("chunk_size", chunk_size)
     return [min(chunk_size, total - start) for start in range(0, total, chunk_size)]
 
 

@@ -74,6 +74,45 @@ def test_bad_head_arguments_are_refused_at_construction():
         _unet(latent_channels=0)
     with pytest.raises(TypeError, match=r"unexpected argument.*latent_chanels"):
         cvae_seg.create_model("sohn2015", latent_chanels=4)
+    with pytest.raises(ValueError, match=r"scale_weights .* not all zero"):
+        _unet(scale_weights=(0, 0, 0))  # no scale scored: nothing would train
+    with pytest.raises(ValueError, match="gaussian_kernel_sizes must be positive integers"):
+        _unet(gaussian_kernel_sizes=(0, 3, 3))
+    with pytest.raises(ValueError, match="logvar_bound must be a positive number"):
+        _unet(logvar_bound=0)
+    with pytest.raises(TypeError, match="ignore_index must be an integer or None"):
+        _unet(ignore_index="255")
+
+
+def test_a_backbone_that_ends_in_an_activation_is_refused():
+    """Probabilities read as logits would train and score another model without an error."""
+    import segmentation_models_pytorch as smp
+
+    backbone = smp.Unet(TEST_ENCODER, encoder_weights=None, classes=3, activation="softmax2d")
+    with pytest.raises(ValueError, match=r"ends in Softmax.*activation=None"):
+        cvae_seg.CVAE(backbone)
+    with pytest.raises(ValueError, match="activation=None"):
+        cvae_seg.create_model("FPN", encoder_name=TEST_ENCODER, classes=3, activation="sigmoid")
+    plain = smp.Unet(TEST_ENCODER, encoder_weights=None, classes=3, activation=None)
+    assert cvae_seg.CVAE(plain).num_classes == 3
+
+
+def test_an_ignore_index_that_is_a_class_is_named_in_a_warning():
+    with pytest.warns(UserWarning, match="ignore_index=1 is one of the classes 0..2"):
+        _unet(ignore_index=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _unet(ignore_index=255)  # the usual label of unlabelled pixels: no warning
+
+
+@pytest.mark.parametrize("count", [0, 2.5, "4", True])
+def test_sample_counts_must_be_positive_integers(count):
+    model = _unet()
+    x, _ = _batch()
+    with pytest.raises(ValueError, match=rf"num_samples must be an integer >= 1, got {count!r}"):
+        model.sample(x, count)
+    with pytest.raises(ValueError, match="num_samples must be an integer >= 1"):
+        model.predict(x, method="average", num_samples=count)
 
 
 # ---------------------------------------------------------------------------- the model API

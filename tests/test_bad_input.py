@@ -9,6 +9,7 @@ the demo config at 32 px with a two-update run, and LFW, CUB and COCO trees of a
 written by `helpers.layouts`. docs/reliability.md counts these cases.
 """
 
+import logging
 import os
 import shutil
 import subprocess
@@ -109,6 +110,7 @@ CONFIG_FILES = {
     "section_as_a_number": ("train: 3\n", ["train: Input should be a valid dictionary", "got 3"]),
     "misspelt_section": ("trian:\n  lr: 0.1\n", ["trian: unknown key (did you mean train?)"]),
     "missing_base_file": ("_base_: nowhere.yaml\n", ["nowhere.yaml does not exist"]),
+    "base_as_a_list": ("_base_: [a.yaml, b.yaml]\n", ["_base_ must name one config file"]),
     "base_includes_itself": ("_base_: bad.yaml\n", ["bad.yaml includes itself through _base_"]),
     "not_text": (b"\x80\x02 a pickle, not YAML", ["bad.yaml is not UTF-8 text", "YAML config"]),
 }
@@ -146,6 +148,25 @@ OVERRIDES = {
     "size_below_8": ("data.size=7", ["data.size", "greater than or equal to 8", "got 7"]),
     "zero_batch": ("data.batch_size=0", ["data.batch_size", "got 0"]),
     "unknown_dataset": ("data.dataset=imagenet", ["data.dataset", "'lfw'", "'imagenet'"]),
+    "every_scale_off": (
+        "model.scale_weights=[0,0,0]",
+        ["model.scale_weights: expected three weights >= 0, not all 0"],
+    ),
+    "weights_named_none": (
+        "model.encoder_weights=None",
+        ["model.encoder_weights: 'None' is a string", "null"],
+    ),
+    "classes_in_backbone_kwargs": (
+        "model.backbone_kwargs={classes: 5}",
+        ["model.backbone_kwargs: classes=5 cannot be set here"],
+    ),
+    "activation_in_backbone_kwargs": (
+        "model.backbone_kwargs={activation: softmax2d}",
+        ["model.backbone_kwargs: activation='softmax2d'", "raw logits"],
+    ),
+    "beta_of_one_or_more": ("train.betas=[0.9,1.5]", ["train.betas.1", "less than 1", "1.5"]),
+    "negative_train_seed": ("train.seed=-5", ["train.seed", "got -5"]),
+    "zero_kernel": ("model.gaussian_kernel_sizes=[0,3,3]", ["model.gaussian_kernel_sizes.0"]),
 }
 
 
@@ -321,7 +342,25 @@ def test_resume_without_an_earlier_run(tmp_path, capsys):
 
 def test_resume_from_a_config_instead_of_a_checkpoint(tmp_path, capsys):
     argv = ["train", DEMO, *TINY, "--work-dir", tmp_path / "w", "--resume", DEMO, "--quiet"]
-    _refused(capsys, argv, ["checkpoint", "demo.yaml could not be read"])
+    _refused(capsys, argv, ["checkpoint", "demo.yaml is a YAML config; expected a .pt"])
+
+
+def test_a_fresh_run_over_an_earlier_one_says_so(demo_run, tmp_path, caplog):
+    """As in mmsegmentation, a fresh run writes over the work dir; never unsaid."""
+    work = _copy_run(demo_run, tmp_path)
+    with caplog.at_level(logging.WARNING):
+        assert _status(["train", DEMO, *TINY, "--work-dir", work, "--quiet"]) == 0
+    assert f"work dir {work} already holds a run (last.pt, best.pt" in caplog.text
+    assert "--resume continues it instead" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        assert _status(["train", DEMO, *TINY, "--work-dir", tmp_path / "new", "--quiet"]) == 0
+    assert "already holds a run" not in caplog.text
+
+
+def test_resume_from_a_folder_names_the_file_it_expects(demo_run, capsys):
+    argv = ["train", DEMO, *TINY, "--resume", demo_run, "--quiet"]
+    _refused(capsys, argv, ["is a folder; expected a .pt file such as", "last.pt"])
 
 
 @pytest.mark.parametrize("where", ["a_file", "below_a_file"])
@@ -478,7 +517,7 @@ def _empty_folder(demo_run: Path, tmp_path: Path) -> Path:
 
 CHECKPOINTS = {
     "truncated": (_truncated_copy, ["cut.pt could not be read", "truncated"]),
-    "a_config_file": (lambda run, tmp: Path(DEMO), ["demo.yaml could not be read"]),
+    "a_config_file": (lambda run, tmp: Path(DEMO), ["demo.yaml is a YAML config", "config first"]),
     "tensors_of_another_latent_size": (
         lambda run, tmp: _edited_checkpoint(run, tmp, _latent_16),
         ["edited.pt does not fit", "differ in shape", "prior_net"],

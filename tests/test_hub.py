@@ -76,6 +76,38 @@ def test_errors_name_the_file_and_the_mismatch(tmp_path):
         cvae_seg.from_pretrained(tmp_path)
 
 
+@pytest.mark.parametrize(
+    "text, names",
+    [
+        ("[]", "holds a list; expected a JSON object"),
+        (b"\xe9t\xe9", "is not valid JSON"),  # not UTF-8
+    ],
+)
+def test_a_damaged_config_json_is_named(tmp_path, text, names):
+    _unet().save_pretrained(tmp_path)
+    path = tmp_path / "config.json"
+    path.write_bytes(text if isinstance(text, bytes) else text.encode())
+    with pytest.raises(ValueError, match=rf"config\.json {names}"):
+        cvae_seg.from_pretrained(tmp_path)
+
+
+def test_save_refuses_what_json_cannot_hold_before_writing_anything(tmp_path):
+    with pytest.raises(TypeError, match="plain JSON values"):
+        _unet().save_pretrained(tmp_path / "m", metrics={"accuracy": torch.tensor(0.9)})
+    assert not (tmp_path / "m").exists()  # no half-saved folder
+    with pytest.raises(ValueError, match=r"classes has 2 names .* the model predicts 3"):
+        _unet().save_pretrained(tmp_path / "m", classes=["a", "b"])
+
+
+def test_map_location_is_checked_as_a_device(tmp_path):
+    _unet().save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match="map_location 'gpu' is not a device"):
+        cvae_seg.from_pretrained(tmp_path, map_location="gpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="map_location 'cuda': CUDA is not available"):
+            cvae_seg.from_pretrained(tmp_path, map_location="cuda")
+
+
 def _assert_same_predictions_and_samples(model, loaded, x):
     torch.testing.assert_close(loaded.predict(x), model.predict(x))
     torch.manual_seed(4)

@@ -72,6 +72,17 @@ def test_standard_split():
     np.testing.assert_array_equal(train_images, full[:50000])
 
 
+@pytest.mark.parametrize("scale", [255.0, -1.0])
+def test_targets_outside_0_1_are_refused(scale):
+    """Bernoulli targets: 0-255 images would give a log-likelihood above zero."""
+    model = QuadrantCVAE(observed=1, objective="cvae", hidden=(8,), latent_features=2)
+    x, y = torch.rand(2, 1, 28, 28), torch.rand(2, 28, 28)
+    with pytest.raises(ValueError, match=r"pixel intensities in \[0, 1\]"):
+        model.log_likelihood(x, y * scale, num_samples=2)
+    with pytest.raises(ValueError, match="divide by 255"):
+        model.loss(x, y * scale)
+
+
 def test_model_scores_only_the_hidden_pixels():
     model = QuadrantCVAE(observed=3, objective="cvae", hidden=(32,), latent_features=4)
     x = torch.rand(5, 1, 28, 28)

@@ -26,7 +26,12 @@ import torch
 from torch import nn
 from torch.distributions import Normal
 
-from cvae_seg.likelihood import importance_log_weights, log_mean_exp, monte_carlo_log_weights
+from cvae_seg.likelihood import (
+    check_count,
+    importance_log_weights,
+    log_mean_exp,
+    monte_carlo_log_weights,
+)
 from cvae_seg.modules.latent import LatentDistribution, latent_kl, latent_point
 from cvae_seg.objectives import (
     ObjectiveSpec,
@@ -339,6 +344,7 @@ class ConditionalGenerativeModel(nn.Module):
         """
         if method not in ("mean", "average"):
             raise ValueError(f"method must be 'mean' or 'average', got {method!r}")
+        check_count("num_samples", num_samples)
         with eval_mode(self):
             encoded = self._encode(x)
             if method == "mean" or not self.spec.stochastic:
@@ -352,8 +358,7 @@ class ConditionalGenerativeModel(nn.Module):
         The deterministic part and the prior run once; all latents are decoded as one batch.
         Deterministic objectives (cnn, gdnn) return S identical outputs.
         """
-        if num_samples < 1:
-            raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+        check_count("num_samples", num_samples)
         with eval_mode(self):
             return self._sample(self._encode(x), num_samples)
 

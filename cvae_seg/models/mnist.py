@@ -104,7 +104,14 @@ class QuadrantCVAE(ConditionalGenerativeModel):
     def _target(self, y: torch.Tensor, x: torch.Tensor | None = None) -> torch.Tensor:
         if x is not None and y.shape[0] != x.shape[0]:
             raise ValueError(f"y has {y.shape[0]} digits but x has {x.shape[0]}")
-        return self.hidden_pixels(y).float()
+        hidden = self.hidden_pixels(y).float()
+        if hidden.numel() and not bool(((hidden >= 0) & (hidden <= 1)).all()):
+            # Bernoulli targets: outside [0, 1] the likelihood is no likelihood at all
+            raise ValueError(
+                f"y must hold pixel intensities in [0, 1], got values in "
+                f"[{hidden.min().item():g}, {hidden.max().item():g}] (uint8 images: divide by 255)"
+            )
+        return hidden
 
     def _output_nll(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return F.binary_cross_entropy_with_logits(logits, y, reduction="none")

@@ -10,6 +10,7 @@ input and the description that saves and rebuilds them.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from typing import Any, Literal
 
@@ -54,6 +55,11 @@ class SegmentationModel(ConditionalGenerativeModel):
             )
         if not isinstance(probe_size, int) or probe_size < 1:
             raise ValueError(f"probe_size must be a positive integer, got {probe_size!r}")
+        if ignore_index is not None and (
+            isinstance(ignore_index, bool) or not isinstance(ignore_index, int)
+        ):
+            raise TypeError(f"ignore_index must be an integer or None, got {ignore_index!r}")
+        _check_raw_logits(backbone)
         self.backbone = backbone
         self.ignore_index = ignore_index
         self.in_channels = _first_conv(backbone).in_channels
@@ -62,6 +68,14 @@ class SegmentationModel(ConditionalGenerativeModel):
             raise ValueError(
                 "the backbone predicts 1 class; cvae_seg models a categorical p(y|x,z): build "
                 "the backbone with classes=2 for binary segmentation"
+            )
+        if ignore_index is not None and 0 <= ignore_index < self.num_classes:
+            warnings.warn(
+                f"ignore_index={ignore_index} is one of the classes 0..{self.num_classes - 1}: "
+                "its pixels are neither trained on nor scored (255 is the usual label of "
+                "unlabelled pixels)",
+                UserWarning,
+                stacklevel=3,
             )
 
     @property
@@ -126,6 +140,12 @@ class SegmentationModel(ConditionalGenerativeModel):
         """
         if latent not in ("mean", "sample"):
             raise ValueError(f"latent must be 'mean' or 'sample', got {latent!r}")
+        if (
+            isinstance(num_iterations, bool)
+            or not isinstance(num_iterations, int)
+            or num_iterations < 0
+        ):
+            raise ValueError(f"num_iterations must be an integer >= 0, got {num_iterations!r}")
         y = self._target(y, x)
         if observed.shape != y.shape or observed.dtype != torch.bool:
             raise ValueError(
@@ -159,6 +179,21 @@ def run_backbone(backbone: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, to
     if isinstance(logits, tuple | list):  # smp models with aux_params return (masks, labels)
         logits = logits[0]
     return logits, captured[-1]
+
+
+def _check_raw_logits(backbone: nn.Module) -> None:
+    """Refuse a backbone whose segmentation head ends in an activation (smp's ``activation=``):
+    the heads read its output as logits, and probabilities read as logits train and score
+    a different model without any error."""
+    from segmentation_models_pytorch.base.modules import Activation  # slow import
+
+    for module in backbone.segmentation_head.modules():
+        if isinstance(module, Activation) and not isinstance(module.activation, nn.Identity):
+            raise ValueError(
+                f"the backbone's segmentation_head ends in {module.activation}; cvae_seg needs "
+                "raw logits: build the smp model with activation=None (apply softmax to what "
+                "the model returns instead)"
+            )
 
 
 def _first_conv(backbone: nn.Module) -> nn.Conv2d:

@@ -11,6 +11,7 @@ On top of the backbone's logits s(x) and decoder features d (`SegmentationModel`
 from __future__ import annotations
 
 import inspect
+import math
 import warnings
 from typing import Any, Literal
 
@@ -216,11 +217,18 @@ def _warn_unused_arguments(objective: str, arguments: dict[str, Any]) -> None:
 
 def _check_head_arguments(objective: str, arguments: dict[str, Any]) -> None:
     scale_weights = arguments["scale_weights"]
-    if len(scale_weights) != 3 or min(scale_weights) < 0:
+    if len(scale_weights) != 3 or min(scale_weights) < 0 or sum(scale_weights) <= 0:
         raise ValueError(
-            f"scale_weights must be three non-negative weights for strides (4, 2, 1), got "
-            f"{scale_weights}"
+            f"scale_weights must be three non-negative weights for strides (4, 2, 1), not all "
+            f"zero (nothing would train), got {scale_weights}"
         )
+    for name in ("gaussian_widths", "gaussian_kernel_sizes"):
+        sizes = arguments[name]
+        if not sizes or not all(isinstance(n, int) and n >= 1 for n in sizes):
+            raise ValueError(f"{name} must be positive integers, one per layer, got {sizes!r}")
+    bound = arguments["logvar_bound"]
+    if not isinstance(bound, int | float) or not 0 < bound < math.inf:
+        raise ValueError(f"logvar_bound must be a positive number, got {bound!r}")
     for name in ("latent_channels", "latent_stride", "generation_hidden", "generation_stride",
                  "prior_components"):  # fmt: skip
         if not isinstance(arguments[name], int) or arguments[name] < 1:

@@ -60,8 +60,17 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
 def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[str, Any]:
     """Read a checkpoint written by `train`, with errors that name the file."""
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(
+            f"checkpoint {path} is a folder; expected a .pt file such as {path / 'last.pt'}"
+        )
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
+    if path.suffix in (".yaml", ".yml"):
+        raise ValueError(
+            f"checkpoint {path} is a YAML config; expected a .pt file written by training "
+            "(the commands take the config first, then the checkpoint)"
+        )
     try:
         state = torch.load(path, map_location=map_location, weights_only=False)
     except Exception as error:

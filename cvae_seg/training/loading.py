@@ -5,10 +5,11 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
+from typing import Any
 
 import torch
 
-from cvae_seg.config import Config, load_config
+from cvae_seg.config import Config, load_config, validate_config
 from cvae_seg.data import build_dataset
 from cvae_seg.hub import from_pretrained, read_pretrained_config
 from cvae_seg.models.base import ConditionalGenerativeModel
@@ -29,17 +30,26 @@ def load_trained(
     """Model (eval mode), config and class names of a training checkpoint (``*.pt``) or of a
     `save_pretrained` directory."""
     if Path(checkpoint).is_dir():
+        source = f"{Path(checkpoint) / 'config.json'}"
         saved = read_pretrained_config(checkpoint)
         if not saved.get("training_config"):
-            raise ValueError(f"{checkpoint}/config.json holds no training_config to evaluate with")
-        model = from_pretrained(checkpoint, map_location=device)
-        return model, Config.model_validate(saved["training_config"]), saved["classes"]
+            raise ValueError(f"{source} holds no training_config to evaluate with")
+        config = validate_config(saved["training_config"], f"{source}: training_config")
+        classes = _class_names(saved.get("classes"), source)
+        return from_pretrained(checkpoint, map_location=device), config, classes
     state = load_checkpoint(checkpoint, map_location=device)
-    config = Config.model_validate(state["config"])
-    classes = state["classes"]
+    config = validate_config(state["config"], f"checkpoint {checkpoint}: config")
+    classes = _class_names(state.get("classes"), f"checkpoint {checkpoint}")
     model = build_model(config, len(classes)).to(device)
     load_model_state(model, state["model"], f"checkpoint {checkpoint}")
     return model.eval(), config, classes
+
+
+def _class_names(classes: Any, source: str) -> list[str]:
+    """The saved class names, checked: evaluation sizes its metrics by them."""
+    if not isinstance(classes, list) or len(classes) < 1:
+        raise ValueError(f"{source} holds no list of class names (classes: {classes!r})")
+    return [str(name) for name in classes]
 
 
 def load_for_evaluation(

@@ -124,6 +124,17 @@ def _check_work_dir(work_dir: Path) -> None:
         remove_stale_temporaries(folder)
 
 
+def _warn_of_an_earlier_run(work_dir: Path) -> None:
+    """Say that a fresh run replaces the one already in ``work_dir`` (as mmsegmentation, a
+    fresh run writes over it; the warning keeps that from going unnoticed)."""
+    earlier = [name for name in ("last.pt", "best.pt", "metrics.csv") if (work_dir / name).exists()]
+    if earlier:
+        log.warning(
+            "work dir %s already holds a run (%s): this run starts from scratch and replaces "
+            "it; --resume continues it instead", work_dir, ", ".join(earlier),
+        )  # fmt: skip
+
+
 def _check_batch_fits(items: int, batch: int) -> None:
     """Refuse a batch larger than the training set, naming the setting (the sampler's own
     check would be a bug's traceback on the command line)."""
@@ -363,6 +374,8 @@ def train(
     state = _read_resume(resume, config, torch_device)
     if distributed.is_main_process():
         _check_work_dir(work_dir)
+        if state is None:
+            _warn_of_an_earlier_run(work_dir)
     world = distributed.world_size()
     global_batch, local_batch = process_batch_size(config, world)
     run = _build_run(config, work_dir, torch_device)
