@@ -74,6 +74,8 @@ def test_bad_head_arguments_are_refused_at_construction():
         _unet(latent_channels=0)
     with pytest.raises(TypeError, match=r"unexpected argument.*latent_chanels"):
         cvae_seg.create_model("sohn2015", latent_chanels=4)
+    with pytest.raises(TypeError, match=r"'latent_channel' \(did you mean latent_channels"):
+        cvae_seg.create_model("Unet", encoder_name=TEST_ENCODER, latent_channel=4)  # timm's
     with pytest.raises(ValueError, match=r"scale_weights .* not all zero"):
         _unet(scale_weights=(0, 0, 0))  # no scale scored: nothing would train
     with pytest.raises(ValueError, match="gaussian_kernel_sizes must be positive integers"):

@@ -183,6 +183,10 @@ MODEL_SETTINGS = {
         ["encoder_name 'resnet9999' is not an encoder", "closest: resnet"],
     ),
     "unknown_timm_encoder": ("model.encoder_name=tu-no_such_net", ["'tu-no_such_net'", "timm"]),
+    "setting_of_another_head": (
+        "model.head=ssn",
+        ["model.latent_channels does not apply to head 'ssn'", "rank"],
+    ),
     "setting_of_another_arch": (
         "model.mlp_hidden=[8]",
         ["model.mlp_hidden does not apply to arch 'Unet'"],

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -73,6 +74,11 @@ def create_backbone(
             classes=classes,
             **kwargs,
         )
+    except TypeError as error:  # smp or timm names an argument none of them takes
+        unknown = re.search(r"unexpected keyword argument '(\w+)'", str(error))
+        if unknown is None:
+            raise
+        raise TypeError(_unknown_argument(unknown.group(1), arch)) from None
     except (KeyError, RuntimeError) as error:
         # smp: KeyError "Wrong encoder name ..." with every name; timm: "Unknown model (x)";
         # smp: KeyError "Wrong pretrained weights `x` ... Available options are: [...]"
@@ -82,6 +88,20 @@ def create_backbone(
         if "encoder name" not in text and "Unknown model" not in text:
             raise
         raise ValueError(_unknown_encoder(encoder_name, smp.encoders.get_encoder_names())) from None
+
+
+def _unknown_argument(name: str, arch: str) -> str:
+    """Say that ``name`` is an argument of neither smp's ``arch`` nor a head, with the
+    closest names (smp's own message blames the encoder's or timm's constructor)."""
+    import segmentation_models_pytorch as smp
+
+    smp_names = set(inspect.signature(getattr(smp, arch)).parameters) - {"kwargs"}
+    close = difflib.get_close_matches(name, sorted(smp_names | ALL_HEAD_PARAMETERS), n=3)
+    guess = f" (did you mean {', '.join(close)}?)" if close else ""
+    return (
+        f"unexpected argument {name!r}{guess}: create_model({arch!r}, ...) takes smp's {arch} "
+        "arguments and the head's (help(cvae_seg.HEADS[head]) lists them)"
+    )
 
 
 def _unknown_weights(weights: str, encoder: str, smp_message: str) -> str:

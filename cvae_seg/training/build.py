@@ -41,7 +41,10 @@ def model_kwargs(config: Config, num_classes: int) -> dict[str, Any]:
     defaults = type(model)().model_dump()
     for key in settings:
         if key not in accepted and settings[key] != defaults[key]:
-            raise ValueError(f"model.{key} does not apply to arch {model.arch!r}; it takes "
+            # a key of another head is the head's mismatch, not the architecture's
+            owner = f"head {model.head!r}" if "head" in accepted and key in ALL_HEAD_PARAMETERS \
+                else f"arch {model.arch!r}"  # fmt: skip
+            raise ValueError(f"model.{key} does not apply to {owner}; it takes "
                              f"{', '.join(sorted(accepted))}")  # fmt: skip
     if model.backbone_kwargs and not takes_more:
         raise ValueError(f"model.backbone_kwargs: arch {model.arch!r} takes no extra arguments")
