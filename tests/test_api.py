@@ -1,7 +1,10 @@
 """The 1.0 public API: the registry, the model's surface apart from the loss, the import graph."""
 
 import ast
+import os
 import re
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
@@ -213,6 +216,20 @@ def test_the_package_import_graph_has_no_cycle():
         graph[name] = {m for m in _imports_of(path) if m in modules and m != name}
     cycle = _find_cycle(graph)
     assert cycle is None, " -> ".join(cycle or [])
+
+
+def test_importing_the_package_leaves_the_training_layers_unloaded():
+    """`import cvae_seg` for a model alone loads neither the run configs (pydantic, yaml)
+    nor the data loaders (albumentations): they cost import time a user of the model never
+    needs."""
+    code = (
+        "import sys, cvae_seg; cvae_seg.create_model('mnist_mlp', mlp_hidden=(4,), "
+        "latent_channels=2); print(sorted(m for m in ('cvae_seg.config', 'cvae_seg.data', "
+        "'albumentations', 'pydantic', 'yaml') if m in sys.modules))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True, env={**os.environ, "OMP_NUM_THREADS": "1"})  # fmt: skip
+    assert result.stdout.strip() == "[]", result.stdout
 
 
 def _find_cycle(graph: dict[str, set[str]]) -> list[str] | None:

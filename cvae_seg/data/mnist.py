@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from cvae_seg.data.common import ARCHIVE_ERRORS
+from cvae_seg.quadrants import quadrant_mask
 
 __all__ = ["MNISTQuadrants", "load_mnist", "quadrant_mask", "read_idx"]
 
@@ -91,20 +92,6 @@ def load_mnist(
         )
     cut = len(images) - val_size
     return (images[:cut], labels[:cut]) if split == "train" else (images[cut:], labels[cut:])
-
-
-def quadrant_mask(observed: int, side: int = 28) -> np.ndarray:
-    """Boolean (side, side) mask of the observed quadrants for 1, 2 or 3 observed quadrants."""
-    if observed not in (1, 2, 3):
-        raise ValueError(f"observed quadrants must be 1, 2 or 3, got {observed}")
-    half = side // 2
-    mask = np.zeros((side, side), dtype=bool)
-    mask[half:, :half] = True  # bottom-left, observed in every task
-    if observed >= 2:
-        mask[:half, :half] = True  # top-left: the left half
-    if observed == 3:
-        mask[:half, half:] = True  # top-right: all but bottom-right
-    return mask
 
 
 class MNISTQuadrants(torch.utils.data.Dataset):

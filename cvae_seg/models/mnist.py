@@ -15,9 +15,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from cvae_seg.data.mnist import quadrant_mask
 from cvae_seg.models.base import ConditionalGenerativeModel, Encoded
 from cvae_seg.modules.heads import LOGVAR_BOUND, GaussianMLP, MLPGenerationNet, mlp
+from cvae_seg.quadrants import quadrant_mask
 
 __all__ = ["QuadrantCVAE"]
 
