@@ -19,7 +19,7 @@ from cvae_seg.io import atomic_write_bytes, atomic_write_text
 from cvae_seg.registry import create_model
 from cvae_seg.version import __version__
 
-__all__ = ["FORMAT_VERSION", "from_pretrained", "save_pretrained"]
+__all__ = ["FORMAT_VERSION", "from_pretrained", "load_model_state", "save_pretrained"]
 
 FORMAT_VERSION = 2  # 2: "arch" + "kwargs" for the registry; 1 (cvae_seg 0.x): "builder"
 CONFIG_NAME, WEIGHTS_NAME, CARD_NAME = "config.json", "model.safetensors", "README.md"
@@ -101,12 +101,7 @@ def from_pretrained(
         state = load_file(str(weights_path), device=str(device))
     except Exception as error:
         raise ValueError(f"{weights_path} could not be read ({error}); is it truncated?") from error
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as error:
-        raise ValueError(
-            f"{weights_path} does not fit the model that {config_path} describes: {error}"
-        ) from error
+    load_model_state(model, state, weights_path)
     return model.to(device).eval()
 
 
@@ -176,3 +171,49 @@ def _model_card(config: dict[str, Any]) -> str:
         lines += ["", "## Validation metrics", ""]
         lines += [f"- {k}: {v}" for k, v in config["metrics"].items()]
     return "\n".join(lines) + "\n"
+
+
+def _setting_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    return [
+        f"model.{key}: checkpoint {saved.get(key)!r}, config {current.get(key)!r}"
+        for key in sorted(set(saved) | set(current))
+        if saved.get(key) != current.get(key)
+    ]
+
+
+def load_model_state(
+    model: torch.nn.Module,
+    state_dict: dict[str, torch.Tensor],
+    source: str | os.PathLike,
+    saved_model_config: dict[str, Any] | None = None,
+    model_config: dict[str, Any] | None = None,
+) -> None:
+    """``model.load_state_dict(state_dict)``, refusing a misfit in a few lines.
+
+    The error names the model settings that differ (given the checkpoint's and the current
+    ``model`` config sections) and a few tensors that do not fit, instead of torch's list of
+    every size mismatch.
+    """
+    mine = model.state_dict()
+    misfits = [
+        f"{key}: checkpoint {tuple(state_dict[key].shape)}, model {tuple(value.shape)}"
+        for key, value in mine.items()
+        if key in state_dict and state_dict[key].shape != value.shape
+    ]
+    missing = [key for key in mine if key not in state_dict]
+    unexpected = [key for key in state_dict if key not in mine]
+    if not (misfits or missing or unexpected):
+        model.load_state_dict(state_dict)
+        return
+    parts = []
+    if saved_model_config is not None and model_config is not None:
+        parts += _setting_differences(saved_model_config, model_config)
+    for label, keys in (
+        ("differ in shape", misfits),
+        ("missing", missing),
+        ("unexpected", unexpected),
+    ):
+        if keys:
+            shown = "; ".join(keys[:3]) + ("; ..." if len(keys) > 3 else "")
+            parts.append(f"{len(keys)} tensor(s) {label} ({shown})")
+    raise ValueError(f"{source} does not fit the model the config builds: {'; '.join(parts)}")

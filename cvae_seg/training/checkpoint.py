@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from cvae_seg.hub import load_model_state
 from cvae_seg.io import atomic_write
 
 __all__ = [
@@ -85,52 +86,6 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[
             f"version {CHECKPOINT_VERSION}"
         )
     return state
-
-
-def _setting_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
-    return [
-        f"model.{key}: checkpoint {saved.get(key)!r}, config {current.get(key)!r}"
-        for key in sorted(set(saved) | set(current))
-        if saved.get(key) != current.get(key)
-    ]
-
-
-def load_model_state(
-    model: torch.nn.Module,
-    state_dict: dict[str, torch.Tensor],
-    source: str | os.PathLike,
-    saved_model_config: dict[str, Any] | None = None,
-    model_config: dict[str, Any] | None = None,
-) -> None:
-    """``model.load_state_dict(state_dict)``, refusing a misfit in a few lines.
-
-    The error names the model settings that differ (given the checkpoint's and the current
-    ``model`` config sections) and a few tensors that do not fit, instead of torch's list of
-    every size mismatch.
-    """
-    mine = model.state_dict()
-    misfits = [
-        f"{key}: checkpoint {tuple(state_dict[key].shape)}, model {tuple(value.shape)}"
-        for key, value in mine.items()
-        if key in state_dict and state_dict[key].shape != value.shape
-    ]
-    missing = [key for key in mine if key not in state_dict]
-    unexpected = [key for key in state_dict if key not in mine]
-    if not (misfits or missing or unexpected):
-        model.load_state_dict(state_dict)
-        return
-    parts = []
-    if saved_model_config is not None and model_config is not None:
-        parts += _setting_differences(saved_model_config, model_config)
-    for label, keys in (
-        ("differ in shape", misfits),
-        ("missing", missing),
-        ("unexpected", unexpected),
-    ):
-        if keys:
-            shown = "; ".join(keys[:3]) + ("; ..." if len(keys) > 3 else "")
-            parts.append(f"{len(keys)} tensor(s) {label} ({shown})")
-    raise ValueError(f"{source} does not fit the model the config builds: {'; '.join(parts)}")
 
 
 class CheckpointSaver:
