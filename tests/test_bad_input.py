@@ -344,6 +344,12 @@ def test_resume_without_an_earlier_run(tmp_path, capsys):
     _refused(capsys, argv, ["new/last.pt does not exist", "holds no earlier run"])
 
 
+def test_resume_written_before_the_config_resumes_the_work_dir(tmp_path, capsys):
+    """`train --resume configs/x.yaml`: the YAML is the config (a checkpoint never is)."""
+    argv = ["train", "--resume", DEMO, "--work-dir", tmp_path / "new"]
+    _refused(capsys, argv, ["new/last.pt does not exist", "holds no earlier run"])
+
+
 def test_resume_from_a_config_instead_of_a_checkpoint(tmp_path, capsys):
     argv = ["train", DEMO, *TINY, "--work-dir", tmp_path / "w", "--resume", DEMO, "--quiet"]
     _refused(capsys, argv, ["checkpoint", "demo.yaml is a YAML config; expected a .pt"])

@@ -251,6 +251,20 @@ def build_parser() -> argparse.ArgumentParser:
     return _build()[0]
 
 
+def _resume_before_the_config(argv: list[str]) -> list[str]:
+    """``train --resume configs/x.yaml``: the YAML file is the config, not the checkpoint to
+    resume from (a checkpoint is never YAML), so --resume takes its default (the work dir's
+    last.pt). Only when no YAML file came before it: then the config was given."""
+    argv = list(argv)
+    for index, token in enumerate(argv[:-1]):
+        if token.endswith((".yaml", ".yml")):
+            break
+        if token == "--resume" and argv[index + 1].endswith((".yaml", ".yml")):
+            argv[index] = "--resume=last"
+            break
+    return argv
+
+
 def parse(argv: Sequence[str]) -> argparse.Namespace:
     """Parse ``argv`` into the arguments of one command (``args.command``).
 
@@ -262,7 +276,7 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
     parser, subparsers = _build()
     if argv and argv[0] in subparsers:
         command = subparsers[argv[0]]
-        args = command.parse_intermixed_args(argv[1:])
+        args = command.parse_intermixed_args(_resume_before_the_config(argv[1:]))
         args.command, args.argv = argv[0], argv
         _check_together(command, args)
         return args
