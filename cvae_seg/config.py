@@ -55,6 +55,7 @@ class ModelConfig(_Section):
     encoder_name: str = "resnet18"
     encoder_weights: str | None = None
     objective: Literal["cnn", "gdnn", "gsnn", "cvae", "hybrid"] = "cvae"
+    # every head's latent size (the CVAE's map: 32); a probunet config sets its paper's 6
     latent_channels: int = Field(32, ge=1)
     latent_stride: int = Field(16, ge=1)
     gaussian_widths: tuple[PositiveInt, ...] = Field((64, 96, 128), min_length=1)

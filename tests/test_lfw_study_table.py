@@ -351,3 +351,24 @@ def test_kept_plans_are_merged_and_differing_choices_refused(tmp_path: Path) -> 
     (keep / "choices.json").write_text(json.dumps({"recipe": {"recipe": "narrow_b16"}}))
     with pytest.raises(lfw_study.StudyError, match="two tables in one"):
         lfw_study_table.restore_table(keep, runs)
+
+
+@pytest.mark.parametrize("row", sorted(lfw_study_table.PEER_ROWS))
+def test_every_peer_row_builds_its_head_with_its_papers_settings(row) -> None:
+    """Each peer row's settings on the chosen recipe's configs give its head a valid model
+    section (checked now, not when the row's turn comes sessions later), and the
+    Probabilistic U-Net its paper's 6 latent dimensions, not the CVAE's 32."""
+    from cvae_seg.config import load_config
+    from cvae_seg.training.build import model_kwargs
+
+    root = Path(__file__).resolve().parents[1]
+    configs = lfw_study.RECIPES["r18_b16_cosine"]
+    assert len(configs) == 1  # one phase: its config is the whole recipe
+    config = load_config(
+        root / "configs" / f"{configs[0]}.yaml",
+        list(lfw_study_table.row_overrides(row, 0, "lfw")),
+    )
+    kwargs = model_kwargs(config, 3)
+    assert kwargs["head"] == lfw_study_table.PEER_ROWS[row]
+    if kwargs["head"] == "probunet":
+        assert kwargs["latent_channels"] == 6
