@@ -9,7 +9,7 @@ Hungarian-matched IoU as fractions (0-1), as the multi-annotator literature repo
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -22,11 +22,60 @@ from cvae_seg.models.segmentation import SegmentationModel
 __all__ = ["evaluate", "evaluate_annotators", "evaluate_likelihood", "partial_observation"]
 
 
-def _batches(loader: Iterable, device: torch.device, progress: str | None):
+def _batches(loader: Iterable, device: torch.device, progress: str | None, allow_empty: bool):
+    """(x, y) of every batch on ``device``. An empty loader is refused unless allowed (a
+    torchrun process may hold an empty shard): its metrics would all be NaN, unsaid."""
+    count = 0
     for batch in tqdm(loader, desc=progress, leave=False, disable=progress is None):
+        batch = _checked_batch(batch)
         yield (
             batch["image"].to(device, non_blocking=True),
             batch["mask"].to(device, non_blocking=True),
+        )
+        count += 1
+    if not count and not allow_empty:
+        raise ValueError("the loader gave no batches: nothing to evaluate (an empty split?)")
+
+
+def _checked_batch(batch: object, labels: tuple[str, ...] = ("mask",)) -> Mapping:
+    """The batch, once it is a dict with "image" and one of ``labels``."""
+    if not isinstance(batch, Mapping) or "image" not in batch or not set(labels) & set(batch):
+        kind = type(batch).__name__ if not isinstance(batch, Mapping) else f"keys {sorted(batch)}"
+        raise TypeError(
+            f"each batch must be a dict with 'image' (B, C, H, W) and 'mask' (B, H, W), as "
+            f"cvae_seg's data sets give them (build_dataset), got {kind}"
+        )
+    return batch
+
+
+def _checked(
+    model: object, device: torch.device | str, uses: tuple[str, ...] = ("predict", "sample")
+) -> torch.device:
+    """The device as a torch.device, once the model has what the evaluation ``uses`` (a
+    plain smp model has no `sample`; any object that has them will do)."""
+    if not all(callable(getattr(model, name, None)) for name in uses):
+        raise TypeError(
+            f"model is a {type(model).__name__}; expected a cvae_seg model (an smp model "
+            "becomes one with cvae_seg.CVAE(smp_model))"
+        )
+    try:
+        return torch.device(device)
+    except (RuntimeError, TypeError) as error:
+        raise ValueError(f"device {device!r} is not a device ({error})") from None
+
+
+def _check_class_names(class_names: object, model: ConditionalGenerativeModel) -> None:
+    if (
+        isinstance(class_names, str)
+        or not isinstance(class_names, Sequence)
+        or not all(isinstance(name, str) for name in class_names)
+    ):
+        raise TypeError(f"class_names must be a list of names, one per class, got {class_names!r}")
+    expected = getattr(model, "num_classes", len(class_names))
+    if len(class_names) != expected:
+        raise ValueError(
+            f"class_names names {len(class_names)} classes ({list(class_names)}), but the "
+            f"model predicts {expected}"
         )
 
 
@@ -53,6 +102,8 @@ def evaluate(
     ``across_processes``: each torchrun process evaluated a shard; pool them all (every
     process gets the same result).
     """
+    device = _checked(model, device)
+    _check_class_names(class_names, model)
     if not isinstance(calibration_samples, int) or calibration_samples < 0:
         raise ValueError(f"calibration_samples must be >= 0, got {calibration_samples!r}")
     num_classes = len(class_names)
@@ -60,11 +111,11 @@ def evaluate(
     accuracy = metrics.PixelAccuracy(num_classes, ignore)
     class_accuracy = metrics.ClassAccuracy(num_classes, ignore)
     iou = metrics.MeanIoU(num_classes, ignore)
-    foreground = metrics.ForegroundIoU(ignore_index=ignore)
+    foreground = metrics.ForegroundIoU(ignore_index=ignore, num_classes=num_classes)
     calibration = metrics.ExpectedCalibrationError(ignore_index=ignore)
     negative_ll: list[torch.Tensor] = []
     autocast = torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None)
-    for x, y in _batches(loader, device, progress):
+    for x, y in _batches(loader, device, progress, across_processes):
         with autocast:
             logits = model.predict(x, method=prediction)
             if likelihood:
@@ -124,9 +175,10 @@ def evaluate_likelihood(
     The whole evaluation of the MNIST quadrant models (Table 1); ``method`` as in
     `log_likelihood`.
     """
+    device = _checked(model, device, uses=("log_likelihood",))
     values = [
         -model.log_likelihood(x, y, num_samples, method, chunk_size).cpu()
-        for x, y in _batches(loader, device, progress)
+        for x, y in _batches(loader, device, progress, across_processes)
     ]
     return _nll_summary(torch.cat(values or [torch.empty(0)]), num_samples, across_processes)
 
@@ -156,9 +208,11 @@ def partial_observation(
     # for updates online; evaluating a model should not need it (cvae_seg/data/common.py)
     from cvae_seg.transforms import grid_block_mask
 
+    device = _checked(model, device)
     if not isinstance(num_iterations, int) or num_iterations < 1:
         raise ValueError(f"num_iterations must be a positive integer, got {num_iterations!r}")
-    fill_tensor = torch.as_tensor(fill, dtype=torch.float32, device=device).view(1, -1, 1, 1)
+    _check_grid(block_sizes, drop_probs)
+    fill_tensor = _fill_tensor(fill, getattr(model, "in_channels", None), device)
     with_recognition = model.recognition_net is not None
     rows = []
     for block in block_sizes:
@@ -167,7 +221,7 @@ def partial_observation(
             correct = {"plain": 0, "iterative": 0}
             total = 0
             desc = None if progress is None else f"{progress} b={block} p={drop}"
-            for x, y in _batches(loader, device, desc):
+            for x, y in _batches(loader, device, desc, allow_empty=False):
                 masks = [grid_block_mask(*x.shape[-2:], block, drop, rng) for _ in range(len(x))]
                 dropped = torch.from_numpy(np.stack(masks)).to(device)
                 occluded = torch.where(dropped.unsqueeze(1), fill_tensor, x)
@@ -185,6 +239,39 @@ def partial_observation(
                 row[name] = 100 * correct[name] / total if total else float("nan")
             rows.append(row)
     return rows
+
+
+def _check_grid(block_sizes: object, drop_probs: object) -> None:
+    """Table 4's grid: block sides in pixels and drop probabilities (fractions, not %)."""
+    sizes = block_sizes if isinstance(block_sizes, Sequence) else None
+    if not sizes or not all(isinstance(b, int) and not isinstance(b, bool) and b >= 1
+                            for b in sizes):  # fmt: skip
+        raise ValueError(f"block_sizes must be a list of block sides >= 1 px, got {block_sizes!r}")
+    probs = drop_probs if isinstance(drop_probs, Sequence) else None
+    if not probs or not all(isinstance(p, int | float) and 0 < p <= 1 for p in probs):
+        raise ValueError(
+            f"drop_probs must be a list of probabilities in (0, 1] (0.25, not 25), got "
+            f"{drop_probs!r}"
+        )
+
+
+def _fill_tensor(fill: object, channels: int | None, device: torch.device) -> torch.Tensor:
+    """``fill`` as a (1, C, 1, 1) tensor: one finite value per input channel, or one for all."""
+    try:
+        tensor = torch.as_tensor(fill, dtype=torch.float32, device=device).flatten()
+    except (TypeError, ValueError, RuntimeError):
+        tensor = None
+    if (
+        tensor is None
+        or not len(tensor)
+        or not bool(torch.isfinite(tensor).all())
+        or (channels and len(tensor) not in (1, channels))
+    ):
+        raise ValueError(
+            f"fill must be one finite value per input channel ({channels or 'C'}) in the model's "
+            f"input space, or one for all, got {fill!r}"
+        )
+    return tensor.view(1, -1, 1, 1)
 
 
 def _sample_labels(
@@ -244,14 +331,22 @@ def evaluate_annotators(
     ``ignore_index`` defaults to the model's; ``chunk_size`` bounds the samples decoded at
     once (default: all in one batch).
     """
-    counts = sorted({int(s) for s in sample_counts})
-    if not counts or counts[0] < 1:
-        raise ValueError(f"sample_counts must be positive integers, got {sample_counts}")
+    device = _checked(model, device, uses=("sample",))
+    if not isinstance(sample_counts, Sequence) or not all(
+        isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in sample_counts
+    ):
+        raise ValueError(f"sample_counts must be a list of integers >= 1, got {sample_counts!r}")
+    counts = sorted(set(sample_counts))
+    if not counts:
+        raise ValueError("sample_counts is empty; the field reports (16, 100)")
+    if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size < 1):
+        raise ValueError(f"chunk_size must be None or an integer >= 1, got {chunk_size!r}")
     if ignore_index is None:
         ignore_index = getattr(model, "ignore_index", None)
     scored: dict[str, list[torch.Tensor]] = {}
     options = dict(num_classes=num_classes, background=background, ignore_index=ignore_index)
     for batch in tqdm(loader, desc=progress, leave=False, disable=progress is None):
+        batch = _checked_batch(batch, ("mask", "masks"))
         x = batch["image"].to(device, non_blocking=True)
         references = _annotations(batch, device)
         samples = _sample_labels(model, x, counts[-1], chunk_size)
@@ -260,6 +355,8 @@ def evaluate_annotators(
             scored.setdefault(f"ged_{count}", []).append(ged)
             matched = metrics.hungarian_matched_iou(samples[:count], references, **options)
             scored.setdefault(f"hm_iou_{count}", []).append(matched)
+    if not scored and not across_processes:
+        raise ValueError("the loader gave no batches: nothing to evaluate (an empty split?)")
     result: dict[str, float] = {"annotators": float(references.shape[0]) if scored else 0.0}
     for name, values in scored.items():
         result.update(_mean_and_stderr(name, values, across_processes))

@@ -36,6 +36,15 @@ def _fill_region(image: np.ndarray, region: np.ndarray, fill: Fill) -> np.ndarra
             f"fill has {values.size} values but the image has {channels} channels; give one "
             "value or one per channel"
         )
+    if np.issubdtype(image.dtype, np.integer):  # numpy would wrap 300 to 44 and cut 0.5 to 0
+        limits = np.iinfo(image.dtype)
+        if not np.all(
+            (values == np.round(values)) & (values >= limits.min) & (values <= limits.max)
+        ):
+            raise ValueError(
+                f"fill {fill!r} does not fit a {image.dtype} image: give whole values in "
+                f"{limits.min}..{limits.max}, the image's own units"
+            )
     out = image.copy()
     out[region] = values.astype(image.dtype) if values.size > 1 else values[0]
     return out

@@ -285,3 +285,21 @@ def test_every_package_folder_is_a_tracked_package():
     missing = [str(f.relative_to(ROOT)) for f in folders
                if str((f / "__init__.py").relative_to(ROOT)) not in tracked]  # fmt: skip
     assert not missing, f"no committed __init__.py in {missing}"
+
+
+def test_inference_gives_every_submodule_its_own_mode_back():
+    """A frozen encoder (eval mode inside a model in train mode) stays frozen after
+    predict, sample and the likelihood; and the other way round."""
+    model = _unet()
+    x, y = _batch()
+    model.train()
+    model.backbone.encoder.eval()
+    model.predict(x)
+    model.sample(x, 2)
+    model.log_likelihood(x, y, num_samples=2)
+    assert model.training and not model.backbone.encoder.training
+    assert model.backbone.decoder.training
+    model.eval()
+    model.backbone.decoder.train()
+    model.sample(x, 2)
+    assert not model.training and model.backbone.decoder.training

@@ -16,12 +16,13 @@ import numpy as np
 import pytest
 from conftest import DEMO_CONFIG, TINY_DEMO
 from helpers.layouts import write_coco, write_cub, write_lfw
+from PIL import Image
 
 from cvae_seg import cli
 from cvae_seg.cli.errors import one_line, raised_reading_input
 from cvae_seg.config import DataConfig, load_config
 from cvae_seg.data import download as downloads
-from cvae_seg.data import load_cub, load_lfw_parts, load_mnist, load_split
+from cvae_seg.data import load_coco, load_cub, load_lfw_parts, load_mnist, load_split
 from cvae_seg.training import build_model
 
 TINY = [str(DEMO_CONFIG), *TINY_DEMO, "train.max_steps=2", "train.eval_interval=2", "--quiet"]
@@ -214,6 +215,83 @@ def test_the_command_asks_for_data_ignore_index_for_coco_crowds(tmp_path, capsys
     argv = ["train", *TINY, "data.dataset=coco", f"data.root={tmp_path / 'coco'}",
             "data.batch_size=2", "--work-dir", tmp_path / "work"]  # fmt: skip
     _command_refuses(argv, [str(path), "data.ignore_index", "255"], capsys)
+
+
+def _rle_of_side(side: int) -> dict:
+    """A compressed RLE (as pycocotools writes it) of an all-ones side x side mask."""
+    from pycocotools import mask as coco_mask
+
+    rle = coco_mask.encode(np.asfortranarray(np.ones((side, side), np.uint8)))
+    return {"size": rle["size"], "counts": rle["counts"].decode()}
+
+
+def _drop(entry: dict, key: str) -> None:
+    del entry[key]
+
+
+COCO_DAMAGE = {
+    # case: (edit of write_coco's train.json document, what the error must say); the images
+    # are 20x20, annotation id 1 is on image id 1. They used to load with an annotation or a
+    # class missing, or fail in pycocotools naming neither annotation nor file.
+    "category_not_listed": (
+        lambda d: d["annotations"][1].update(category_id=7),
+        ["annotation id(s) [2] have category_id 7", "not in its categories [1]"],
+    ),
+    "no_categories": (lambda d: d.update(categories=[]), ["lists no categories"]),
+    "empty_segmentation": (
+        lambda d: d["annotations"][0].update(segmentation=[]),
+        ["annotation id 1 (image id 1) has an empty segmentation", "3 points or more"],
+    ),
+    "bbox_only": (
+        lambda d: _drop(d["annotations"][0], "segmentation"),
+        ["annotation id 1 (image id 1) has no segmentation", "polygons"],
+    ),
+    "two_point_polygon": (
+        lambda d: d["annotations"][0].update(segmentation=[[0, 0, 10, 10]]),
+        ["annotation id 1 (image id 1) has a polygon [0, 0, 10, 10]", "3 points or more"],
+    ),
+    "rle_of_another_size": (
+        lambda d: d["annotations"][0].update(segmentation=_rle_of_side(10), iscrowd=0),
+        ["annotation id 1 (image id 1) has an RLE of size [10, 10]", '"size": [height, width]'],
+    ),
+    "image_without_height": (
+        lambda d: _drop(d["images"][0], "height"),
+        ["image id 1 has no ['height']", '"width" and "height"'],
+    ),
+    "image_without_file_name": (
+        lambda d: _drop(d["images"][1], "file_name"),
+        ["image id 2 has no ['file_name']", '"file_name"'],
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(COCO_DAMAGE))
+def test_coco_entries_that_are_malformed_are_named(case, tmp_path):
+    root = write_coco(tmp_path / "coco")
+    path = root / "annotations" / "train.json"
+    assert load_coco(path, root / "images", size=16).labels.max() == 1  # intact, it loads
+    document = json.loads(path.read_text())
+    edit, says = COCO_DAMAGE[case]
+    edit(document)
+    path.write_text(json.dumps(document))
+    _user_error(lambda: load_coco(path, root / "images", size=16), str(path), *says)
+
+
+def test_coco_category_ids_asked_twice_are_refused(tmp_path):
+    """[1, 1] loaded two classes of one category; the second was never painted."""
+    root = write_coco(tmp_path / "coco")
+    path = root / "annotations" / "train.json"
+    call = lambda: load_coco(path, root / "images", category_ids=[1, 1])  # noqa: E731
+    _user_error(call, str(path), "category_ids [1, 1] name [1] more than once")
+
+
+def test_coco_16_bit_images_are_refused(tmp_path):
+    """PIL's convert("RGB") clips 16-bit values at 255: the image came out all white."""
+    root = write_coco(tmp_path / "coco")
+    image = root / "images" / "2.jpg"
+    Image.fromarray(np.full((20, 20), 4000, np.uint16)).save(image, format="PNG")
+    path = root / "annotations" / "train.json"
+    _user_error(lambda: load_coco(path, root / "images"), str(image), "'I;16'", "to 8 bits")
 
 
 # ------------------------------------------------------------------------ model settings

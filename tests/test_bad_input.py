@@ -22,6 +22,7 @@ from conftest import DEMO_CONFIG, TINY_DEMO
 from helpers.layouts import write_coco, write_cub, write_lfw
 
 import cvae_seg
+import cvae_seg.evaluation
 from cvae_seg import cli
 from cvae_seg.training import load_checkpoint
 
@@ -665,6 +666,83 @@ def test_partial_observation_without_iterations(iterations, unet):
 
     with pytest.raises(ValueError, match=f"num_iterations must be a positive .*{iterations}"):
         partial_observation(unet, [], torch.device("cpu"), [0, 0, 0], num_iterations=iterations)
+
+
+def _loader(batches=1, size=32):
+    return [{"image": torch.randn(2, 3, size, size), "mask": torch.randint(0, 3, (2, size, size))}
+            for _ in range(batches)]  # fmt: skip
+
+
+EVALUATION_CALLS = {
+    "tuple_batches": (
+        lambda m: cvae_seg.evaluation.evaluate(
+            m, [(torch.randn(2, 3, 32, 32), torch.zeros(2, 32, 32))], ["a", "b", "c"], "cpu"
+        ),
+        TypeError,
+        "each batch must be a dict with 'image'",
+    ),
+    "empty_loader": (
+        lambda m: cvae_seg.evaluation.evaluate_likelihood(m, [], "cpu", 2),
+        ValueError,
+        "the loader gave no batches",
+    ),
+    "class_names_a_string": (
+        lambda m: cvae_seg.evaluation.evaluate(m, _loader(), "abc", "cpu", likelihood=False),
+        TypeError,
+        "class_names must be a list of names",
+    ),
+    "one_class_name_too_many": (
+        lambda m: cvae_seg.evaluation.evaluate(m, _loader(), list("abcd"), "cpu"),
+        ValueError,
+        r"class_names names 4 classes .* the model predicts 3",
+    ),
+    "plain_smp_model": (
+        lambda m: cvae_seg.evaluation.evaluate(m.backbone, _loader(), list("abc"), "cpu"),
+        TypeError,
+        r"expected a cvae_seg model .* cvae_seg.CVAE\(smp_model\)",
+    ),
+    "drop_prob_in_percent": (
+        lambda m: cvae_seg.evaluation.partial_observation(
+            m, _loader(), "cpu", [0, 0, 0], drop_probs=(50,)
+        ),
+        ValueError,
+        r"drop_probs must be a list of probabilities in \(0, 1\] \(0.25, not 25\)",
+    ),
+    "block_size_zero": (
+        lambda m: cvae_seg.evaluation.partial_observation(
+            m, _loader(), "cpu", [0, 0, 0], block_sizes=(0,)
+        ),
+        ValueError,
+        "block_sizes must be a list of block sides >= 1 px",
+    ),
+    "fill_of_two_channels": (
+        lambda m: cvae_seg.evaluation.partial_observation(m, _loader(), "cpu", [0, 0]),
+        ValueError,
+        r"fill must be one finite value per input channel \(3\)",
+    ),
+    "sample_count_not_a_list": (
+        lambda m: cvae_seg.evaluation.evaluate_annotators(m, _loader(), 3, "cpu", 16),
+        ValueError,
+        "sample_counts must be a list of integers >= 1, got 16",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(EVALUATION_CALLS))
+def test_evaluation_calls_name_what_they_expected(case, unet):
+    call, error, message = EVALUATION_CALLS[case]
+    with pytest.raises(error, match=message):
+        call(unet)
+
+
+def test_evaluation_takes_a_device_name_and_scores_as_with_a_device(unet):
+    loader = _loader(2)
+    torch.manual_seed(0)
+    named = cvae_seg.evaluation.evaluate(unet, loader, list("abc"), "cpu", num_samples=2)
+    torch.manual_seed(0)
+    given = cvae_seg.evaluation.evaluate(unet, loader, list("abc"), torch.device("cpu"),
+                                         num_samples=2)  # fmt: skip
+    assert named == given
 
 
 BUILDS = {

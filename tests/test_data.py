@@ -12,7 +12,7 @@ from PIL import Image
 
 from cvae_seg.config import DataConfig
 from cvae_seg.data import build_dataset, load_coco, load_cub, load_lfw_parts, load_split
-from cvae_seg.data.common import SegmentationArrays
+from cvae_seg.data.common import ArraySegmentationDataset, SegmentationArrays, build_transform
 from cvae_seg.data.lfw import read_lfw_list
 from cvae_seg.data.synthetic import make_occluded_shapes
 
@@ -184,6 +184,59 @@ def test_dataset_items_are_seeded_tensors(tmp_path):
     assert list(tmp_path.glob("shapes_train_32_*.npz"))  # cached ...
     cached = load_split(config, "train")  # ... and read back identically
     np.testing.assert_array_equal(cached.images, dataset.arrays.images)
+
+
+def _one_image_four_annotators() -> ArraySegmentationDataset:
+    """8 copies of one image with 4 annotations (annotator k's mask is all k), augmented and
+    drawing an annotator per item: items differ only by their augmentation and annotator."""
+    image = np.random.default_rng(0).integers(0, 255, (16, 16, 3), dtype=np.uint8)
+    annotations = np.broadcast_to(np.arange(4, dtype=np.uint8)[:, None, None], (8, 4, 16, 16))
+    arrays = SegmentationArrays(
+        np.repeat(image[None], 8, 0), annotations[:, 0].copy(), ("a", "b", "c", "d"), (),
+        annotations.copy(),
+    )  # fmt: skip
+    return ArraySegmentationDataset(arrays, build_transform(True, noise=0.4), draw_annotator=True)
+
+
+def _plain_loader_items(workers: int, seed: int) -> list[tuple[bytes, int]]:
+    """(image bytes, annotator) of each item through a plain DataLoader (integer indices)."""
+    loader = torch.utils.data.DataLoader(
+        _one_image_four_annotators(), batch_size=1, num_workers=workers,
+        generator=torch.Generator().manual_seed(seed),
+    )  # fmt: skip
+    return [(b["image"].numpy().tobytes(), int(b["annotator"])) for b in loader]
+
+
+def test_integer_indices_draw_a_reproducible_stream_of_their_own_in_each_worker():
+    """A plain DataLoader asks for integer indices. Every worker used to start from the same
+    A.Compose(seed=0) (the same flips and noise squares) and from a copy of one unseeded
+    annotator generator (other annotators in every run); torch's seed of the worker now seeds
+    them, so workers differ and a seeded run repeats. Keyed items ignore it."""
+    first = _plain_loader_items(workers=2, seed=0)
+    # batch 2j comes from worker 0 and 2j + 1 from worker 1, each its j-th item
+    assert any(first[2 * j] != first[2 * j + 1] for j in range(4))
+    assert len({image for image, _ in first}) > 4  # not four pairs of repeats
+    assert _plain_loader_items(workers=2, seed=0) == first
+    assert _plain_loader_items(workers=2, seed=1) != first
+    with torch.random.fork_rng():  # without workers: the process's torch seed
+        torch.manual_seed(3)
+        dataset = _one_image_four_annotators()
+        main = [
+            (item["image"].numpy().tobytes(), item["annotator"])
+            for item in map(dataset.__getitem__, range(8))
+        ]
+        assert len({a for _, a in main}) > 1
+        torch.manual_seed(3)
+        dataset = _one_image_four_annotators()
+        again = [
+            (item["image"].numpy().tobytes(), item["annotator"])
+            for item in map(dataset.__getitem__, range(8))
+        ]
+        assert again == main
+        keyed = dataset[(2, 77)]
+        torch.manual_seed(4)
+        other = dataset[(2, 77)]
+    assert torch.equal(other["image"], keyed["image"]) and other["annotator"] == keyed["annotator"]
 
 
 def test_arrays_round_trip(tmp_path):

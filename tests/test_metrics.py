@@ -112,7 +112,7 @@ def test_edge_cases():
     ignored = torch.full((2, 4, 4), IGNORE)
     assert torch.isnan(metrics.pixel_accuracy(empty, ignored, IGNORE))
     assert torch.isnan(metrics.mean_iou(empty, ignored, C, IGNORE))
-    assert float(metrics.foreground_iou(empty + 1, ignored, ignore_index=IGNORE)) == 0.0
+    assert torch.isnan(metrics.foreground_iou(empty + 1, ignored, ignore_index=IGNORE))
 
 
 def test_bad_inputs_are_named():
@@ -124,6 +124,91 @@ def test_bad_inputs_are_named():
         metrics.pixel_accuracy(torch.zeros(2, 3), torch.zeros(2, 3, dtype=torch.long))
     with pytest.raises(ValueError, match=r"\[0, 4\)"):
         metrics.mean_iou(torch.zeros(2, 2, dtype=torch.long), torch.full((2, 2), 7), C)
+
+
+def test_foreground_iou_skips_an_image_whose_pixels_are_all_ignored():
+    # image 0 is all ignore_index: nothing labelled -> NaN, left out of the mean, not a 0
+    pred = torch.ones(2, 2, 2, dtype=torch.long)
+    target = torch.tensor([[[IGNORE] * 2] * 2, [[1, 0], [0, 0]]])
+    per_image = metrics.per_image_foreground_iou(pred, target, ignore_index=IGNORE)
+    assert torch.isnan(per_image[0]) and float(per_image[1]) == 0.25
+    assert float(metrics.foreground_iou(pred, target, ignore_index=IGNORE)) == 0.25
+    accumulator = metrics.ForegroundIoU(ignore_index=IGNORE)
+    accumulator.update(pred, target)
+    assert float(accumulator.compute()) == 0.25
+    assert (accumulator.count, accumulator.skipped) == (1, 1)
+
+
+def test_foreground_iou_refuses_prediction_labels_that_are_not_classes():
+    target = torch.zeros(1, 2, 2, dtype=torch.long)
+    with pytest.raises(ValueError, match="pred labels must be non-negative"):
+        metrics.ForegroundIoU(ignore_index=IGNORE).update(torch.full((1, 2, 2), -1), target)
+    with pytest.raises(ValueError, match="target labels must be non-negative"):
+        metrics.foreground_iou(target, target - 1)
+    # with num_classes, an ignore_index (or any label >= num_classes) predicted is refused
+    accumulator = metrics.ForegroundIoU(ignore_index=IGNORE, num_classes=2)
+    with pytest.raises(ValueError, match=r"pred labels must lie in \[0, 2\)"):
+        accumulator.update(torch.full((1, 2, 2), IGNORE), target)
+    with pytest.raises(ValueError, match=r"target labels must lie in \[0, 2\)"):
+        metrics.per_image_foreground_iou(target, target + 2, num_classes=2)
+    accumulator.update(target + 1, torch.tensor([[[1, IGNORE], [0, 0]]]))
+    assert float(accumulator.compute()) == pytest.approx(1 / 3)
+
+
+def test_pixel_accuracy_checks_label_ranges_like_pixel_accuracy_update():
+    pred = torch.zeros(2, 2, dtype=torch.long)
+    half_ignored = torch.tensor([[0, 0], [IGNORE, IGNORE]])
+    with pytest.raises(ValueError, match=r"target labels must lie in \[0, 3\)"):
+        metrics.pixel_accuracy(pred, half_ignored, num_classes=3)
+    with pytest.raises(ValueError, match=r"pred labels must lie in \[0, 3\)"):
+        metrics.pixel_accuracy(pred + 7, pred, num_classes=3)
+    with pytest.raises(ValueError, match="target labels must be non-negative"):
+        metrics.pixel_accuracy(pred, pred - 1)
+    with pytest.raises(ValueError, match="pred labels must be non-negative"):
+        metrics.pixel_accuracy(pred - 1, pred, IGNORE)
+    # the same pixels scored as PixelAccuracy scores them, ignore_index honoured
+    assert float(metrics.pixel_accuracy(pred, half_ignored, IGNORE, num_classes=3)) == 1.0
+    with pytest.raises(ValueError, match="target labels"):
+        metrics.PixelAccuracy(3).update(pred, half_ignored)
+
+
+@pytest.mark.parametrize("bad", [2.5, "3", 3.0, True, None, np.float64(3)])
+def test_num_classes_and_num_bins_must_be_integers(bad):
+    pred = torch.zeros(2, 2, dtype=torch.long)
+    with pytest.raises(ValueError, match="num_classes must be a positive integer"):
+        metrics.ConfusionMatrix(bad)
+    with pytest.raises(ValueError, match="num_classes must be a positive integer"):
+        metrics.confusion_matrix(pred, pred, num_classes=bad)
+    with pytest.raises(ValueError, match="num_classes must be a positive integer"):
+        metrics.generalized_energy_distance(pred[None, None], pred[None, None], bad)
+    with pytest.raises(ValueError, match="num_bins must be a positive integer"):
+        metrics.ExpectedCalibrationError(num_bins=bad)
+    with pytest.raises(ValueError, match="num_bins must be a positive integer"):
+        metrics.reliability_diagram(torch.ones(1, 1, 2), torch.zeros(1, 2, dtype=int), bad)
+
+
+def test_numpy_integers_count_as_integers():
+    pred, target = _random_pair(0)
+    three = np.int64(3)
+    assert torch.equal(
+        metrics.confusion_matrix(pred % 3, target % 3, three),
+        metrics.confusion_matrix(pred % 3, target % 3, 3),
+    )
+    accumulator = metrics.MeanIoU(np.int32(C), IGNORE)
+    accumulator.update(pred, target)
+    assert torch.equal(accumulator.compute(), metrics.mean_iou(pred, target, C, IGNORE))
+    assert accumulator.num_classes == C and type(accumulator.num_classes) is int
+    maps = torch.from_numpy(np.random.default_rng(1).integers(0, 3, (4, 2, 5, 5)))
+    assert torch.equal(
+        metrics.generalized_energy_distance(maps, maps[:2], three),
+        metrics.generalized_energy_distance(maps, maps[:2], 3),
+    )
+    probs = torch.softmax(torch.randn(2, 3, 4, 4), 1)
+    labels = torch.randint(0, 3, (2, 4, 4))
+    assert torch.equal(
+        metrics.expected_calibration_error(probs, labels, np.int64(7)),
+        metrics.expected_calibration_error(probs, labels, 7),
+    )
 
 
 def _ref_distance(a, b, empty_distance=0.0):
@@ -375,6 +460,41 @@ def test_ece_refuses_logits_and_bad_shapes():
         metrics.expected_calibration_error(probs, target + 2)
     with pytest.raises(ValueError, match="num_bins"):
         metrics.ExpectedCalibrationError(num_bins=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_probabilities_are_scored_as_their_values(dtype):
+    torch.manual_seed(0)
+    probs = torch.softmax(torch.randn(2, 5, 8, 8).to(dtype), 1)
+    assert (probs.double().sum(1) - 1).abs().max() > 1e-3 or dtype == torch.float16
+    target = torch.randint(0, 5, (2, 8, 8))
+    expected = _ref_ece(probs.double().numpy(), target.numpy(), 15, None)
+    assert float(metrics.expected_calibration_error(probs, target)) == pytest.approx(expected)
+    accumulator = metrics.ExpectedCalibrationError()
+    accumulator.update(probs, target)
+    assert float(accumulator.compute()) == pytest.approx(expected)
+    assert int(metrics.reliability_diagram(probs, target).counts.sum()) == target.numel()
+    samples = torch.softmax(torch.randn(3, 2, 5, 8, 8).to(dtype), 2)
+    ncc = metrics.uncertainty_ncc(samples, torch.randint(0, 5, (2, 2, 8, 8)))
+    assert ncc.shape == (2,) and bool(((ncc >= -1) & (ncc <= 1)).all())
+
+
+def test_probabilities_keep_their_tolerance_and_name_non_finite_values():
+    target = torch.zeros(1, 2, 2, dtype=torch.long)
+    off = torch.full((1, 2, 2, 2), 0.501)  # sums to 1.002: beyond float32's 1e-3
+    with pytest.raises(ValueError, match="sum to 1"):
+        metrics.expected_calibration_error(off, target)
+    with pytest.raises(ValueError, match="sum to 1"):
+        metrics.expected_calibration_error(
+            torch.full((1, 2, 2, 2), 0.6, dtype=torch.bfloat16), target
+        )
+    for bad in (float("nan"), float("inf")):
+        probs = torch.full((1, 2, 2, 2), 0.5)
+        probs[0, 0, 0, 0] = bad
+        with pytest.raises(ValueError, match="probs holds non-finite"):
+            metrics.expected_calibration_error(probs, target)
+        with pytest.raises(ValueError, match="sample_probs holds non-finite"):
+            metrics.uncertainty_ncc(probs[None], target[None])
 
 
 def test_evaluate_reports_the_ece_of_the_mean_of_the_samples_softmax():

@@ -201,3 +201,39 @@ def test_total_variation_floor_edge_cases():
         metrics.total_variation_floor((0.5, 0.2), 10)
     with pytest.raises(ValueError, match="positive integer"):
         metrics.total_variation_floor((0.5, 0.5), 0)
+
+
+def test_candidate_log_likelihoods_refuse_candidates_that_do_not_fit_the_logits():
+    logits = torch.randn(5, 2, 8, 8)
+    with pytest.raises(ValueError, match=r"candidates \(K, H, W\) must match logits"):
+        metrics.candidate_log_likelihoods(logits, torch.zeros(3, 8, 4, dtype=torch.long))
+    with pytest.raises(ValueError, match=r"candidates labels must lie in \[0, 2\)"):
+        metrics.candidate_log_likelihoods(logits, torch.full((3, 8, 8), 2))
+    with pytest.raises(ValueError, match=r"candidates must be a tensor \(K, H, W\)"):
+        metrics.candidate_log_likelihoods(logits, torch.zeros(8, 8, dtype=torch.long))
+    with pytest.raises(ValueError, match=r"logits must be a tensor \(S, C, H, W\)"):
+        metrics.candidate_log_likelihoods(logits[0], torch.zeros(3, 8, 8, dtype=torch.long))
+
+
+def test_total_variation_refuses_what_is_not_a_distribution():
+    with pytest.raises(ValueError, match="probs must be non-negative and sum to 1"):
+        metrics.total_variation([3, 3, 0], [0.9, 0.9])
+    with pytest.raises(ValueError, match="probs must be non-negative and sum to 1"):
+        metrics.total_variation([3, 3], [1.5, -0.5])
+    with pytest.raises(ValueError, match="counts must be a vector of non-negative"):
+        metrics.total_variation([4, -1, 0], [0.5, 0.5])
+    assert metrics.total_variation([3, 3, 0], [0.5, 0.5]) == 0.0
+
+
+def test_mode_decomposition_refuses_probabilities_for_log_likelihoods():
+    decomposition = metrics.ModeDecomposition(3)
+    probabilities = torch.tensor([[0.2, 0.5, 0.3], [0.6, 0.1, 0.3]])
+    with pytest.raises(ValueError, match="log_likelihoods must be log-likelihoods"):
+        decomposition.update(probabilities)
+    with pytest.raises(ValueError, match="log_likelihoods holds NaN"):
+        decomposition.update(torch.full((2, 3), float("nan")))
+    assert decomposition.inputs == 0  # nothing counted from the refused inputs
+    decomposition.update(probabilities.log())
+    assert decomposition.compute()["mass"] == [0.5, 0.5, 0.0]
+    with pytest.raises(ValueError, match="num_modes must be a positive integer"):
+        metrics.ModeDecomposition(2.0)

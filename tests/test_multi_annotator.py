@@ -94,6 +94,47 @@ def test_folder_layout_errors_name_the_file(tmp_path):
         load_multi_annotator(empty, "train")
 
 
+def test_16_bit_images_are_refused_naming_the_file_and_mode(tmp_path):
+    """PIL's convert("RGB") clips 16-bit values at 255: a CT slice came out all white."""
+    root = write_multi_annotator(tmp_path / "lidc")
+    path = root / "images" / "case4" / "slice_03.png"
+    Image.fromarray(np.full((20, 20), 4000, np.uint16)).save(path)
+    assert Image.open(path).mode == "I;16"
+    with pytest.raises(ValueError, match=r"slice_03\.png has PIL mode 'I;16' .* convert it to 8"):
+        load_multi_annotator(root, "val")
+
+
+def test_mask_values_and_ignore_index_beyond_8_bits_are_refused(tmp_path):
+    """The label maps are uint8: a 16-bit mask's 300 (ignore_index=300) became class 44, and
+    with 300 classes, 299 became 43."""
+    root = write_multi_annotator(tmp_path / "lidc")
+    path = root / "annotations" / "ann_b" / "case5" / "slice_01.png"
+    Image.fromarray(np.full((20, 20), 300, np.uint16)).save(path)
+    with pytest.raises(ValueError, match=r"data\.ignore_index=300 .*/lidc: expected .* 0\.\.255"):
+        load_multi_annotator(root, "val", ignore_index=300)
+    with pytest.raises(ValueError, match=r"data\.ignore_index=-100 "):
+        load_multi_annotator(root, "train", ignore_index=-100)
+    (root / "classes.txt").write_text("".join(f"class{i}\n" for i in range(300)))
+    Image.fromarray(np.full((20, 20), 299, np.uint16)).save(path)
+    with pytest.raises(ValueError, match=r"slice_01\.png has values \[299\] outside 0\.\.255"):
+        load_multi_annotator(root, "val")
+    assert load_multi_annotator(root, "train", ignore_index=255).annotations.shape[1] == 3
+
+
+def test_split_lists_and_annotator_folders_read_as_meant(tmp_path):
+    """A hidden folder (.ipynb_checkpoints) was taken for an annotator; a byte-order mark
+    made the first image "missing"; a name listed twice was loaded twice."""
+    root = write_multi_annotator(tmp_path / "lidc")
+    (root / "annotations" / ".ipynb_checkpoints").mkdir()
+    names = MULTI_ANNOTATOR_SPLITS["train"]
+    (root / "train.txt").write_text("\n".join(names) + "\n", encoding="utf-8-sig")
+    arrays = load_multi_annotator(root, "train", size=20)
+    assert arrays.names == names and arrays.num_annotators == 3
+    (root / "val.txt").write_text("case4/slice_03\ncase5/slice_01\ncase4/slice_03\n")
+    with pytest.raises(ValueError, match=r"val\.txt names \['case4/slice_03'\] more than once"):
+        load_multi_annotator(root, "val")
+
+
 @pytest.mark.parametrize("nested", [False, True])
 def test_coco_annotator_ids_give_one_map_per_annotator(tmp_path, nested):
     root = write_coco_annotators(tmp_path / "coco", nested=nested)
@@ -216,7 +257,7 @@ def test_evaluation_scores_samples_against_every_annotation():
     within = metrics.generalized_energy_distance(references, references, 3)
     assert perfect["ged_4"] == pytest.approx(float(within.mean())) and abs(perfect["ged_4"]) < 1e-9
     assert perfect["hm_iou_4"] == pytest.approx(1.0) and "hm_iou_16" not in perfect
-    with pytest.raises(ValueError, match="sample_counts must be positive"):
+    with pytest.raises(ValueError, match="sample_counts must be a list of integers >= 1"):
         evaluate_annotators(model, [batch], 3, CPU, sample_counts=(0,), progress=None)
 
 

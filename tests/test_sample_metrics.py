@@ -271,3 +271,58 @@ def test_ged_refuses_labels_out_of_range_unless_ignored():
         metrics.generalized_energy_distance(samples + 3, samples, C)
     ged = metrics.generalized_energy_distance(samples, samples + IGNORE, C, ignore_index=IGNORE)
     assert torch.isnan(ged).all()
+
+
+@pytest.mark.parametrize(
+    "mask",
+    [
+        torch.full((1, 3, 3), 2),  # int64: combined bitwise, every distance would be 0
+        torch.ones(1, 3, 3),
+        torch.ones(1, 3, 3, dtype=torch.uint8),
+        np.ones((1, 3, 3), dtype=bool),
+    ],
+)
+def test_valid_masks_must_be_bool_tensors(mask):
+    samples = torch.tensor(
+        [[[[0, 1, 1], [0, 1, 1], [0, 0, 0]]], [[[2, 2, 0], [0, 0, 0], [0, 0, 0]]]]
+    )
+    with pytest.raises(ValueError, match="valid must be a bool torch tensor"):
+        metrics.pairwise_iou_distance(samples, samples, C, valid=mask)
+    with pytest.raises(ValueError, match="valid must be a bool torch tensor"):
+        metrics.sample_diversity(samples, C, valid=mask)
+    with pytest.raises(ValueError, match="valid must be a bool torch tensor"):
+        metrics.SampleDiversity(C).update(samples, valid=mask)
+    # the bool mask of the same pixels: the two maps share no foreground class, distance 1
+    keep = torch.ones(1, 3, 3, dtype=torch.bool)
+    assert metrics.sample_diversity(samples, C, valid=keep).tolist() == [1.0]
+
+
+@pytest.mark.parametrize("bad", [5.0, -3.0, 1.5, float("nan"), "0", True])
+def test_empty_distance_must_be_a_distance_in_the_unit_interval(bad):
+    empty = torch.zeros(2, 1, 3, 3, dtype=torch.long)
+    with pytest.raises(ValueError, match=r"empty_distance must be a number in \[0, 1\]"):
+        metrics.generalized_energy_distance(empty, empty[:1], C, empty_distance=bad)
+    with pytest.raises(ValueError, match=r"empty_distance must be a number in \[0, 1\]"):
+        metrics.hungarian_matched_iou(empty, empty, C, empty_distance=bad)
+    with pytest.raises(ValueError, match=r"empty_distance must be a number in \[0, 1\]"):
+        metrics.pairwise_iou_distance(empty, empty, C, empty_distance=bad)
+    with pytest.raises(ValueError, match=r"empty_distance must be a number in \[0, 1\]"):
+        metrics.sample_diversity(empty, C, empty_distance=bad)
+    for accumulator in (
+        metrics.GeneralizedEnergyDistance,
+        metrics.SampleDiversity,
+        metrics.HungarianMatchedIoU,
+    ):
+        with pytest.raises(ValueError, match="empty_distance"):
+            accumulator(C, empty_distance=bad)
+
+
+def test_empty_distance_at_the_ends_of_the_unit_interval():
+    # two empty maps at distance 1: GED of identical empty sets is 2 - 1 - 1 = 0, HM-IoU 0
+    empty = torch.zeros(2, 1, 3, 3, dtype=torch.long)
+    for value in (0, 1, 1.0, np.float64(0.5)):
+        assert (
+            float(metrics.generalized_energy_distance(empty, empty, C, empty_distance=value)) == 0
+        )
+        iou = float(metrics.hungarian_matched_iou(empty, empty, C, empty_distance=value))
+        assert iou == 1.0 - float(value)

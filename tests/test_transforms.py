@@ -90,6 +90,20 @@ def test_arguments_are_validated():
         _run(RandomSquareOcclusion(min_side=0.1, fill=(0.0, 1.0)), _image())
 
 
+@pytest.mark.parametrize("fill", [300, -1, 0.5, (300, 0, 0)])
+def test_a_fill_that_a_uint8_image_cannot_hold_is_refused(fill):
+    """numpy would store 300 as 44 and 0.5 as 0 without a word."""
+    image = (_image() * 255).astype(np.uint8)
+    for transform in (
+        RandomSquareOcclusion(min_side=0.1, fill=fill),
+        GridBlockOcclusion(drop_prob=1.0, fill=fill),
+    ):
+        with pytest.raises(ValueError, match=r"does not fit a uint8 image: .* 0\.\.255"):
+            _run(transform, image)
+    filled, _ = _run(GridBlockOcclusion(drop_prob=1.0, fill=255), image)
+    assert (filled["image"] == 255).all()
+
+
 def test_grid_blocks_are_aligned_and_dropped_at_the_given_rate():
     result, params = _run(GridBlockOcclusion(block_size=4, drop_prob=0.5), _image(64, 64))
     dropped = params["dropped"]

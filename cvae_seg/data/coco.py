@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from cvae_seg.data.common import SegmentationArrays, decode_image, resize_pair
+from cvae_seg.data.common import SegmentationArrays, check_8bit_image, decode_image, resize_pair
 
 __all__ = ["load_coco"]
 
@@ -41,22 +41,28 @@ def load_coco(
     metrics skip. A file with crowds therefore needs one: None is refused (a crowd painted
     as a class, or as a value the loss does not skip, would train on it), and so is a value
     that is a class or does not fit the uint8 label maps.
+
+    Malformed entries are refused naming the file and the annotation (or image) id: no
+    categories, an annotation of a category the file does not list, a category asked twice,
+    a segmentation pycocotools cannot read, an image entry without its fields.
     """
     annotation_file, image_dir = Path(annotation_file), Path(image_dir)
     coco = _read_annotations(annotation_file, image_dir)
     known = sorted(coco.getCatIds())
+    every = coco.dataset.get("annotations", [])
+    _check_categories(every, known, category_ids, annotation_file)
     category_ids = list(category_ids) if category_ids is not None else known
     unknown = sorted(set(category_ids) - set(known))
     if unknown:
         raise ValueError(f"{annotation_file}: category ids {unknown} not found; it has {known}")
     class_of = {cat: index + 1 for index, cat in enumerate(category_ids)}
     names = [c["name"] for c in coco.loadCats(category_ids)]
-    every = coco.dataset.get("annotations", [])
     painter = _Painter(coco, class_of, _annotators(every, annotation_file),
-                       _crowd_value(every, class_of, ignore_index, annotation_file))  # fmt: skip
+                       _crowd_value(every, class_of, ignore_index, annotation_file),
+                       annotation_file)  # fmt: skip
     images, labels, files = [], [], []
     for image_id in sorted(coco.getImgIds()):
-        info = coco.loadImgs(image_id)[0]
+        info = _check_image_entry(coco.loadImgs(image_id)[0], annotation_file)
         image, maps = _decode_entry(info, image_dir, annotation_file, painter)
         images.append(resize_pair(image, Image.fromarray(maps[0]), size)[0])
         labels.append(np.stack([_resize_label(m, size) for m in maps]))
@@ -91,6 +97,113 @@ def _read_annotations(annotation_file: Path, image_dir: Path) -> Any:
         ) from None
 
 
+def _check_categories(
+    annotations: list[dict[str, Any]],
+    known: list[int],
+    category_ids: list[int] | None,
+    annotation_file: Path,
+) -> None:
+    """Refuse what would load with classes missing or doubled: a file without categories
+    (it would load as background alone), an annotation of a category the file does not list
+    (it would be dropped unseen) and a category asked twice (two classes of one)."""
+    if not known:
+        raise ValueError(
+            f'{annotation_file} lists no categories; expected "categories": '
+            '[{"id": 1, "name": ...}, ...] with at least one'
+        )
+    listed = set(known)
+    strays = [a for a in annotations if a.get("category_id") not in listed]
+    if strays:
+        ids = [a.get("id") for a in strays[:5]]
+        raise ValueError(
+            f"{annotation_file}: annotation id(s) {ids} have category_id "
+            f"{strays[0].get('category_id')!r}, which is not in its categories {known}; "
+            'expected every annotation\'s category_id to be listed in "categories"'
+        )
+    if category_ids is None:
+        return
+    twice = sorted({c for c in category_ids if list(category_ids).count(c) > 1})
+    if twice or not category_ids:
+        raise ValueError(
+            f"{annotation_file}: category_ids {list(category_ids)} "
+            + (f"name {twice} more than once" if twice else "is empty")
+            + f"; expected distinct ids of its categories {known}, one class each"
+        )
+
+
+_IMAGE_FIELDS = ("id", "file_name", "width", "height")
+
+
+def _check_image_entry(info: dict[str, Any], annotation_file: Path) -> dict[str, Any]:
+    """``info``, an entry of "images", checked for the fields that the loader reads."""
+    missing = [key for key in _IMAGE_FIELDS if key not in info]
+    size = [info.get("width"), info.get("height")]
+    bad_size = not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in size)
+    if missing or bad_size:
+        problem = f"has no {missing}" if missing else f"has width, height {size}"
+        raise ValueError(
+            f"{annotation_file}: image id {info.get('id')!r} {problem}; expected every image "
+            'entry to have "id", "file_name" and a positive integer "width" and "height"'
+        )
+    return info
+
+
+_SEGMENTATION = (
+    '"segmentation" as polygons [[x1, y1, x2, y2, x3, y3, ...], ...] (3 points or more each) '
+    'or an RLE {"size": [height, width], "counts": ...}'
+)
+
+
+def _segmentation_problem(segmentation: Any, shape: tuple[int, int]) -> str | None:
+    """What is wrong with a segmentation that pycocotools would fail on, or None."""
+    if isinstance(segmentation, list):
+        if not segmentation:
+            return "an empty segmentation []"
+        for polygon in segmentation:
+            numbers = isinstance(polygon, list) and all(
+                isinstance(v, int | float) and not isinstance(v, bool) for v in polygon
+            )
+            if not numbers or len(polygon) < 6 or len(polygon) % 2:
+                return f"a polygon {str(polygon)[:60]}"
+        return None
+    if isinstance(segmentation, dict):
+        if "counts" not in segmentation or "size" not in segmentation:
+            return f"an RLE with keys {sorted(segmentation)}"
+        if list(np.ravel(segmentation["size"])) != list(shape):
+            return f"an RLE of size {segmentation['size']} on an image of height, width {shape}"
+        return None
+    return f"a segmentation of type {type(segmentation).__name__}"
+
+
+def _region(
+    coco: Any, annotation: dict[str, Any], shape: tuple[int, int], annotation_file: Path
+) -> np.ndarray:
+    """The annotation's pixels (H, W) bool; a segmentation pycocotools cannot read (it raises
+    IndexError, KeyError, TypeError, or a bare Exception, naming neither the annotation nor
+    the file) is refused naming both."""
+    where = (
+        f"{annotation_file}: annotation id {annotation.get('id')!r} "
+        f"(image id {annotation.get('image_id')!r})"
+    )
+    if "segmentation" not in annotation:
+        raise ValueError(f"{where} has no segmentation (a bbox alone?); expected {_SEGMENTATION}")
+    problem = _segmentation_problem(annotation["segmentation"], shape)
+    if problem is None:
+        try:
+            region = coco.annToMask(annotation) > 0
+        except Exception as error:  # pycocotools raises bare Exception too
+            if type(error) is not Exception and not isinstance(
+                error, IndexError | KeyError | TypeError | ValueError
+            ):
+                raise
+            problem = f"a segmentation pycocotools cannot read ({type(error).__name__}: {error})"
+        else:
+            if region.shape == shape:
+                return region
+            problem = f"a segmentation of height, width {region.shape}, not {shape}"
+    raise ValueError(f"{where} has {problem}; expected {_SEGMENTATION}")
+
+
 @dataclass(frozen=True)
 class _Painter:
     """What turns an image's annotations into its class map(s): one per annotator."""
@@ -99,12 +212,13 @@ class _Painter:
     class_of: dict[int, int]
     annotators: list[Any]
     ignore: int
+    source: Path  # the annotation file, for errors
 
     def maps(self, image_id: int, shape: tuple[int, int]) -> list[np.ndarray]:
         annotations = self.coco.loadAnns(self.coco.getAnnIds(imgIds=image_id, iscrowd=None))
         return [
             _paint(self.coco, [a for a in annotations if _annotator(a) == who], shape,
-                   self.class_of, self.ignore)
+                   self.class_of, self.ignore, self.source)
             for who in self.annotators or [None]
         ]  # fmt: skip
 
@@ -117,7 +231,7 @@ def _decode_entry(
     if not path.is_file():
         raise FileNotFoundError(f"COCO image {path} (id {info['id']}) is missing")
     maps = painter.maps(info["id"], (info["height"], info["width"]))
-    image = decode_image(path)
+    image = check_8bit_image(decode_image(path), path)
     if image.size != (info["width"], info["height"]):
         raise ValueError(
             f"COCO image {path} is {image.size[0]}x{image.size[1]} but {annotation_file} "
@@ -188,13 +302,14 @@ def _paint(
     shape: tuple[int, int],
     class_of: dict[int, int],
     ignore_index: int,
+    annotation_file: Path,
 ) -> np.ndarray:
     """One label map (H, W) uint8: larger annotations first, crowds as ``ignore_index``."""
     label = np.zeros(shape, dtype=np.uint8)
     for annotation in sorted(annotations, key=lambda a: -a.get("area", 0)):
         if annotation["category_id"] not in class_of:
             continue
-        region = coco.annToMask(annotation) > 0
+        region = _region(coco, annotation, shape, annotation_file)
         label[region] = (
             ignore_index if annotation.get("iscrowd") else class_of[annotation["category_id"]]
         )

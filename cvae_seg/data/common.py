@@ -39,6 +39,7 @@ __all__ = [
     "SegmentationArrays",
     "annotator_for_seed",
     "build_transform",
+    "check_8bit_image",
     "decode_image",
     "resize_pair",
     "resolve_root",
@@ -147,6 +148,21 @@ def decode_image(source: str | os.PathLike | bytes, name: str | None = None) -> 
     return image
 
 
+def check_8bit_image(image: Image.Image, name: str | os.PathLike) -> Image.Image:
+    """``image``, refused when it is 16- or 32-bit greyscale (PIL modes "I;16*", "I", "F"):
+    `resize_pair`'s ``convert("RGB")`` clips such values at 255, so the image comes out nearly
+    all white, and PIL has no rescaling that is right for every source (12-bit CT, 16-bit
+    microscopy, ...): the user must choose one."""
+    if image.mode == "F" or image.mode.startswith("I"):
+        raise ValueError(
+            f"image {name} has PIL mode {image.mode!r} (16- or 32-bit greyscale); expected an "
+            "8-bit grey or colour image: convert it to 8 bits first (rescale its values to "
+            "0..255 as suits the data, e.g. a CT window), since reading it as RGB clips every "
+            "value above 255"
+        )
+    return image
+
+
 def resize_pair(image: Image.Image, label: Image.Image, size: int) -> tuple[np.ndarray, np.ndarray]:
     """Bicubic image, nearest label, both to size x size (the paper's 128 px protocol)."""
     image = image.convert("RGB").resize((size, size), Image.Resampling.BICUBIC)
@@ -178,12 +194,16 @@ def build_transform(
     if train and noise > 0:
         steps.append(RandomSquareOcclusion(max_side=noise, fill=0, p=1.0))
     steps += [A.Normalize(mean=mean, std=std, max_pixel_value=255.0), ToTensorV2()]
+    # seed=0 is only a start: ArraySegmentationDataset reseeds it for every item, from the
+    # sampler's seed or, for integer indices, from torch's seed of the worker
     return A.Compose(steps, seed=0)
 
 
 # mixed into an item's seed to choose its annotator, so the choice and the augmentation
 # (seeded by the seed itself) are independent draws
 _ANNOTATOR_STREAM = 0x616E6E6F
+# mixed into torch's seed for the stream of seeds of items asked by integer index
+_INTEGER_INDEX_STREAM = 0x696E6478
 
 
 def annotator_for_seed(seed: int, num_annotators: int) -> int:
@@ -202,13 +222,16 @@ def annotator_for_seed(seed: int, num_annotators: int) -> int:
 class ArraySegmentationDataset(torch.utils.data.Dataset):
     """Items {"image": (3, H, W) float, "mask": (H, W) int64, "index": int} from arrays.
 
-    ``dataset[i]`` augments with the transform's running generator; ``dataset[(i, seed)]``
-    reseeds it first, so that the item's augmentation depends on the seed alone.
+    ``dataset[(i, seed)]`` (the training sampler's keys) reseeds the transform first, so that
+    the item's augmentation depends on the seed alone. ``dataset[i]`` (a plain DataLoader)
+    does the same with the next seed of a stream seeded by ``torch.initial_seed()``, which
+    torch sets apart in each DataLoader worker: workers draw different augmentations, and a
+    run seeded with ``torch.manual_seed`` (or the loader's generator) draws them again.
 
     With A annotations per image (``arrays.annotations``): when ``draw_annotator`` (training),
-    "mask" is one annotation, chosen by `annotator_for_seed` (from a running generator for
-    ``dataset[i]``), and "annotator" says which; otherwise (evaluation) "mask" is the first
-    annotation and "masks" (A, H, W) int64 holds all of them, transformed alike.
+    "mask" is one annotation, chosen by `annotator_for_seed` from the item's seed, and
+    "annotator" says which; otherwise (evaluation) "mask" is the first annotation and "masks"
+    (A, H, W) int64 holds all of them, transformed alike.
     """
 
     def __init__(
@@ -220,7 +243,8 @@ class ArraySegmentationDataset(torch.utils.data.Dataset):
         self.arrays = arrays
         self.transform = transform or build_transform(train=False)
         self.draw_annotator = draw_annotator
-        self._annotator_rng = np.random.default_rng()
+        self._stream: np.random.Generator | None = None
+        self._stream_seed: int | None = None  # the torch seed that ``_stream`` comes from
 
     @property
     def classes(self) -> tuple[str, ...]:
@@ -237,21 +261,33 @@ class ArraySegmentationDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.arrays.images)
 
+    def _seed_for_integer_index(self) -> int:
+        """The augmentation seed of an item asked by integer index: the next draw of a stream
+        seeded by ``torch.initial_seed()``. Torch sets that seed per DataLoader worker (base
+        seed + worker id) and per process (``torch.manual_seed``); the stream restarts when
+        it changes, so a forked worker never replays the copy it inherited (as the fixed
+        ``A.Compose(seed=0)`` and an unseeded annotator generator did, in every worker)."""
+        torch_seed = torch.initial_seed()
+        if self._stream is None or torch_seed != self._stream_seed:
+            entropy = np.random.SeedSequence([torch_seed, _INTEGER_INDEX_STREAM])
+            self._stream, self._stream_seed = np.random.default_rng(entropy), torch_seed
+        return int(self._stream.integers(2**32))
+
     def __getitem__(self, key: int | tuple[int, int]) -> dict[str, torch.Tensor | int]:
         index, seed = key if isinstance(key, tuple) else (key, None)
-        if seed is not None:
+        if seed is not None:  # the sampler's (index, seed): the seed alone decides
             self.transform.set_random_seed(seed)
+        else:
+            seed = self._seed_for_integer_index()
+            if hasattr(self.transform, "set_random_seed"):  # an A.Compose; any callable works
+                self.transform.set_random_seed(seed)
         image, annotations = self.arrays.images[index], self.arrays.annotations
         if annotations is None:
             out = self.transform(image=image, mask=self.arrays.labels[index])
             return {"image": out["image"], "mask": out["mask"].long(), "index": index}
         count = annotations.shape[1]
         if self.draw_annotator:
-            annotator = (
-                annotator_for_seed(seed, count)
-                if seed is not None
-                else int(self._annotator_rng.integers(count))
-            )
+            annotator = annotator_for_seed(seed, count)
             out = self.transform(image=image, mask=annotations[index, annotator])
             item = {"image": out["image"], "mask": out["mask"].long(), "index": index}
             return {**item, "annotator": annotator}

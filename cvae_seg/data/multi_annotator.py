@@ -21,12 +21,13 @@ nearest).
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from cvae_seg.data.common import SegmentationArrays, decode_image, resize_pair
+from cvae_seg.data.common import SegmentationArrays, check_8bit_image, decode_image, resize_pair
 
 __all__ = ["IMAGE_SUFFIXES", "load_multi_annotator"]
 
@@ -36,11 +37,20 @@ _SPLIT_FILES = {"train": "train.txt", "val": "val.txt", "test": "test.txt"}
 
 
 def _read_names(path: Path) -> list[str]:
+    """The names of a split list. "utf-8-sig" drops the byte-order mark that Windows editors
+    write first, which would otherwise stick to the first name; a name listed twice is
+    refused, since it would count its image twice in training and in every score."""
     if not path.is_file():
         raise FileNotFoundError(f"split list {path} is missing; {_LAYOUT} (docs/data.md)")
-    names = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    lines = path.read_text(encoding="utf-8-sig").splitlines()
+    names = [line.strip() for line in lines if line.strip()]
     if not names:
         raise ValueError(f"split list {path} names no images; expected one <name> per line")
+    twice = sorted(name for name, count in Counter(names).items() if count > 1)
+    if twice:
+        raise ValueError(
+            f"split list {path} names {twice[:5]} more than once; expected each <name> once"
+        )
     return names
 
 
@@ -58,7 +68,8 @@ def _annotators(root: Path) -> list[str]:
     folder = root / "annotations"
     if not folder.is_dir():
         raise FileNotFoundError(f"annotation folder {folder} is missing; {_LAYOUT}")
-    annotators = sorted(p.name for p in folder.iterdir() if p.is_dir())
+    # hidden folders (.ipynb_checkpoints, .git, ...) are no annotators
+    annotators = sorted(p.name for p in folder.iterdir() if p.is_dir() and p.name[0] != ".")
     if not annotators:
         raise ValueError(f"{folder} has no annotator folders; expected annotations/<annotator>/")
     return annotators
@@ -97,6 +108,12 @@ def _read_mask(
         )
     pixels = np.asarray(mask)  # a palette ("P") mask gives its indices: the class values
     values = np.unique(pixels)
+    if values[0] < 0 or values[-1] > 255:  # the label maps are uint8: 300 would become 44
+        wide = [int(v) for v in values if not 0 <= v <= 255]
+        raise ValueError(
+            f"annotation {path} has values {wide[:5]} outside 0..255; expected class indices, "
+            "which the 8-bit label maps hold (a value above 255 would wrap around)"
+        )
     bad = [int(v) for v in values if v >= num_classes and v != ignore_index]
     if bad:
         allowed = f"0..{num_classes - 1}" + ("" if ignore_index is None else f" or {ignore_index}")
@@ -112,20 +129,28 @@ def load_multi_annotator(
 ) -> SegmentationArrays:
     """Decode a split of the multi-annotator layout: arrays with annotations (N, A, H, W).
 
-    Errors name the file and what was expected: a missing split list, image or mask, a mask
-    of another size than its image, a colour mask, a value that is no class index.
+    Errors name the file and what was expected: a missing split list, image or mask, a name
+    listed twice, a 16-bit image, a mask of another size than its image, a colour mask, a
+    value that is no class index or above 255, an ``ignore_index`` outside 0..255.
     """
     root = Path(root)
     if split not in _SPLIT_FILES:
         raise ValueError(f"split must be one of {tuple(_SPLIT_FILES)}, got {split!r}")
     if not root.is_dir():
         raise FileNotFoundError(f"multi-annotator root {root} does not exist; {_LAYOUT}")
+    if ignore_index is not None and not 0 <= ignore_index <= 255:
+        raise ValueError(
+            f"data.ignore_index={ignore_index} cannot mark pixels in the masks of {root}: "
+            "expected a value in 0..255 for multi-annotator masks (8-bit label maps), e.g. "
+            "255, or None"
+        )
     classes = _read_classes(root)
     annotators = _annotators(root)
     names = _read_names(root / _SPLIT_FILES[split])
     images, annotations = [], []
     for name in names:
-        image = decode_image(_image_path(root, name))
+        path = _image_path(root, name)
+        image = check_8bit_image(decode_image(path), path)
         masks = [
             _read_mask(
                 root / "annotations" / a / f"{name}.png", image.size, len(classes), ignore_index

@@ -1,12 +1,27 @@
 """Argument checks the metric modules share, kept apart from the computations.
 
 Internal to `cvae_seg.metrics`: each check raises a ``ValueError`` that names the argument
-and what was expected, and returns nothing (or the derived mask, for `valid_pixels`).
+and what was expected, and returns nothing (or the derived mask, for `valid_pixels`, and
+the value as an int, for `positive_int`).
 """
 
 from __future__ import annotations
 
+import numbers
+
+import numpy as np
 import torch
+
+
+def positive_int(name: str, value) -> int:
+    """``value`` must be a positive int or numpy integer; returned as a Python int.
+
+    It sizes tensors and bins: a float, string or bool would fail deep inside torch (or, for
+    True, pass as 1), and a numpy integer is as good as an int, so both are taken alike.
+    """
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+        raise ValueError(f"{name} must be a positive integer (int or numpy integer), got {value!r}")
+    return int(value)
 
 
 def label_set(name: str, maps: torch.Tensor) -> None:
@@ -40,8 +55,7 @@ def same_images(first_name: str, first: torch.Tensor, second_name: str, second: 
 
 def foreground_classes(num_classes: int, background: int | None) -> None:
     """At least one class other than ``background`` must remain to score."""
-    if not isinstance(num_classes, int) or num_classes < 1:
-        raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
+    num_classes = positive_int("num_classes", num_classes)
     if num_classes == 1 and background == 0:
         raise ValueError(f"num_classes={num_classes} with background={background} leaves no class")
 
@@ -68,9 +82,27 @@ def sample_sets(
         label_range(names[1], references, num_classes, ignore_index)
 
 
+def empty_distance(value: float) -> None:
+    """``empty_distance`` is a distance d = 1 - IoU, so it must be a number in [0, 1].
+
+    Outside it GED goes negative and HM-IoU leaves [0, 1] without any error (NaN fails too).
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value <= 1:
+        raise ValueError(f"empty_distance must be a number in [0, 1] (a 1 - IoU), got {value!r}")
+
+
 def valid_mask(valid: torch.Tensor | None, images: torch.Size) -> None:
-    """``valid`` must be None or a (B, H, W) mask of the images."""
-    if valid is not None and tuple(valid.shape) != tuple(images):
+    """``valid`` must be None or a (B, H, W) bool mask of the images.
+
+    Bool only: an integer mask would be combined bitwise (a mask of 2s keeps no pixel's
+    class) and a float or numpy one fails inside torch.
+    """
+    if valid is None:
+        return
+    if not isinstance(valid, torch.Tensor) or valid.dtype != torch.bool:
+        kind = valid.dtype if isinstance(valid, torch.Tensor) else type(valid).__name__
+        raise ValueError(f"valid must be a bool torch tensor (B, H, W), got {kind}")
+    if tuple(valid.shape) != tuple(images):
         raise ValueError(f"valid must be (B, H, W) = {tuple(images)}, got {tuple(valid.shape)}")
 
 
@@ -95,12 +127,28 @@ def valid_pixels(
     return keep if valid is None else keep & valid.bool()
 
 
-def probabilities(name: str, probs: torch.Tensor, dim: int, atol: float = 1e-3) -> None:
-    """``probs`` must be floating point, in [0, 1] and sum to 1 along ``dim``."""
+def tolerance(dtype: torch.dtype) -> float:
+    """The rounding a probability of ``dtype`` may carry: 1e-3, or 4 eps when that is coarser.
+
+    A bfloat16 softmax sums to 1 only within a few of its eps (7.8e-3), far beyond 1e-3;
+    float32 and float64 keep exactly the 1e-3 they always had.
+    """
+    return max(1e-3, 4 * torch.finfo(dtype).eps)
+
+
+def probabilities(name: str, probs: torch.Tensor, dim: int, atol: float | None = None) -> None:
+    """``probs`` must be finite, floating point, in [0, 1] and sum to 1 along ``dim``.
+
+    ``atol`` defaults to the rounding of ``probs``' dtype (`tolerance`).
+    """
     if not isinstance(probs, torch.Tensor) or not probs.is_floating_point():
         raise ValueError(f"{name} must be a floating-point tensor of probabilities (softmax)")
     if probs.numel() == 0:
         return
+    if atol is None:
+        atol = tolerance(probs.dtype)
+    if not bool(torch.isfinite(probs).all()):
+        raise ValueError(f"{name} holds non-finite values (NaN or inf); expected probabilities")
     if bool((probs < -atol).any()) or bool((probs > 1 + atol).any()):
         raise ValueError(f"{name} must lie in [0, 1] (probabilities, not logits)")
     total = probs.double().sum(dim)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+import cvae_seg.metrics._checks as checks
 from cvae_seg import distributed
 
 __all__ = ["ImageMean", "MapDistanceMean"]
@@ -45,7 +46,11 @@ class ImageMean:
 
 class MapDistanceMean(ImageMean):
     """An `ImageMean` of a score built on the distance between label maps (GED, diversity,
-    HM-IoU): it keeps the distance's options, passed to the score function on each update."""
+    HM-IoU): it keeps the distance's options, passed to the score function on each update.
+
+    ``num_classes`` and ``empty_distance`` are checked here, so a bad option fails when the
+    accumulator is built rather than at its first update.
+    """
 
     def __init__(
         self,
@@ -54,8 +59,9 @@ class MapDistanceMean(ImageMean):
         empty_distance: float = 0.0,
         ignore_index: int | None = None,
     ) -> None:
+        checks.empty_distance(empty_distance)
         self.options: dict = dict(
-            num_classes=num_classes,
+            num_classes=checks.positive_int("num_classes", num_classes),
             background=background,
             empty_distance=empty_distance,
             ignore_index=ignore_index,

@@ -11,6 +11,8 @@ Conventions, stated once:
   count, like the pixel accuracy), not a mean of per-image values. Multi-class: top-1
   confidence against top-1 correctness ("top-label" ECE), classes not averaged separately.
 - Pixels whose target is ``ignore_index`` are left out; nothing labelled -> NaN.
+- Probabilities must sum to 1 over the classes within the rounding of their dtype (1e-3, or
+  a few eps for bfloat16), so a half-precision softmax is accepted as it is.
 - The reliability diagram holds, per bin, the mean accuracy and mean confidence (NaN for an
   empty bin) and the pixel count; the ECE is computed from the same sums.
 
@@ -52,9 +54,11 @@ class ReliabilityDiagram(NamedTuple):
     counts: torch.Tensor
 
 
-def _check(probs: torch.Tensor, target: torch.Tensor, num_bins: int, ignore_index: int | None):
-    if not isinstance(num_bins, int) or num_bins < 1:
-        raise ValueError(f"num_bins must be a positive integer, got {num_bins!r}")
+def _check(
+    probs: torch.Tensor, target: torch.Tensor, num_bins: int, ignore_index: int | None
+) -> int:
+    """Check every argument; ``num_bins`` comes back as an int (numpy integers are taken)."""
+    num_bins = checks.positive_int("num_bins", num_bins)
     if not isinstance(probs, torch.Tensor) or probs.ndim < 2:
         raise ValueError("probs must be (B, C, ...) class probabilities")
     checks.probabilities("probs", probs, dim=1)
@@ -66,6 +70,7 @@ def _check(probs: torch.Tensor, target: torch.Tensor, num_bins: int, ignore_inde
             f"(B, C, ...) = {tuple(probs.shape)}, got {tuple(target.shape)}"
         )
     checks.label_range("target", target, probs.shape[1], ignore_index)
+    return num_bins
 
 
 def _edges(num_bins: int) -> torch.Tensor:
@@ -120,7 +125,7 @@ def reliability_diagram(
     Conventions of `cvae_seg.metrics.calibration` (right-closed bins, top-1 confidence,
     ``ignore_index`` pixels left out).
     """
-    _check(probs, target, num_bins, ignore_index)
+    num_bins = _check(probs, target, num_bins, ignore_index)
     return _diagram(_bin_sums(probs, target, num_bins, ignore_index))
 
 
@@ -134,7 +139,7 @@ def expected_calibration_error(
     |accuracy_m - confidence_m| over ``num_bins`` equal-width bins; the module docstring
     states every convention.
     """
-    _check(probs, target, num_bins, ignore_index)
+    num_bins = _check(probs, target, num_bins, ignore_index)
     return _ece(_bin_sums(probs, target, num_bins, ignore_index))
 
 
@@ -145,9 +150,7 @@ class ExpectedCalibrationError:
     """
 
     def __init__(self, num_bins: int = 15, ignore_index: int | None = None) -> None:
-        if not isinstance(num_bins, int) or num_bins < 1:
-            raise ValueError(f"num_bins must be a positive integer, got {num_bins!r}")
-        self.num_bins = num_bins
+        self.num_bins = checks.positive_int("num_bins", num_bins)
         self.ignore_index = ignore_index
         self.reset()
 

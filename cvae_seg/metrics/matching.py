@@ -67,6 +67,7 @@ def hungarian_matched_iou(
     checks.sample_sets(
         samples, annotations, num_classes, background, ignore_index, ("samples", "annotations")
     )
+    checks.empty_distance(empty_distance)
     valid = checks.valid_pixels(annotations, ignore_index)
     if ignore_index is not None:  # the ignored pixels may hold any label: clear them
         annotations = annotations.masked_fill(~valid[None], 0)

@@ -23,6 +23,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+import cvae_seg.metrics._checks as checks
+
 __all__ = [
     "ModeDecomposition",
     "candidate_log_likelihoods",
@@ -60,13 +62,24 @@ def total_variation(
     bin); ``probs`` the K true probabilities.
     """
     counts = np.asarray(counts, dtype=np.float64)
-    truth = np.asarray(probs, dtype=np.float64)
+    truth = _truth(probs)
+    if counts.ndim != 1 or (counts < 0).any():
+        raise ValueError(f"counts must be a vector of non-negative hit counts, got {counts}")
     if len(counts) not in (len(truth), len(truth) + 1):
         raise ValueError(f"counts need K or K + 1 entries for K = {len(truth)}, got {len(counts)}")
     if counts.sum() <= 0:
         raise ValueError("counts must hold at least one sample")
     truth = np.pad(truth, (0, len(counts) - len(truth)))
     return float(0.5 * np.abs(counts / counts.sum() - truth).sum())
+
+
+def _truth(probs: np.ndarray | Sequence[float]) -> np.ndarray:
+    """``probs`` as float64, checked to be a probability vector: a TV against anything else
+    is not a distance between distributions (and can exceed 1)."""
+    truth = np.asarray(probs, dtype=np.float64)
+    if truth.ndim != 1 or (truth < 0).any() or not np.isclose(truth.sum(), 1.0):
+        raise ValueError(f"probs must be non-negative and sum to 1, got {probs}")
+    return truth
 
 
 def _binomial_mean_absolute_deviation(num_samples: int, p: float) -> float:
@@ -97,9 +110,7 @@ def total_variation_floor(probs: np.ndarray | Sequence[float], num_samples: int)
     E[0.5 sum_k |n_k / S - pi_k|] = 0.5 sum_k E|n_k - S pi_k| / S, each n_k binomial, exact.
     It falls like 1 / sqrt(S) (pi = (0.7, 0.3), S = 1,000: 0.012).
     """
-    truth = np.asarray(probs, dtype=np.float64)
-    if truth.ndim != 1 or (truth < 0).any() or not np.isclose(truth.sum(), 1.0):
-        raise ValueError(f"probs must be non-negative and sum to 1, got {probs}")
+    truth = _truth(probs)
     if not isinstance(num_samples, int | np.integer) or num_samples < 1:
         raise ValueError(f"num_samples must be a positive integer, got {num_samples!r}")
     n = int(num_samples)
@@ -108,11 +119,44 @@ def total_variation_floor(probs: np.ndarray | Sequence[float], num_samples: int)
 
 
 def candidate_log_likelihoods(logits: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
-    """(S, K) log p(y_k|x, z_s) for sampled logits (S, C, H, W) and candidates (K, H, W)."""
+    """(S, K) log p(y_k|x, z_s) for sampled logits (S, C, H, W) and candidates (K, H, W).
+
+    The shapes and the candidates' labels (in [0, C)) are checked: a smaller candidate map
+    would otherwise be scored on a corner of the logits.
+    """
+    if not isinstance(logits, torch.Tensor) or logits.ndim != 4:
+        shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+        raise ValueError(f"logits must be a tensor (S, C, H, W), got {shape}")
+    if not isinstance(candidates, torch.Tensor) or candidates.ndim != 3:
+        shape = (
+            tuple(candidates.shape)
+            if isinstance(candidates, torch.Tensor)
+            else type(candidates).__name__
+        )
+        raise ValueError(f"candidates must be a tensor (K, H, W), got {shape}")
+    if candidates.shape[1:] != logits.shape[2:]:
+        raise ValueError(
+            f"candidates (K, H, W) must match logits (S, C, H, W) in H, W, got "
+            f"{tuple(candidates.shape)} and {tuple(logits.shape)}"
+        )
+    checks.label_range("candidates", candidates, logits.shape[1], None)
     log_probs = torch.log_softmax(logits.float(), 1)
     labels = candidates.long().to(log_probs.device)
     index = labels[None].expand(log_probs.shape[0], -1, -1, -1)  # (S, K, H, W)
     return log_probs.gather(1, index).flatten(2).sum(-1)
+
+
+def _log_likelihoods(values: torch.Tensor) -> None:
+    """Log-likelihoods are <= 0 (-inf allowed): positive ones are probabilities or logits,
+    which would report shares above 1. The slack is the rounding of the values' dtype."""
+    if bool(torch.isnan(values).any()):
+        raise ValueError("log_likelihoods holds NaN; expected log-likelihoods (<= 0)")
+    slack = checks.tolerance(values.dtype) if values.is_floating_point() else 0
+    if values.numel() and float(values.max()) > slack:
+        raise ValueError(
+            "log_likelihoods must be log-likelihoods (<= 0, as candidate_log_likelihoods "
+            f"gives), got a maximum of {float(values.max())}: probabilities or logits?"
+        )
 
 
 class ModeDecomposition:
@@ -128,7 +172,7 @@ class ModeDecomposition:
     """
 
     def __init__(self, num_modes: int) -> None:
-        self.num_modes = num_modes
+        self.num_modes = checks.positive_int("num_modes", num_modes)
         self.reset()
 
     def reset(self) -> None:
@@ -141,6 +185,7 @@ class ModeDecomposition:
     def update(self, log_likelihoods: torch.Tensor) -> None:
         if log_likelihoods.ndim != 2 or log_likelihoods.shape[1] != self.num_modes:
             raise ValueError(f"expected (S, {self.num_modes}), got {tuple(log_likelihoods.shape)}")
+        _log_likelihoods(log_likelihoods)
         region = log_likelihoods.argmax(1)
         probs = log_likelihoods.double().exp()
         self.in_between += int((probs.max(1).values < 0.5).sum())

@@ -10,8 +10,10 @@ Conventions, stated once:
   Probabilistic U-Net's evaluation does (PHiSeg's code instead averages over every label,
   counting a label absent from both maps as IoU 1).
 - A pair in which neither map has a foreground pixel is at ``empty_distance`` (default 0:
-  two empty maps agree); an empty map against a non-empty one is at distance 1.
-- ``valid`` (B, H, W) bool restricts every distance of image b to its valid pixels. With
+  two empty maps agree; it must lie in [0, 1] like every other distance); an empty map
+  against a non-empty one is at distance 1.
+- ``valid``, a (B, H, W) bool tensor (no other dtype: an integer mask would be combined
+  bitwise), restricts every distance of image b to its valid pixels. With
   ``ignore_index``, GED and diversity derive it from the references: a pixel that any
   reference marks ``ignore_index`` is left out of every distance of that image (diversity
   needs the references passed for that). An image with no pixel left scores NaN, and the
@@ -85,10 +87,11 @@ def pairwise_iou_distance(
     """d = 1 - IoU between every pair of label maps: (N, B, H, W), (M, B, H, W) -> (N, M, B).
 
     IoU is averaged over the classes (all but ``background``) present in either map of the
-    pair; a pair in which neither map has such a class is at ``empty_distance``. Only the
-    pixels where ``valid`` (B, H, W) is True count, when it is given.
+    pair; a pair in which neither map has such a class is at ``empty_distance`` (a distance,
+    in [0, 1]). Only the pixels where ``valid`` (B, H, W) bool is True count, when given.
     """
     checks.sample_sets(first, second, num_classes, background, names=("first", "second"))
+    checks.empty_distance(empty_distance)
     checks.valid_mask(valid, first.shape[1:])
     return _iou_distance(first, second, num_classes, background, empty_distance, valid)
 
@@ -135,6 +138,7 @@ def generalized_energy_distance(
     with no pixel left scores NaN.
     """
     checks.sample_sets(samples, references, num_classes, background, ignore_index)
+    checks.empty_distance(empty_distance)
     weights = _reference_weights(reference_weights, references.shape[0], references.shape[1])
     valid = checks.valid_pixels(references, ignore_index)
     weights = weights.to(samples.device)
@@ -169,6 +173,7 @@ def sample_diversity(
     ``ignore_index`` (the pixels GED scores). An image with no pixel left scores NaN.
     """
     checks.sample_sets(samples, references, num_classes, background, ignore_index)
+    checks.empty_distance(empty_distance)
     checks.valid_mask(valid, samples.shape[1:])
     valid = checks.valid_pixels(references, ignore_index, valid)
     count = samples.shape[0]

@@ -10,13 +10,19 @@ Conventions:
 - per-class IoU is NaN for a class absent from both prediction and target, and the mean IoU
   averages the other classes;
 - class accuracy averages the per-class recall over the classes present in the target;
-- foreground IoU (the paper's CUB IoU) scores 0 when prediction and target are both empty.
+- foreground IoU (the paper's CUB IoU) scores 0 when prediction and target are both empty,
+  and NaN for an image with no labelled pixel (every target pixel ``ignore_index``), which
+  `foreground_iou` and `ForegroundIoU` leave out of their mean.
+- labels must be classes: in [0, num_classes) (targets also ``ignore_index``) wherever
+  ``num_classes`` is given; `pixel_accuracy` and the foreground IoU take it as an option and
+  without it refuse only negative labels (they cannot tell 255 from a class).
 """
 
 from __future__ import annotations
 
 import torch
 
+import cvae_seg.metrics._checks as checks
 from cvae_seg import distributed
 from cvae_seg.metrics.base import ImageMean
 
@@ -48,6 +54,27 @@ def _check_pair(pred: torch.Tensor, target: torch.Tensor) -> None:
             raise ValueError(f"{name} must hold integer labels (argmax the logits first)")
 
 
+def _check_labels(
+    pred: torch.Tensor, target: torch.Tensor, num_classes: int | None, ignore_index: int | None
+) -> None:
+    """Labels out of range would silently count as a class (or as foreground): refuse them.
+
+    With ``num_classes``, the checks of `confusion_matrix`; without it, only what holds for
+    any number of classes: no negative label (an ``ignore_index`` may itself be a class the
+    model predicts, so a prediction equal to it is refused only through ``num_classes``).
+    """
+    if num_classes is not None:
+        checks.label_range("target", target, num_classes, ignore_index)
+        checks.label_range("pred", pred, num_classes, None)
+        return
+    labels = target if ignore_index is None else target[target != ignore_index]
+    if labels.numel() and int(labels.min()) < 0:
+        allowed = "" if ignore_index is None else f" or be ignore_index={ignore_index}"
+        raise ValueError(f"target labels must be non-negative class indices{allowed}")
+    if pred.numel() and int(pred.min()) < 0:
+        raise ValueError("pred labels must be non-negative class indices")
+
+
 def _labelled(target: torch.Tensor, ignore_index: int | None) -> torch.Tensor:
     return (
         torch.ones_like(target, dtype=torch.bool)
@@ -61,6 +88,7 @@ def confusion_matrix(
     pred: torch.Tensor, target: torch.Tensor, num_classes: int, ignore_index: int | None = None
 ) -> torch.Tensor:
     """(num_classes, num_classes) counts, rows = target class, columns = predicted class."""
+    num_classes = checks.positive_int("num_classes", num_classes)
     _check_pair(pred, target)
     keep = _labelled(target, ignore_index)
     target, pred = target[keep].long(), pred[keep].long()
@@ -89,10 +117,21 @@ def _iou_from_confusion(confusion: torch.Tensor) -> torch.Tensor:
 
 
 def pixel_accuracy(
-    pred: torch.Tensor, target: torch.Tensor, ignore_index: int | None = None
+    pred: torch.Tensor,
+    target: torch.Tensor,
+    ignore_index: int | None = None,
+    *,
+    num_classes: int | None = None,
 ) -> torch.Tensor:
-    """Correct labelled pixels over all labelled pixels (global count, not an image mean)."""
+    """Correct labelled pixels over all labelled pixels (global count, not an image mean).
+
+    Give ``num_classes`` to have every label checked against [0, num_classes), as
+    `PixelAccuracy` does: an unignored 255 in the target would otherwise score as a miss.
+    """
+    if num_classes is not None:
+        num_classes = checks.positive_int("num_classes", num_classes)
     _check_pair(pred, target)
+    _check_labels(pred, target, num_classes, ignore_index)
     keep = _labelled(target, ignore_index)
     total = keep.sum()
     if total == 0:
@@ -126,18 +165,28 @@ def per_image_foreground_iou(
     target: torch.Tensor,
     background: int = 0,
     ignore_index: int | None = None,
+    *,
+    num_classes: int | None = None,
 ) -> torch.Tensor:
     """(B,) IoU of the foreground (every label but ``background``) of each image.
 
-    Empty prediction and empty target score 0, the paper's convention for CUB.
+    Empty prediction and empty target score 0, the paper's convention for CUB; an image
+    with no labelled pixel scores NaN (nothing to score, not a failure). Labels are checked
+    against [0, num_classes) when ``num_classes`` is given (module conventions otherwise).
     """
+    if num_classes is not None:
+        num_classes = checks.positive_int("num_classes", num_classes)
     _check_pair(pred, target)
+    _check_labels(pred, target, num_classes, ignore_index)
     keep = _labelled(target, ignore_index)
     pred_fg = (pred != background) & keep
     target_fg = (target != background) & keep
     intersection = (pred_fg & target_fg).flatten(1).sum(1)
     union = (pred_fg | target_fg).flatten(1).sum(1)
-    return torch.where(union > 0, intersection / union.clamp_min(1), 0.0)
+    scores = torch.where(union > 0, intersection / union.clamp_min(1), 0.0)
+    if ignore_index is None:
+        return scores
+    return scores.masked_fill(~keep.flatten(1).any(1), float("nan"))
 
 
 def foreground_iou(
@@ -145,9 +194,18 @@ def foreground_iou(
     target: torch.Tensor,
     background: int = 0,
     ignore_index: int | None = None,
+    *,
+    num_classes: int | None = None,
 ) -> torch.Tensor:
-    """Per-image foreground IoU averaged over images (the paper's CUB IoU), a scalar."""
-    return per_image_foreground_iou(pred, target, background, ignore_index).mean()
+    """Per-image foreground IoU averaged over images (the paper's CUB IoU), a scalar.
+
+    Images with no labelled pixel (NaN) are left out, as `ForegroundIoU` leaves them out;
+    NaN when no image is left.
+    """
+    scores = per_image_foreground_iou(
+        pred, target, background, ignore_index, num_classes=num_classes
+    )
+    return scores[~torch.isnan(scores)].mean()
 
 
 # ------------------------------------------------------------------------- accumulators
@@ -155,9 +213,7 @@ class ConfusionMatrix:
     """Accumulates a confusion matrix over batches; the base of the pixel-count metrics."""
 
     def __init__(self, num_classes: int, ignore_index: int | None = None) -> None:
-        if num_classes < 1:
-            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
-        self.num_classes = num_classes
+        self.num_classes = checks.positive_int("num_classes", num_classes)
         self.ignore_index = ignore_index
         self.reset()
 
@@ -201,12 +257,29 @@ class MeanIoU(ConfusionMatrix):
 
 
 class ForegroundIoU(ImageMean):
-    """The paper's CUB IoU: per-image foreground IoU, averaged over images."""
+    """The paper's CUB IoU: per-image foreground IoU, averaged over images.
 
-    def __init__(self, background: int = 0, ignore_index: int | None = None) -> None:
+    Images with no labelled pixel are skipped (``skipped``); ``num_classes``, when given,
+    range-checks the labels (`per_image_foreground_iou`).
+    """
+
+    def __init__(
+        self,
+        background: int = 0,
+        ignore_index: int | None = None,
+        *,
+        num_classes: int | None = None,
+    ) -> None:
         self.background = background
         self.ignore_index = ignore_index
+        self.num_classes = (
+            None if num_classes is None else checks.positive_int("num_classes", num_classes)
+        )
         super().__init__()
 
     def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
-        self.add(per_image_foreground_iou(pred, target, self.background, self.ignore_index))
+        self.add(
+            per_image_foreground_iou(
+                pred, target, self.background, self.ignore_index, num_classes=self.num_classes
+            )
+        )

@@ -24,7 +24,8 @@ Conventions, stated once:
 - ``ignore_index``: a pixel that any annotation marks ``ignore_index`` is left out of both
   maps (their means and standard deviations too); an image with no pixel left scores NaN.
 - Samples are probabilities (S, B, C, H, W) (softmax of each sample's logits); the class
-  dimension must sum to 1. Annotations are integer label maps (A, B, H, W).
+  dimension must sum to 1 (within the rounding of their dtype, as in
+  `cvae_seg.metrics.calibration`). Annotations are integer label maps (A, B, H, W).
 """
 
 from __future__ import annotations

@@ -430,15 +430,18 @@ class ConditionalGenerativeModel(nn.Module):
 
 
 class eval_mode:
-    """Eval mode for the duration of a call, then the caller's mode back (unlike smp's
-    `predict`, which leaves the model in eval mode)."""
+    """Eval mode for the duration of a call, then the caller's modes back (unlike smp's
+    `predict`, which leaves the model in eval mode). Every submodule's own mode is restored,
+    not only the top one's: a model trained with a frozen encoder (its BatchNorm layers in
+    eval mode) keeps it frozen."""
 
     def __init__(self, module: nn.Module) -> None:
         self.module = module
 
     def __enter__(self) -> None:
-        self.was_training = self.module.training
+        self.modes = [(child, child.training) for child in self.module.modules()]
         self.module.eval()
 
     def __exit__(self, *exc: object) -> None:
-        self.module.train(self.was_training)
+        for child, training in self.modes:
+            child.training = training
