@@ -214,6 +214,10 @@ DATA_SETTINGS = {
         ["data.dataset=known_truth", "data.size=30"],
         ["data.dataset=known_truth (data.size", "multiple of 8", "got 30"],
     ),
+    "known_truth_holdout_of_every_layout": (
+        ["data.dataset=known_truth", "data.size=32", "data.known_truth_holdout=0.999"],
+        ["data.known_truth_holdout)", "holdout must leave layouts to train on"],
+    ),
     "shapes_modes_not_summing_to_1": (
         ["data.shapes_modes=[0.5,0.6]"],
         ["data.dataset=shapes (data.size, data.shapes_modes)", "sum to 1"],

@@ -57,7 +57,7 @@ def _generate(config: DataConfig, split: str) -> SegmentationArrays:
     try:
         if config.dataset == "shapes":
             return make_occluded_shapes(count, config.size, config.shapes_modes, seed)
-        keys = "data.size, data.known_truth_modes"
+        keys = "data.size, data.known_truth_modes, data.known_truth_holdout"
         truth = known_truth_split(
             split,
             count,
