@@ -16,6 +16,7 @@ import torch
 from tqdm import tqdm
 
 from cvae_seg import distributed, metrics
+from cvae_seg.checks import integer_at_least, integers_at_least
 from cvae_seg.models.base import ConditionalGenerativeModel
 from cvae_seg.models.segmentation import SegmentationModel
 
@@ -104,8 +105,7 @@ def evaluate(
     """
     device = _checked(model, device)
     _check_class_names(class_names, model)
-    if not isinstance(calibration_samples, int) or calibration_samples < 0:
-        raise ValueError(f"calibration_samples must be >= 0, got {calibration_samples!r}")
+    integer_at_least("calibration_samples", calibration_samples, minimum=0)
     num_classes = len(class_names)
     ignore = model.ignore_index
     accuracy = metrics.PixelAccuracy(num_classes, ignore)
@@ -209,8 +209,7 @@ def partial_observation(
     from cvae_seg.transforms import grid_block_mask
 
     device = _checked(model, device)
-    if not isinstance(num_iterations, int) or num_iterations < 1:
-        raise ValueError(f"num_iterations must be a positive integer, got {num_iterations!r}")
+    integer_at_least("num_iterations", num_iterations)
     _check_grid(block_sizes, drop_probs)
     fill_tensor = _fill_tensor(fill, getattr(model, "in_channels", None), device)
     with_recognition = model.recognition_net is not None
@@ -243,10 +242,7 @@ def partial_observation(
 
 def _check_grid(block_sizes: object, drop_probs: object) -> None:
     """Table 4's grid: block sides in pixels and drop probabilities (fractions, not %)."""
-    sizes = block_sizes if isinstance(block_sizes, Sequence) else None
-    if not sizes or not all(isinstance(b, int) and not isinstance(b, bool) and b >= 1
-                            for b in sizes):  # fmt: skip
-        raise ValueError(f"block_sizes must be a list of block sides >= 1 px, got {block_sizes!r}")
+    integers_at_least("block_sizes", block_sizes)  # block sides in pixels
     probs = drop_probs if isinstance(drop_probs, Sequence) else None
     if not probs or not all(isinstance(p, int | float) and 0 < p <= 1 for p in probs):
         raise ValueError(
@@ -332,15 +328,9 @@ def evaluate_annotators(
     once (default: all in one batch).
     """
     device = _checked(model, device, uses=("sample",))
-    if not isinstance(sample_counts, Sequence) or not all(
-        isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in sample_counts
-    ):
-        raise ValueError(f"sample_counts must be a list of integers >= 1, got {sample_counts!r}")
-    counts = sorted(set(sample_counts))
-    if not counts:
-        raise ValueError("sample_counts is empty; the field reports (16, 100)")
-    if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size < 1):
-        raise ValueError(f"chunk_size must be None or an integer >= 1, got {chunk_size!r}")
+    counts = sorted(set(integers_at_least("sample_counts", sample_counts)))  # the field: 16, 100
+    if chunk_size is not None:
+        integer_at_least("chunk_size", chunk_size)
     if ignore_index is None:
         ignore_index = getattr(model, "ignore_index", None)
     scored: dict[str, list[torch.Tensor]] = {}

@@ -20,12 +20,12 @@ from collections.abc import Callable
 
 import torch
 
+from cvae_seg.checks import integer_at_least
 from cvae_seg.modules.latent import LatentDistribution, latent_log_density
 
 __all__ = [
     "LogLikelihoodGivenZ",
     "block_estimates",
-    "check_count",
     "importance_log_weights",
     "latent_log_ratio",
     "log_mean_exp",
@@ -49,15 +49,9 @@ def latent_log_ratio(
     return latent_log_density(prior, z) - latent_log_density(proposal, z)
 
 
-def check_count(name: str, value: object) -> None:
-    """Refuse a count that is not a positive integer (2.5 or "4" would fail deep in torch)."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-
-
 def _chunks(total: int, chunk_size: int) -> list[int]:
-    check_count("num_samples", total)
-    check_count("chunk_size", chunk_size)
+    total = integer_at_least("num_samples", total)
+    chunk_size = integer_at_least("chunk_size", chunk_size)
     return [min(chunk_size, total - start) for start in range(0, total, chunk_size)]
 
 

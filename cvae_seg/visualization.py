@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
+from cvae_seg.checks import integer_at_least
 from cvae_seg.data.common import ArraySegmentationDataset
 from cvae_seg.models.mnist import QuadrantCVAE
 from cvae_seg.models.smp import CVAE
@@ -63,8 +64,7 @@ def _check_request(indices: list[int], num_samples: int, occlude: float = 0.0) -
     empty ``indices`` would otherwise fail deep inside as an unbound tile size)."""
     if not indices:
         raise ValueError("no images to draw: indices is empty; give at least one index")
-    if num_samples < 1:
-        raise ValueError(f"num_samples must be at least 1, got {num_samples}")
+    integer_at_least("num_samples", num_samples)
     if not 0.0 <= occlude < 1.0:
         raise ValueError(f"occlude is a share of the image side in [0, 1), got {occlude}")
 

@@ -717,7 +717,7 @@ EVALUATION_CALLS = {
             m, _loader(), "cpu", [0, 0, 0], block_sizes=(0,)
         ),
         ValueError,
-        "block_sizes must be a list of block sides >= 1 px",
+        "block_sizes must be a non-empty list of positive integers",
     ),
     "fill_of_two_channels": (
         lambda m: cvae_seg.evaluation.partial_observation(m, _loader(), "cpu", [0, 0]),
@@ -727,7 +727,7 @@ EVALUATION_CALLS = {
     "sample_count_not_a_list": (
         lambda m: cvae_seg.evaluation.evaluate_annotators(m, _loader(), 3, "cpu", 16),
         ValueError,
-        "sample_counts must be a list of integers >= 1, got 16",
+        "sample_counts must be a non-empty list of positive integers, got 16",
     ),
 }
 

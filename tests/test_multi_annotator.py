@@ -212,7 +212,7 @@ def test_every_annotator_is_drawn_about_equally_often():
     chi_square = ((counts - 2000) ** 2 / 2000).sum()
     assert chi_square < 16.27, counts  # df = 3, p = 0.001
     assert annotator_for_seed(123, 1) == 0
-    with pytest.raises(ValueError, match="num_annotators must be >= 1"):
+    with pytest.raises(ValueError, match="num_annotators must be a positive integer"):
         annotator_for_seed(1, 0)
 
 
@@ -257,7 +257,7 @@ def test_evaluation_scores_samples_against_every_annotation():
     within = metrics.generalized_energy_distance(references, references, 3)
     assert perfect["ged_4"] == pytest.approx(float(within.mean())) and abs(perfect["ged_4"]) < 1e-9
     assert perfect["hm_iou_4"] == pytest.approx(1.0) and "hm_iou_16" not in perfect
-    with pytest.raises(ValueError, match="sample_counts must be a list of integers >= 1"):
+    with pytest.raises(ValueError, match="sample_counts must be a non-empty list of positive"):
         evaluate_annotators(model, [batch], 3, CPU, sample_counts=(0,), progress=None)
 
 
@@ -298,7 +298,7 @@ def test_known_truth_annotations_follow_the_true_frequencies():
     assert disagree == pytest.approx(1 - sum(p * p for p in probs), abs=0.07)
     config = DataConfig(dataset="known_truth", size=32, shapes_val=5, known_truth_annotators=4)
     assert build_dataset(config, "val", train=False)[0]["masks"].shape == (4, 32, 32)
-    with pytest.raises(ValueError, match="annotators must be >= 1"):
+    with pytest.raises(ValueError, match="annotators must be a positive integer"):
         make_known_truth(2, 32, probs, annotators=0)
 
 

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from cvae_seg.checks import integer_at_least
 from cvae_seg.io import atomic_write
 
 if TYPE_CHECKING:  # albumentations loads on first use: importing it checks for updates online
@@ -213,8 +214,7 @@ def annotator_for_seed(seed: int, num_annotators: int) -> int:
     (run seed, step), so the same step draws the same annotators for any number of workers
     or processes, and after a resume. Uniform over the A annotators.
     """
-    if num_annotators < 1:
-        raise ValueError(f"num_annotators must be >= 1, got {num_annotators}")
+    integer_at_least("num_annotators", num_annotators)
     state = np.random.SeedSequence([int(seed), _ANNOTATOR_STREAM]).generate_state(2, np.uint64)
     return int(state[0] % np.uint64(num_annotators))
 

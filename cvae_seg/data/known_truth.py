@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from cvae_seg.checks import integer_at_least
 from cvae_seg.data.common import SegmentationArrays
 
 __all__ = [
@@ -176,8 +177,7 @@ def make_known_truth(
     images and labels are those of A = 1). ``excluded_layouts``: layouts never drawn.
     """
     probs = _validate(mode_probs, size)
-    if annotators < 1:
-        raise ValueError(f"annotators must be >= 1, got {annotators}")
+    integer_at_least("annotators", annotators)
     cell = size // GRID
     rng = np.random.default_rng(seed)
     images = np.full((num_images, size, size, 3), _BACKGROUND, dtype=np.uint8)

@@ -1,27 +1,17 @@
 """Argument checks the metric modules share, kept apart from the computations.
 
 Internal to `cvae_seg.metrics`: each check raises a ``ValueError`` that names the argument
-and what was expected, and returns nothing (or the derived mask, for `valid_pixels`, and
-the value as an int, for `positive_int`).
+and what was expected, and returns nothing (or the derived mask, for `valid_pixels`). Counts are
+checked by `cvae_seg.checks`, shared with the rest of the package.
 """
 
 from __future__ import annotations
 
 import numbers
 
-import numpy as np
 import torch
 
-
-def positive_int(name: str, value) -> int:
-    """``value`` must be a positive int or numpy integer; returned as a Python int.
-
-    It sizes tensors and bins: a float, string or bool would fail deep inside torch (or, for
-    True, pass as 1), and a numpy integer is as good as an int, so both are taken alike.
-    """
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
-        raise ValueError(f"{name} must be a positive integer (int or numpy integer), got {value!r}")
-    return int(value)
+from cvae_seg.checks import integer_at_least
 
 
 def label_set(name: str, maps: torch.Tensor) -> None:
@@ -55,7 +45,7 @@ def same_images(first_name: str, first: torch.Tensor, second_name: str, second: 
 
 def foreground_classes(num_classes: int, background: int | None) -> None:
     """At least one class other than ``background`` must remain to score."""
-    num_classes = positive_int("num_classes", num_classes)
+    num_classes = integer_at_least("num_classes", num_classes)
     if num_classes == 1 and background == 0:
         raise ValueError(f"num_classes={num_classes} with background={background} leaves no class")
 

@@ -6,6 +6,7 @@ import torch
 
 import cvae_seg.metrics._checks as checks
 from cvae_seg import distributed
+from cvae_seg.checks import integer_at_least
 
 __all__ = ["ImageMean", "MapDistanceMean"]
 
@@ -61,7 +62,7 @@ class MapDistanceMean(ImageMean):
     ) -> None:
         checks.empty_distance(empty_distance)
         self.options: dict = dict(
-            num_classes=checks.positive_int("num_classes", num_classes),
+            num_classes=integer_at_least("num_classes", num_classes),
             background=background,
             empty_distance=empty_distance,
             ignore_index=ignore_index,

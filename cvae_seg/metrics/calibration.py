@@ -32,6 +32,7 @@ import torch
 
 import cvae_seg.metrics._checks as checks
 from cvae_seg import distributed
+from cvae_seg.checks import integer_at_least
 
 __all__ = [
     "ExpectedCalibrationError",
@@ -58,7 +59,7 @@ def _check(
     probs: torch.Tensor, target: torch.Tensor, num_bins: int, ignore_index: int | None
 ) -> int:
     """Check every argument; ``num_bins`` comes back as an int (numpy integers are taken)."""
-    num_bins = checks.positive_int("num_bins", num_bins)
+    num_bins = integer_at_least("num_bins", num_bins)
     if not isinstance(probs, torch.Tensor) or probs.ndim < 2:
         raise ValueError("probs must be (B, C, ...) class probabilities")
     checks.probabilities("probs", probs, dim=1)
@@ -150,7 +151,7 @@ class ExpectedCalibrationError:
     """
 
     def __init__(self, num_bins: int = 15, ignore_index: int | None = None) -> None:
-        self.num_bins = checks.positive_int("num_bins", num_bins)
+        self.num_bins = integer_at_least("num_bins", num_bins)
         self.ignore_index = ignore_index
         self.reset()
 

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 import cvae_seg.metrics._checks as checks
+from cvae_seg.checks import integer_at_least
 
 __all__ = [
     "ModeDecomposition",
@@ -111,9 +112,7 @@ def total_variation_floor(probs: np.ndarray | Sequence[float], num_samples: int)
     It falls like 1 / sqrt(S) (pi = (0.7, 0.3), S = 1,000: 0.012).
     """
     truth = _truth(probs)
-    if not isinstance(num_samples, int | np.integer) or num_samples < 1:
-        raise ValueError(f"num_samples must be a positive integer, got {num_samples!r}")
-    n = int(num_samples)
+    n = integer_at_least("num_samples", num_samples)
     deviation = sum(_binomial_mean_absolute_deviation(n, float(p)) for p in truth)
     return 0.5 * deviation / n
 
@@ -172,7 +171,7 @@ class ModeDecomposition:
     """
 
     def __init__(self, num_modes: int) -> None:
-        self.num_modes = checks.positive_int("num_modes", num_modes)
+        self.num_modes = integer_at_least("num_modes", num_modes)
         self.reset()
 
     def reset(self) -> None:

@@ -24,6 +24,7 @@ import torch
 
 import cvae_seg.metrics._checks as checks
 from cvae_seg import distributed
+from cvae_seg.checks import integer_at_least
 from cvae_seg.metrics.base import ImageMean
 
 __all__ = [
@@ -88,7 +89,7 @@ def confusion_matrix(
     pred: torch.Tensor, target: torch.Tensor, num_classes: int, ignore_index: int | None = None
 ) -> torch.Tensor:
     """(num_classes, num_classes) counts, rows = target class, columns = predicted class."""
-    num_classes = checks.positive_int("num_classes", num_classes)
+    num_classes = integer_at_least("num_classes", num_classes)
     _check_pair(pred, target)
     keep = _labelled(target, ignore_index)
     target, pred = target[keep].long(), pred[keep].long()
@@ -129,7 +130,7 @@ def pixel_accuracy(
     `PixelAccuracy` does: an unignored 255 in the target would otherwise score as a miss.
     """
     if num_classes is not None:
-        num_classes = checks.positive_int("num_classes", num_classes)
+        num_classes = integer_at_least("num_classes", num_classes)
     _check_pair(pred, target)
     _check_labels(pred, target, num_classes, ignore_index)
     keep = _labelled(target, ignore_index)
@@ -175,7 +176,7 @@ def per_image_foreground_iou(
     against [0, num_classes) when ``num_classes`` is given (module conventions otherwise).
     """
     if num_classes is not None:
-        num_classes = checks.positive_int("num_classes", num_classes)
+        num_classes = integer_at_least("num_classes", num_classes)
     _check_pair(pred, target)
     _check_labels(pred, target, num_classes, ignore_index)
     keep = _labelled(target, ignore_index)
@@ -213,7 +214,7 @@ class ConfusionMatrix:
     """Accumulates a confusion matrix over batches; the base of the pixel-count metrics."""
 
     def __init__(self, num_classes: int, ignore_index: int | None = None) -> None:
-        self.num_classes = checks.positive_int("num_classes", num_classes)
+        self.num_classes = integer_at_least("num_classes", num_classes)
         self.ignore_index = ignore_index
         self.reset()
 
@@ -273,7 +274,7 @@ class ForegroundIoU(ImageMean):
         self.background = background
         self.ignore_index = ignore_index
         self.num_classes = (
-            None if num_classes is None else checks.positive_int("num_classes", num_classes)
+            None if num_classes is None else integer_at_least("num_classes", num_classes)
         )
         super().__init__()
 

@@ -26,8 +26,8 @@ import torch
 from torch import nn
 from torch.distributions import Normal
 
+from cvae_seg.checks import integer_at_least
 from cvae_seg.likelihood import (
-    check_count,
     importance_log_weights,
     log_mean_exp,
     monte_carlo_log_weights,
@@ -82,8 +82,7 @@ def _check_objective_arguments(
         raise ValueError(f"alpha must be in [0, 1], got {alpha}")
     if kl_weight < 0:
         raise ValueError(f"kl_weight must be >= 0, got {kl_weight}")
-    if importance_samples < 1:
-        raise ValueError(f"importance_samples must be >= 1, got {importance_samples}")
+    integer_at_least("importance_samples", importance_samples)
     if not 0.0 <= elbo_share <= 1.0:
         raise ValueError(f"elbo_share must be in [0, 1], got {elbo_share}")
     if elbo_share > 0 and importance_samples == 1:
@@ -344,7 +343,7 @@ class ConditionalGenerativeModel(nn.Module):
         """
         if method not in ("mean", "average"):
             raise ValueError(f"method must be 'mean' or 'average', got {method!r}")
-        check_count("num_samples", num_samples)
+        num_samples = integer_at_least("num_samples", num_samples)
         with eval_mode(self):
             encoded = self._encode(x)
             if method == "mean" or not self.spec.stochastic:
@@ -358,7 +357,7 @@ class ConditionalGenerativeModel(nn.Module):
         The deterministic part and the prior run once; all latents are decoded as one batch.
         Deterministic objectives (cnn, gdnn) return S identical outputs.
         """
-        check_count("num_samples", num_samples)
+        num_samples = integer_at_least("num_samples", num_samples)
         with eval_mode(self):
             return self._sample(self._encode(x), num_samples)
 

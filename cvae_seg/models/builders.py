@@ -16,6 +16,7 @@ from typing import Any
 
 from torch import nn
 
+from cvae_seg.checks import integer_at_least
 from cvae_seg.models.mnist import QuadrantCVAE
 from cvae_seg.models.peers import (
     DeepEnsemble,
@@ -63,8 +64,7 @@ def create_backbone(
     """
     import segmentation_models_pytorch as smp  # slow import, only when an smp model is built
 
-    if not isinstance(classes, int) or classes < 1:
-        raise ValueError(f"classes must be a positive integer, got {classes!r}")
+    classes = integer_at_least("classes", classes)
     try:
         return smp.create_model(
             arch,
@@ -173,8 +173,7 @@ def wrap_backbone(
                          "objective chooses among the 'cvae' head's")  # fmt: skip
     if head == "ensemble":
         members = kwargs.pop("members", 5)
-        if not isinstance(members, int) or members < 2:
-            raise ValueError(f"members must be an integer >= 2, got {members!r}")
+        members = integer_at_least("members", members, minimum=2)
         return DeepEnsemble([make_backbone() for _ in range(members)], **kwargs)
     return HEADS[head](make_backbone(), **kwargs)
 
@@ -237,9 +236,8 @@ def mnist_mlp(
     side: int = 28,
 ) -> QuadrantCVAE:
     """The paper's MNIST quadrant-completion MLPs, under the training config's names."""
-    if not isinstance(latent_channels, int) or latent_channels < 1:
-        # zero latents would build and fail only at the first forward pass
-        raise ValueError(f"latent_channels must be a positive integer, got {latent_channels!r}")
+    # zero latents would build and fail only at the first forward pass
+    latent_channels = integer_at_least("latent_channels", latent_channels)
     if prior_components != 1:
         raise ValueError(
             f"prior_components={prior_components}: the mixture prior exists for the conv prior "

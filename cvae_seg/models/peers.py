@@ -21,12 +21,12 @@ Carlo likelihood come from the shared machinery:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import torch
 from torch import nn
 from torch.distributions import Categorical, LowRankMultivariateNormal
 
+from cvae_seg.checks import integer_at_least
 from cvae_seg.likelihood import log_mean_exp
 from cvae_seg.models.base import CVAEOutput, Encoded, LikelihoodMethod, eval_mode
 from cvae_seg.models.segmentation import SegmentationModel
@@ -39,11 +39,6 @@ __all__ = [
     "ProbabilisticUNet",
     "StochasticSegmentationNetwork",
 ]
-
-
-def _positive_int(name: str, value: Any) -> None:
-    if not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
 
 
 class ProbabilisticUNet(SegmentationModel):
@@ -72,7 +67,7 @@ class ProbabilisticUNet(SegmentationModel):
         logvar_bound: float = LOGVAR_BOUND,
         probe_size: int = 128,
     ) -> None:
-        _positive_int("latent_channels", latent_channels)
+        latent_channels = integer_at_least("latent_channels", latent_channels)
         super().__init__(backbone, "cvae", kl_weight=kl_weight, ignore_index=ignore_index,
                          probe_size=probe_size)  # fmt: skip
         self.head_config = dict(
@@ -123,8 +118,8 @@ class StochasticSegmentationNetwork(SegmentationModel):
         ignore_index: int | None = None,
         probe_size: int = 128,
     ) -> None:
-        _positive_int("rank", rank)
-        _positive_int("train_samples", train_samples)
+        rank = integer_at_least("rank", rank)
+        train_samples = integer_at_least("train_samples", train_samples)
         super().__init__(backbone, "gsnn", ignore_index=ignore_index, probe_size=probe_size)
         self.head_config = dict(rank=rank, train_samples=train_samples, min_variance=min_variance,
                                 ignore_index=ignore_index, probe_size=probe_size)  # fmt: skip

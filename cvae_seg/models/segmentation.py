@@ -17,6 +17,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from cvae_seg.checks import integer_at_least
 from cvae_seg.likelihood import log_mean_exp
 from cvae_seg.models.base import ConditionalGenerativeModel, eval_mode
 from cvae_seg.modules.multiscale import one_hot_labels, pixel_nll
@@ -53,8 +54,7 @@ class SegmentationModel(ConditionalGenerativeModel):
                 f"backbone {type(backbone).__name__} has no `segmentation_head`; expected an "
                 "smp model (smp.create_model) or a cvae_seg architecture"
             )
-        if not isinstance(probe_size, int) or probe_size < 1:
-            raise ValueError(f"probe_size must be a positive integer, got {probe_size!r}")
+        probe_size = integer_at_least("probe_size", probe_size)
         if ignore_index is not None and (
             isinstance(ignore_index, bool) or not isinstance(ignore_index, int)
         ):
@@ -140,12 +140,7 @@ class SegmentationModel(ConditionalGenerativeModel):
         """
         if latent not in ("mean", "sample"):
             raise ValueError(f"latent must be 'mean' or 'sample', got {latent!r}")
-        if (
-            isinstance(num_iterations, bool)
-            or not isinstance(num_iterations, int)
-            or num_iterations < 0
-        ):
-            raise ValueError(f"num_iterations must be an integer >= 0, got {num_iterations!r}")
+        num_iterations = integer_at_least("num_iterations", num_iterations, minimum=0)
         y = self._target(y, x)
         if observed.shape != y.shape or observed.dtype != torch.bool:
             raise ValueError(

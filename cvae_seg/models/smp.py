@@ -18,6 +18,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from cvae_seg.checks import integer_at_least, integers_at_least
 from cvae_seg.models.base import Encoded
 from cvae_seg.models.segmentation import SegmentationModel
 from cvae_seg.modules.heads import (
@@ -223,16 +224,13 @@ def _check_head_arguments(objective: str, arguments: dict[str, Any]) -> None:
             f"zero (nothing would train), got {scale_weights}"
         )
     for name in ("gaussian_widths", "gaussian_kernel_sizes"):
-        sizes = arguments[name]
-        if not sizes or not all(isinstance(n, int) and n >= 1 for n in sizes):
-            raise ValueError(f"{name} must be positive integers, one per layer, got {sizes!r}")
+        integers_at_least(name, arguments[name])  # one per layer
     bound = arguments["logvar_bound"]
     if not isinstance(bound, int | float) or not 0 < bound < math.inf:
         raise ValueError(f"logvar_bound must be a positive number, got {bound!r}")
     for name in ("latent_channels", "latent_stride", "generation_hidden", "generation_stride",
                  "prior_components"):  # fmt: skip
-        if not isinstance(arguments[name], int) or arguments[name] < 1:
-            raise ValueError(f"{name} must be a positive integer, got {arguments[name]!r}")
+        integer_at_least(name, arguments[name])
     if arguments["prior_components"] > 1 and not get_objective(objective).needs_recognition:
         raise ValueError(
             f"prior_components={arguments['prior_components']} needs an objective with a KL "

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.distributions import Normal
 
+from cvae_seg.checks import integer_at_least
 from cvae_seg.modules.latent import GaussianMixture
 
 __all__ = [
@@ -85,8 +86,7 @@ class GaussianConvNet(nn.Module):
         components: int = 1,
     ) -> None:
         super().__init__()
-        if components < 1:
-            raise ValueError(f"components must be >= 1, got {components}")
+        integer_at_least("components", components)
         if not widths:
             raise ValueError("widths must name at least one channel count")
         if len(kernel_sizes) != len(widths):

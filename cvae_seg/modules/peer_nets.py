@@ -14,6 +14,7 @@ import torch
 from torch import nn
 from torch.distributions import Bernoulli, Normal
 
+from cvae_seg.checks import integer_at_least
 from cvae_seg.modules.heads import LOGVAR_BOUND, bounded_log_variance
 
 __all__ = ["GlobalGaussianNet", "KeepMask", "LatentCombiner"]
@@ -61,8 +62,7 @@ class LatentCombiner(nn.Module):
 
     def __init__(self, feature_channels: int, latent_channels: int, layers: int = 3) -> None:
         super().__init__()
-        if layers < 1:
-            raise ValueError(f"layers must be >= 1, got {layers}")
+        integer_at_least("layers", layers)
         blocks: list[nn.Module] = []
         channels = feature_channels + latent_channels
         for i in range(layers):
