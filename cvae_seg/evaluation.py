@@ -106,13 +106,8 @@ def evaluate(
     device = _checked(model, device)
     _check_class_names(class_names, model)
     integer_at_least("calibration_samples", calibration_samples, minimum=0)
-    num_classes = len(class_names)
-    ignore = model.ignore_index
-    accuracy = metrics.PixelAccuracy(num_classes, ignore)
-    class_accuracy = metrics.ClassAccuracy(num_classes, ignore)
-    iou = metrics.MeanIoU(num_classes, ignore)
-    foreground = metrics.ForegroundIoU(ignore_index=ignore, num_classes=num_classes)
-    calibration = metrics.ExpectedCalibrationError(ignore_index=ignore)
+    scores = _SegmentationScores(class_names, model.ignore_index)
+    calibration = metrics.ExpectedCalibrationError(ignore_index=model.ignore_index)
     negative_ll: list[torch.Tensor] = []
     autocast = torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None)
     for x, y in _batches(loader, device, progress, across_processes):
@@ -124,39 +119,57 @@ def evaluate(
             if calibration_samples:
                 samples = model.sample(x, calibration_samples).float()
                 calibration.update(torch.softmax(samples, 2).mean(0), y)
-        pred = logits.argmax(1)
-        for accumulator in (accuracy, class_accuracy, iou, foreground):
-            accumulator.update(pred, y)
-    if across_processes:  # under torchrun each process saw its own shard of the data
-        for accumulator in (accuracy, class_accuracy, iou, foreground):
-            accumulator.sync()
-    result = {
-        "pixel_accuracy": 100 * float(accuracy.compute()),
-        "class_accuracy": 100 * float(class_accuracy.compute()),
-        "mean_iou": 100 * float(iou.compute()),
-        "foreground_iou": 100 * float(foreground.compute()),
-    }
-    for name, value in zip(class_names, iou.per_class().tolist(), strict=True):
-        result[f"iou_{name}"] = 100 * value
+        scores.update(logits.argmax(1), y)
+    result = scores.compute(across_processes)
     if calibration_samples:
         if across_processes:
             calibration.sync()
         result["ece"] = float(calibration.compute())
     if likelihood:
-        values = torch.cat(negative_ll or [torch.empty(0)])
-        result.update(_nll_summary(values, num_samples, across_processes))
+        result.update(_nll_summary(negative_ll, num_samples, across_processes))
     return result
 
 
+class _SegmentationScores:
+    """The label-map metrics of `evaluate`, accumulated batch by batch over the split."""
+
+    def __init__(self, class_names: Sequence[str], ignore_index: int | None) -> None:
+        num_classes = len(class_names)
+        self.class_names = list(class_names)
+        self.accuracy = metrics.PixelAccuracy(num_classes, ignore_index)
+        self.class_accuracy = metrics.ClassAccuracy(num_classes, ignore_index)
+        self.iou = metrics.MeanIoU(num_classes, ignore_index)
+        self.foreground = metrics.ForegroundIoU(ignore_index=ignore_index, num_classes=num_classes)
+
+    def _accumulators(self) -> tuple:
+        return self.accuracy, self.class_accuracy, self.iou, self.foreground
+
+    def update(self, prediction: torch.Tensor, target: torch.Tensor) -> None:
+        for accumulator in self._accumulators():
+            accumulator.update(prediction, target)
+
+    def compute(self, across_processes: bool) -> dict[str, float]:
+        """Percentages; ``across_processes`` pools the torchrun processes' shards first."""
+        if across_processes:
+            for accumulator in self._accumulators():
+                accumulator.sync()
+        result = {
+            "pixel_accuracy": 100 * float(self.accuracy.compute()),
+            "class_accuracy": 100 * float(self.class_accuracy.compute()),
+            "mean_iou": 100 * float(self.iou.compute()),
+            "foreground_iou": 100 * float(self.foreground.compute()),
+        }
+        per_class = self.iou.per_class().tolist()
+        for name, value in zip(self.class_names, per_class, strict=True):
+            result[f"iou_{name}"] = 100 * value
+        return result
+
+
 def _nll_summary(
-    values: torch.Tensor, num_samples: int, across_processes: bool = False
+    values: list[torch.Tensor], num_samples: int, across_processes: bool = False
 ) -> dict[str, float]:
-    """Mean negative log-likelihood over examples and its standard error."""
-    values = values.double()
-    if across_processes:
-        values = distributed.all_gather_cat(values)
-    stderr = float(values.std() / math.sqrt(len(values))) if len(values) > 1 else 0.0
-    return {"nll": float(values.mean()), "nll_stderr": stderr, "nll_samples": num_samples}
+    """Mean negative log-likelihood over examples, its standard error, and S."""
+    return {**_mean_and_stderr("nll", values, across_processes), "nll_samples": num_samples}
 
 
 @torch.no_grad()
@@ -180,7 +193,7 @@ def evaluate_likelihood(
         -model.log_likelihood(x, y, num_samples, method, chunk_size).cpu()
         for x, y in _batches(loader, device, progress, across_processes)
     ]
-    return _nll_summary(torch.cat(values or [torch.empty(0)]), num_samples, across_processes)
+    return _nll_summary(values, num_samples, across_processes)
 
 
 @torch.no_grad()
@@ -289,13 +302,15 @@ def _annotations(batch: dict, device: torch.device) -> torch.Tensor:
 
 
 def _mean_and_stderr(
-    name: str, values: list[torch.Tensor], across_processes: bool
+    name: str, values: list[torch.Tensor], across_processes: bool, skip_nan: bool = False
 ) -> dict[str, float]:
-    """Mean over images (NaN-scored images, with no valid pixel, left out) and its stderr."""
+    """Mean over images and its standard error. ``skip_nan`` leaves out the images a metric
+    scores NaN (no valid pixel); a NaN likelihood is a fault and must show, so it is kept."""
     pooled = torch.cat(values or [torch.empty(0)]).double().cpu()
     if across_processes:
         pooled = distributed.all_gather_cat(pooled)
-    pooled = pooled[~pooled.isnan()]
+    if skip_nan:
+        pooled = pooled[~pooled.isnan()]
     stderr = float(pooled.std() / math.sqrt(len(pooled))) if len(pooled) > 1 else 0.0
     mean = float(pooled.mean()) if len(pooled) else float("nan")
     return {name: mean, f"{name}_stderr": stderr}
@@ -349,5 +364,5 @@ def evaluate_annotators(
         raise ValueError("the loader gave no batches: nothing to evaluate (an empty split?)")
     result: dict[str, float] = {"annotators": float(references.shape[0]) if scored else 0.0}
     for name, values in scored.items():
-        result.update(_mean_and_stderr(name, values, across_processes))
+        result.update(_mean_and_stderr(name, values, across_processes, skip_nan=True))
     return result
