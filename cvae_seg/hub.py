@@ -81,6 +81,12 @@ def from_pretrained(
 ) -> torch.nn.Module:
     """Rebuild a model saved by `save_pretrained` (eval mode). Errors name the file."""
     directory = Path(directory)
+    if directory.is_file():
+        raise ValueError(
+            f"{directory} is a file; from_pretrained takes a save_pretrained folder (a training "
+            f"run's pretrained/). A training checkpoint (.pt) loads with "
+            f"cvae_seg.training.load_trained(path, device)"
+        )
     config_path, weights_path = directory / CONFIG_NAME, directory / WEIGHTS_NAME
     for path in (config_path, weights_path):
         if not path.is_file():

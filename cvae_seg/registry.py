@@ -12,6 +12,7 @@ imported (``import cvae_seg`` does that), the way timm's registry works.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -38,8 +39,9 @@ def register_model(name: str | Callable[..., Any]) -> Any:
     ... def my_net(classes: int = 2, objective: str = "cvae", **kwargs):
     ...     return cvae_seg.CVAE(MyNet(classes=classes), objective=objective, **kwargs)
 
-    A model built this way saves and reloads with `save_pretrained` / `from_pretrained` when its
-    ``config`` names the registered name under "arch".
+    A model built by `create_model` remembers the name and arguments it was built with, so
+    `save_pretrained` / `from_pretrained` rebuild it through this builder whenever its
+    backbone cannot describe itself (smp models can, and are rebuilt through smp's name).
     """
     if callable(name):  # used bare: @register_model
         return register_model(name.__name__)(name)
@@ -96,4 +98,9 @@ def create_model(arch: str, **kwargs: Any) -> Any:
 
     >>> model = create_model("Unet", encoder_name="resnet18", classes=3, objective="hybrid")
     """
-    return get_model_builder(arch)(**kwargs)
+    model = get_model_builder(arch)(**kwargs)
+    # what rebuilds it (`SegmentationModel.config`) when its backbone keeps no config; an
+    # object that takes no new attributes simply goes without
+    with contextlib.suppress(AttributeError):
+        model.registered_as = (_DISPLAY_NAMES[arch.lower()], dict(kwargs))
+    return model

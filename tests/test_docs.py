@@ -139,3 +139,27 @@ def test_readme_python_quickstart_runs(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     exec(compile(code, "README.md", "exec"), {"__name__": "readme"})
     assert (tmp_path / "my_model" / "config.json").is_file()
+
+
+def _documented_config_keys() -> dict[str, str]:
+    """docs/config.md's table rows: dotted key -> the default as written."""
+    row = re.compile(r"^\| `([a-z_]+\.[a-z_]+)` \| `([^`]*)` \|", re.MULTILINE)
+    return dict(row.findall((ROOT / "docs" / "config.md").read_text(encoding="utf-8")))
+
+
+def test_the_config_reference_lists_every_key_with_its_default():
+    import yaml
+
+    from cvae_seg.config import Config
+
+    def as_yaml(value: object) -> str:
+        value = list(value) if isinstance(value, tuple) else value
+        return yaml.safe_dump(value, default_flow_style=True).removesuffix("...\n").strip()
+
+    defaults = Config().model_dump()
+    expected = {
+        f"{section}.{key}": as_yaml(value)
+        for section, values in defaults.items()
+        for key, value in values.items()
+    }
+    assert _documented_config_keys() == expected

@@ -143,6 +143,13 @@ def test_version_1_files_still_load(tmp_path):
                                          torch.randn(2, 3, 64, 64))  # fmt: skip
 
 
+def test_a_training_checkpoint_given_to_from_pretrained_is_sent_to_load_trained(tmp_path):
+    checkpoint = tmp_path / "best.pt"
+    checkpoint.write_bytes(b"")
+    with pytest.raises(ValueError, match=r"best.pt is a file;.*training.load_trained"):
+        cvae_seg.from_pretrained(checkpoint)
+
+
 def test_models_that_cannot_be_rebuilt_are_refused(tmp_path):
     from torch import nn
 

@@ -2,6 +2,7 @@
 generated data: what a trained work dir holds is what evaluation and pictures read."""
 
 import json
+import re
 from pathlib import Path
 
 import torch
@@ -11,6 +12,13 @@ from cvae_seg.cli import run
 from cvae_seg.training import load_checkpoint, load_trained
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def _python_block(page: Path, naming: str) -> str:
+    """The page's one ```python block that mentions ``naming``."""
+    blocks = re.findall(r"```python\n(.*?)```", page.read_text(encoding="utf-8"), re.DOTALL)
+    (block,) = [b for b in blocks if naming in b]
+    return block
 
 
 def test_tools_train_evaluate_visualize(tmp_path, caplog):
@@ -59,6 +67,11 @@ def test_tools_train_evaluate_visualize(tmp_path, caplog):
         ]
     )
     assert shared["pixel_accuracy"] == best["pixel_accuracy"]
+    # docs/training.md's "Use a trained model in Python" runs as written on this run's folder
+    snippet = _python_block(ROOT / "docs" / "training.md", "load_trained")
+    scope = {"images": torch.randn(2, 3, 32, 32)}
+    exec(compile(snippet.replace("work_dirs/demo", str(work_dir)), "training.md", "exec"), scope)
+    assert scope["samples"].shape == (16, 2, 32, 32) and scope["classes"] == classes
     assert classes == ["background", "object"] and trained.model.objective == "cvae"
     # --resume without a path continues from the work dir's last.pt
     run(
@@ -74,6 +87,17 @@ def test_tools_train_evaluate_visualize(tmp_path, caplog):
         ]
     )
     assert load_checkpoint(checkpoint)["step"] == 4
+
+
+def test_the_api_pages_train_and_evaluate_example_runs(tmp_path):
+    snippet = _python_block(ROOT / "docs" / "api.md", "evaluate(model, loader")
+    tiny = ", ".join(f'"{value}"' for value in [*TINY, "train.max_steps=2"])
+    code = snippet.replace('"train.max_steps=20"', tiny).replace("work_dirs/try", str(tmp_path))
+    scope: dict = {}
+    exec(compile(code.replace("configs/demo.yaml", str(ROOT / "configs/demo.yaml")), "api.md",
+                 "exec"), scope)  # fmt: skip
+    assert scope["classes"] == ["background", "object"]
+    assert 0 <= scope["scores"]["pixel_accuracy"] <= 100 and scope["scores"]["nll"] > 0
 
 
 def test_demo_script_trains_and_draws(tmp_path):

@@ -83,9 +83,18 @@ class SegmentationModel(ConditionalGenerativeModel):
         """What rebuilds this model: ``cvae_seg.create_model(**model.config)``.
 
         The backbone is described by its class name and its ``config`` (the constructor
-        arguments that smp models keep); its weights come from the saved file, never a download.
+        arguments that smp models keep); failing that, by the registered builder and arguments
+        `cvae_seg.create_model` built the whole model with. Its weights come from the saved
+        file, never a download.
         """
-        arch, backbone_kwargs = describe_backbone(self.backbone)
+        try:
+            arch, backbone_kwargs = describe_backbone(self.backbone)
+        except ValueError:
+            registered = getattr(self, "registered_as", None)
+            if registered is None:
+                raise
+            name, kwargs = registered
+            return {"arch": name, **_without_download(kwargs)}
         # the default head goes unnamed, so builders of CVAEs alone need no `head` argument;
         # a peer trains on its own objective, so only the CVAE names one
         if self.head_name == "cvae":
@@ -226,13 +235,19 @@ def describe_backbone(backbone: nn.Module) -> tuple[str, dict[str, Any]]:
         raise ValueError(
             f"backbone {arch} cannot be rebuilt from a config: its class is not a registered "
             f"model (cvae_seg.list_models()) or keeps no `config` of its constructor arguments "
-            f"(smp models do); register a builder with @cvae_seg.register_model, or save "
-            f"model.state_dict() yourself"
+            f"(smp models do); build the model with cvae_seg.create_model from a builder "
+            f"registered with @cvae_seg.register_model (its name and arguments are saved), or "
+            f"save model.state_dict() yourself"
         )
+    return arch, _without_download(kwargs)
+
+
+def _without_download(kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """The arguments with no pretrained weights to fetch: the saved weights replace them."""
     kwargs = dict(kwargs)
     if "encoder_weights" in kwargs:
-        kwargs["encoder_weights"] = None  # the saved weights replace any pretrained ones
-    return arch, kwargs
+        kwargs["encoder_weights"] = None
+    return kwargs
 
 
 def check_image(x: torch.Tensor, in_channels: int, weight_dtype: torch.dtype) -> None:
