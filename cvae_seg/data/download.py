@@ -18,6 +18,7 @@ import os
 import tarfile
 import urllib.request
 from pathlib import Path
+from typing import IO
 
 from cvae_seg.data.common import ARCHIVE_ERRORS
 from cvae_seg.io import atomic_write
@@ -78,7 +79,7 @@ def _fetch_any(url: str, target: Path, progress: bool) -> None:
 def _fetch(url: str, target: Path, progress: bool) -> None:
     from tqdm import tqdm
 
-    def write(handle) -> None:
+    def write(handle: IO[bytes]) -> None:
         with urllib.request.urlopen(url) as response:
             total = int(response.headers.get("Content-Length") or 0) or None
             with tqdm(

@@ -26,7 +26,7 @@ def label_set(name: str, maps: torch.Tensor) -> None:
         raise ValueError(f"{name} must hold at least one map, got N = 0")
 
 
-def label_range(name: str, maps: torch.Tensor, num_classes: int, ignore_index: int | None):
+def label_range(name: str, maps: torch.Tensor, num_classes: int, ignore_index: int | None) -> None:
     """Every label of ``maps`` must lie in [0, num_classes) or be ``ignore_index``."""
     labels = maps if ignore_index is None else maps[maps != ignore_index]
     if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
@@ -34,7 +34,9 @@ def label_range(name: str, maps: torch.Tensor, num_classes: int, ignore_index: i
         raise ValueError(f"{name} labels must lie in [0, {num_classes}){allowed}")
 
 
-def same_images(first_name: str, first: torch.Tensor, second_name: str, second: torch.Tensor):
+def same_images(
+    first_name: str, first: torch.Tensor, second_name: str, second: torch.Tensor
+) -> None:
     """Two sets of maps must describe the same (B, H, W) images."""
     if first.shape[1:] != second.shape[1:]:
         raise ValueError(
