@@ -28,6 +28,7 @@ from pydantic import (
 )
 
 from cvae_seg.modules.heads import LOGVAR_BOUND
+from cvae_seg.modules.peer_nets import PROBUNET_LATENT_CHANNELS
 
 __all__ = [
     "Config",
@@ -55,7 +56,7 @@ class ModelConfig(_Section):
     encoder_name: str = "resnet18"
     encoder_weights: str | None = None
     objective: Literal["cnn", "gdnn", "gsnn", "cvae", "hybrid"] = "cvae"
-    # every head's latent size (the CVAE's map: 32); a probunet config sets its paper's 6
+    # the CVAE's latent map; left unset, head probunet takes its paper's size instead
     latent_channels: int = Field(32, ge=1)
     latent_stride: int = Field(16, ge=1)
     gaussian_widths: tuple[PositiveInt, ...] = Field((64, 96, 128), min_length=1)
@@ -93,6 +94,15 @@ class ModelConfig(_Section):
     dropout: float = Field(0.5, gt=0, lt=1)  # mc_dropout: channel dropout on decoder features
     members: int = Field(5, ge=2)  # ensemble: number of backbones
     backbone_kwargs: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _head_latent_size(self) -> ModelConfig:
+        """A latent size left unset is the head's own: the ProbUNet's global latent has 6
+        dimensions in its paper, not the 32 channels of the CVAE's latent map."""
+        if self.head == "probunet" and "latent_channels" not in self.model_fields_set:
+            # set past validate_assignment, which would run this validator again
+            object.__setattr__(self, "latent_channels", PROBUNET_LATENT_CHANNELS)
+        return self
 
     @field_validator("encoder_weights")
     @classmethod

@@ -92,3 +92,17 @@ def test_no_shipped_config_sets_what_its_data_set_ignores(recwarn):
     for path in sorted((ROOT / "configs").glob("*.yaml")):
         load_config(path)
     assert not [str(w.message) for w in recwarn if "does not use" in str(w.message)]
+
+
+def test_a_probunet_config_without_a_latent_size_takes_its_papers_not_the_cvaes():
+    from cvae_seg import ProbabilisticUNet
+    from cvae_seg.config import validate_config
+
+    config = load_config(None, ["model.head=probunet", "model.encoder_name=tu-test_resnet"])
+    assert config.model.latent_channels == 6 and load_config(None).model.latent_channels == 32
+    assert validate_config(config.model_dump(), "saved").model.latent_channels == 6
+    model = build_model(config, num_classes=2)
+    assert isinstance(model, ProbabilisticUNet) and model.head_config["latent_channels"] == 6
+    # a size the config gives is kept, whatever the head
+    chosen = load_config(None, ["model.head=probunet", "model.latent_channels=3"])
+    assert chosen.model.latent_channels == 3

@@ -31,7 +31,12 @@ from cvae_seg.likelihood import log_mean_exp
 from cvae_seg.models.base import CVAEOutput, Encoded, LikelihoodMethod, eval_mode
 from cvae_seg.models.segmentation import SegmentationModel
 from cvae_seg.modules.heads import LOGVAR_BOUND, upsample_bilinear
-from cvae_seg.modules.peer_nets import GlobalGaussianNet, KeepMask, LatentCombiner
+from cvae_seg.modules.peer_nets import (
+    PROBUNET_LATENT_CHANNELS,
+    GlobalGaussianNet,
+    KeepMask,
+    LatentCombiner,
+)
 
 __all__ = [
     "DeepEnsemble",
@@ -59,7 +64,7 @@ class ProbabilisticUNet(SegmentationModel):
         self,
         backbone: nn.Module,
         *,
-        latent_channels: int = 6,
+        latent_channels: int = PROBUNET_LATENT_CHANNELS,
         encoder_widths: tuple[int, ...] = (32, 64, 128, 192),
         combiner_layers: int = 3,
         kl_weight: float = 1.0,

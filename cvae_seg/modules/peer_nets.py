@@ -17,7 +17,10 @@ from torch.distributions import Bernoulli, Normal
 from cvae_seg.checks import integer_at_least
 from cvae_seg.modules.heads import LOGVAR_BOUND, bounded_log_variance
 
-__all__ = ["GlobalGaussianNet", "KeepMask", "LatentCombiner"]
+__all__ = ["PROBUNET_LATENT_CHANNELS", "GlobalGaussianNet", "KeepMask", "LatentCombiner"]
+
+# the global latent's dimensions in Kohl et al. (2018); the CVAE's latent map has its own
+PROBUNET_LATENT_CHANNELS = 6
 
 
 class GlobalGaussianNet(nn.Module):
