@@ -148,7 +148,8 @@ def save_figure_samples(
 def _samples(entry: FigureModel, device: torch.device, num_inputs: int, columns: int,
              split: str) -> tuple[Config, np.ndarray]:  # fmt: skip
     """The entry's config and its (columns, num_inputs, H, W) maps: drawn from its
-    checkpoint, or read from its kept `SAMPLES` file (which must hold the same draw)."""
+    checkpoint, or the first ``columns`` of the draw kept in its `SAMPLES` file (a run kept
+    with more columns, for a K not finished yet, still gives genuine samples of its model)."""
     if entry.checkpoint.name != SAMPLES:
         model, config, _ = load_trained(entry.checkpoint, device)
         _, x, _ = evaluation_set(config, split)
@@ -156,13 +157,13 @@ def _samples(entry: FigureModel, device: torch.device, num_inputs: int, columns:
     config = load_config(entry.checkpoint.parent / "config.yaml")
     with np.load(entry.checkpoint) as kept:
         maps, kept_split = kept["maps"], str(kept["split"])
-    if kept_split != split or maps.shape[0] != columns or maps.shape[1] < num_inputs:
+    if kept_split != split or maps.shape[0] < columns or maps.shape[1] < num_inputs:
         raise ValueError(
             f"{entry.checkpoint}: holds {maps.shape[0]} samples of {maps.shape[1]} {kept_split} "
             f"inputs; this figure needs {columns} of {num_inputs} {split} inputs (draw it from "
             "the run's best.pt instead)"
         )
-    return config, maps[:, :num_inputs]
+    return config, maps[:columns, :num_inputs]
 
 
 def _section(

@@ -159,6 +159,18 @@ def test_kept_runs_stand_in_for_a_lost_work_dir_and_draw_the_same_figure(tmp_pat
         assert np.array_equal(np.asarray(a), np.asarray(b))
 
 
+def test_kept_runs_of_some_tasks_draw_before_the_others_finish(tmp_path):
+    """Kept samples hold as many columns as the largest K of the whole run (8 here); drawn
+    while only K = 2 is there, its section takes the first columns of that same draw."""
+    kept = tmp_path / "kept"
+    _run(tmp_path / "a", "--tasks", "2", "8", "--keep", str(kept))
+    with np.load(kept / "ci_4steps" / "K2" / "cnn" / "seed0" / "figure_samples.npz") as saved:
+        assert saved["maps"].shape[0] == 8
+    figure = tmp_path / "k2.png"
+    drawn = benchmark.main(["--draw", str(kept), "--tasks", "2", "--figure", str(figure)])
+    assert drawn["models"] == {2: ["cnn"]} and Image.open(figure).size[0] > 0
+
+
 def test_a_kept_run_replaces_a_partial_one_but_not_one_being_trained(tmp_path, monkeypatch):
     kept = tmp_path / "kept"
     _run(tmp_path / "a", "--keep", str(kept))
