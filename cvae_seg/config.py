@@ -43,6 +43,9 @@ __all__ = [
 ]
 
 
+_CVAE_LATENT_CHANNELS = 32  # the CVAE's latent map (cvae_seg.CVAE's default)
+
+
 class _Section(BaseModel):
     # no NaN or inf in any setting: train.lr=.inf or a NaN mean would run to non-finite
     # weights or inputs instead of being refused here, naming the key
@@ -57,7 +60,7 @@ class ModelConfig(_Section):
     encoder_weights: str | None = None
     objective: Literal["cnn", "gdnn", "gsnn", "cvae", "hybrid"] = "cvae"
     # the CVAE's latent map; left unset, head probunet takes its paper's size instead
-    latent_channels: int = Field(32, ge=1)
+    latent_channels: int = Field(_CVAE_LATENT_CHANNELS, ge=1)
     latent_stride: int = Field(16, ge=1)
     gaussian_widths: tuple[PositiveInt, ...] = Field((64, 96, 128), min_length=1)
     gaussian_kernel_sizes: tuple[PositiveInt, ...] = Field((3, 3, 3), min_length=1)
@@ -99,9 +102,11 @@ class ModelConfig(_Section):
     def _head_latent_size(self) -> ModelConfig:
         """A latent size left unset is the head's own: the ProbUNet's global latent has 6
         dimensions in its paper, not the 32 channels of the CVAE's latent map."""
-        if self.head == "probunet" and "latent_channels" not in self.model_fields_set:
-            # set past validate_assignment, which would run this validator again
-            object.__setattr__(self, "latent_channels", PROBUNET_LATENT_CHANNELS)
+        if "latent_channels" not in self.model_fields_set:
+            # set past validate_assignment, which would run this validator again; also when
+            # the head is assigned back, so that no head keeps another's default
+            own = PROBUNET_LATENT_CHANNELS if self.head == "probunet" else _CVAE_LATENT_CHANNELS
+            object.__setattr__(self, "latent_channels", own)
         return self
 
     @field_validator("encoder_weights")

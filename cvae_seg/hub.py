@@ -51,6 +51,13 @@ def save_pretrained(
         "metrics": metrics,
     }
     _check_classes(classes, getattr(model, "num_classes", None))
+    try:
+        json.dumps(build)
+    except TypeError as error:
+        raise TypeError(
+            f"save_pretrained: the arguments model {arch!r} was built with must be plain JSON "
+            f"values to be saved (int(n) rather than a numpy integer, lists, str): {error}"
+        ) from None
     try:  # before anything is written: a value JSON cannot hold leaves no half-saved folder
         config_text = json.dumps(config, indent=2)
     except TypeError as error:
@@ -82,10 +89,15 @@ def from_pretrained(
     """Rebuild a model saved by `save_pretrained` (eval mode). Errors name the file."""
     directory = Path(directory)
     if directory.is_file():
+        hint = (
+            f"give its folder, {directory.parent}"
+            if directory.name in (CONFIG_NAME, WEIGHTS_NAME)
+            else "a training checkpoint (.pt) loads with cvae_seg.training.load_trained(path, "
+            "device)"
+        )
         raise ValueError(
             f"{directory} is a file; from_pretrained takes a save_pretrained folder (a training "
-            f"run's pretrained/). A training checkpoint (.pt) loads with "
-            f"cvae_seg.training.load_trained(path, device)"
+            f"run's pretrained/): {hint}"
         )
     config_path, weights_path = directory / CONFIG_NAME, directory / WEIGHTS_NAME
     for path in (config_path, weights_path):

@@ -99,8 +99,10 @@ def create_model(arch: str, **kwargs: Any) -> Any:
     >>> model = create_model("Unet", encoder_name="resnet18", classes=3, objective="hybrid")
     """
     model = get_model_builder(arch)(**kwargs)
-    # what rebuilds it (`SegmentationModel.config`) when its backbone keeps no config; an
-    # object that takes no new attributes simply goes without
+    # what rebuilds it (`SegmentationModel.config`) when its backbone keeps no config, with
+    # the backbone it built, so that a backbone swapped in later is not saved under this
+    # recipe; an object that takes no new attributes simply goes without
     with contextlib.suppress(AttributeError):
-        model.registered_as = (_DISPLAY_NAMES[arch.lower()], dict(kwargs))
+        built = getattr(model, "backbone", None)
+        model.registered_as = (_DISPLAY_NAMES[arch.lower()], dict(kwargs), built)
     return model

@@ -8,6 +8,7 @@ import sys
 import warnings
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from conftest import TEST_ENCODER
@@ -98,6 +99,17 @@ def test_a_registered_builder_saves_a_backbone_that_keeps_no_config(tmp_path):
     # wrapped by hand, the same backbone has no recipe to be rebuilt from: refused, with the way
     with pytest.raises(ValueError, match=r"cannot be rebuilt.*cvae_seg.create_model"):
         cvae_seg.CVAE(_PlainNet(3, 5)).save_pretrained(tmp_path / "by_hand")
+    # nor has a backbone swapped in after create_model: the recipe would build the old one
+    model.backbone = _PlainNet(3, 7)
+    with pytest.raises(ValueError, match=r"cannot be rebuilt"):
+        model.save_pretrained(tmp_path / "swapped")
+
+
+def test_arguments_json_cannot_hold_are_named_as_the_models_when_saving(tmp_path):
+    model = cvae_seg.create_model("_plain_cvae", classes=3, width=np.int64(5))
+    with pytest.raises(TypeError, match=r"arguments model '_plain_cvae' was built with"):
+        model.save_pretrained(tmp_path)
+    assert not (tmp_path / "model.safetensors").exists()
 
 
 def test_bad_head_arguments_are_refused_at_construction():

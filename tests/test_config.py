@@ -106,3 +106,8 @@ def test_a_probunet_config_without_a_latent_size_takes_its_papers_not_the_cvaes(
     # a size the config gives is kept, whatever the head
     chosen = load_config(None, ["model.head=probunet", "model.latent_channels=3"])
     assert chosen.model.latent_channels == 3
+    chosen.model.head = "cvae"
+    assert chosen.model.latent_channels == 3
+    # a default follows the head it is the default of, both ways
+    config.model.head = "cvae"
+    assert config.model.latent_channels == 32

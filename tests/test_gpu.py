@@ -39,11 +39,14 @@ def _batch(size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
 
 @pytest.fixture(autouse=True)
 def _full_precision_matmuls():
-    """TF32 would make the CPU comparisons loose by 1e-3; the defaults come back after."""
-    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    """TF32 would make the CPU comparisons loose by 1e-3; training turns on cuDNN's
+    benchmark mode (kernels chosen by timing). Each test starts from these and leaves them."""
+    backends = torch.backends
+    saved = backends.cuda.matmul.allow_tf32, backends.cudnn.allow_tf32, backends.cudnn.benchmark
+    backends.cuda.matmul.allow_tf32 = backends.cudnn.allow_tf32 = False
+    backends.cudnn.benchmark = False
     yield
-    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+    backends.cuda.matmul.allow_tf32, backends.cudnn.allow_tf32, backends.cudnn.benchmark = saved
 
 
 def test_the_gpu_predicts_and_scores_as_the_cpu_does():
@@ -81,7 +84,7 @@ def test_amp_and_channels_last_train_resume_and_evaluate_on_the_gpu(tmp_path):
     config = tiny_demo_config(*settings, "train.max_steps=2")
     first = train(config, tmp_path, device="cuda", progress=False)
     state = load_checkpoint(tmp_path / "last.pt")
-    assert state["step"] == 2 and "cuda" in state["rng"]
+    assert state["step"] == 2 and len(state["rng"]["cuda"]) == torch.cuda.device_count()
     longer = tiny_demo_config(*settings, "train.max_steps=4")
     resumed = train(longer, tmp_path, resume=tmp_path / "last.pt", device="cuda", progress=False)
     assert load_checkpoint(tmp_path / "last.pt")["step"] == 4

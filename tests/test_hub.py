@@ -148,6 +148,9 @@ def test_a_training_checkpoint_given_to_from_pretrained_is_sent_to_load_trained(
     checkpoint.write_bytes(b"")
     with pytest.raises(ValueError, match=r"best.pt is a file;.*training.load_trained"):
         cvae_seg.from_pretrained(checkpoint)
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(ValueError, match=r"config.json is a file;.*give its folder"):
+        cvae_seg.from_pretrained(tmp_path / "config.json")
 
 
 def test_models_that_cannot_be_rebuilt_are_refused(tmp_path):

@@ -8,6 +8,7 @@ import subprocess
 from pathlib import Path
 
 import known_truth as benchmark
+import known_truth_figure
 import known_truth_runs
 import numpy as np
 import pytest
@@ -164,11 +165,15 @@ def test_kept_runs_of_some_tasks_draw_before_the_others_finish(tmp_path):
     while only K = 2 is there, its section takes the first columns of that same draw."""
     kept = tmp_path / "kept"
     _run(tmp_path / "a", "--tasks", "2", "8", "--keep", str(kept))
-    with np.load(kept / "ci_4steps" / "K2" / "cnn" / "seed0" / "figure_samples.npz") as saved:
+    kept_dir = kept / "ci_4steps" / "K2" / "cnn" / "seed0"
+    with np.load(kept_dir / "figure_samples.npz") as saved:
         assert saved["maps"].shape[0] == 8
     figure = tmp_path / "k2.png"
     drawn = benchmark.main(["--draw", str(kept), "--tasks", "2", "--figure", str(figure)])
-    assert drawn["models"] == {2: ["cnn"]} and Image.open(figure).size[0] > 0
+    assert drawn["models"] == {2: ["cnn"]} and figure.is_file()
+    entry = known_truth_figure.FigureModel("cnn", kept_dir / known_truth_figure.SAMPLES)
+    _, maps = known_truth_figure._samples(entry, torch.device("cpu"), 2, 6, "val")
+    assert maps.shape[:2] == (6, 2)  # the first 6 of the kept 8
 
 
 def test_a_kept_run_replaces_a_partial_one_but_not_one_being_trained(tmp_path, monkeypatch):

@@ -84,16 +84,16 @@ class SegmentationModel(ConditionalGenerativeModel):
 
         The backbone is described by its class name and its ``config`` (the constructor
         arguments that smp models keep); failing that, by the registered builder and arguments
-        `cvae_seg.create_model` built the whole model with. Its weights come from the saved
-        file, never a download.
+        `cvae_seg.create_model` built the whole model with, as long as the backbone is still
+        the one it built. Its weights come from the saved file: smp's pretrained encoder
+        weights (``encoder_weights``) are not fetched again.
         """
         try:
             arch, backbone_kwargs = describe_backbone(self.backbone)
         except ValueError:
-            registered = getattr(self, "registered_as", None)
-            if registered is None:
+            name, kwargs, built = getattr(self, "registered_as", (None, None, None))
+            if name is None or built is not self.backbone:
                 raise
-            name, kwargs = registered
             return {"arch": name, **_without_download(kwargs)}
         # the default head goes unnamed, so builders of CVAEs alone need no `head` argument;
         # a peer trains on its own objective, so only the CVAE names one
