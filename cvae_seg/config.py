@@ -27,7 +27,7 @@ from pydantic import (
     model_validator,
 )
 
-from cvae_seg.modules.heads import LOGVAR_BOUND
+from cvae_seg.modules.heads import CVAE_LATENT_CHANNELS, LOGVAR_BOUND
 from cvae_seg.modules.peer_nets import PROBUNET_LATENT_CHANNELS
 
 __all__ = [
@@ -41,9 +41,6 @@ __all__ = [
     "read_yaml_config",
     "validate_config",
 ]
-
-
-_CVAE_LATENT_CHANNELS = 32  # the CVAE's latent map (cvae_seg.CVAE's default)
 
 
 class _Section(BaseModel):
@@ -60,7 +57,7 @@ class ModelConfig(_Section):
     encoder_weights: str | None = None
     objective: Literal["cnn", "gdnn", "gsnn", "cvae", "hybrid"] = "cvae"
     # the CVAE's latent map; left unset, head probunet takes its paper's size instead
-    latent_channels: int = Field(_CVAE_LATENT_CHANNELS, ge=1)
+    latent_channels: int = Field(CVAE_LATENT_CHANNELS, ge=1)
     latent_stride: int = Field(16, ge=1)
     gaussian_widths: tuple[PositiveInt, ...] = Field((64, 96, 128), min_length=1)
     gaussian_kernel_sizes: tuple[PositiveInt, ...] = Field((3, 3, 3), min_length=1)
@@ -105,7 +102,7 @@ class ModelConfig(_Section):
         if "latent_channels" not in self.model_fields_set:
             # set past validate_assignment, which would run this validator again; also when
             # the head is assigned back, so that no head keeps another's default
-            own = PROBUNET_LATENT_CHANNELS if self.head == "probunet" else _CVAE_LATENT_CHANNELS
+            own = PROBUNET_LATENT_CHANNELS if self.head == "probunet" else CVAE_LATENT_CHANNELS
             object.__setattr__(self, "latent_channels", own)
         return self
 

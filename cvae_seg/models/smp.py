@@ -22,6 +22,7 @@ from cvae_seg.checks import integer_at_least, integers_at_least
 from cvae_seg.models.base import Encoded
 from cvae_seg.models.segmentation import SegmentationModel
 from cvae_seg.modules.heads import (
+    CVAE_LATENT_CHANNELS,
     LOGVAR_BOUND,
     GaussianConvNet,
     LightGenerationNet,
@@ -70,7 +71,7 @@ class CVAE(SegmentationModel):
         backbone: nn.Module,
         objective: str = "cvae",
         *,
-        latent_channels: int = 32,
+        latent_channels: int = CVAE_LATENT_CHANNELS,
         latent_stride: int = 16,
         gaussian_widths: tuple[int, ...] = (64, 96, 128),
         gaussian_kernel_sizes: tuple[int, ...] = (3, 3, 3),

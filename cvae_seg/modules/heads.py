@@ -25,6 +25,7 @@ from cvae_seg.checks import integer_at_least
 from cvae_seg.modules.latent import GaussianMixture
 
 __all__ = [
+    "CVAE_LATENT_CHANNELS",
     "LOGVAR_BOUND",
     "GaussianConvNet",
     "GaussianMLP",
@@ -40,6 +41,8 @@ __all__ = [
 # log-variances of q and p are squashed into (-LOGVAR_BOUND, LOGVAR_BOUND): the KL stays finite
 # under AMP and no std passes exp(3)
 LOGVAR_BOUND = 6.0
+# channels of the CVAE's latent map by default (the config, CVAE and its Gaussian nets)
+CVAE_LATENT_CHANNELS = 32
 
 
 def num_halvings(stride: int, name: str = "latent_stride") -> int:
@@ -78,7 +81,7 @@ class GaussianConvNet(nn.Module):
     def __init__(
         self,
         in_channels: int,
-        latent_channels: int = 32,
+        latent_channels: int = CVAE_LATENT_CHANNELS,
         latent_stride: int = 16,
         widths: tuple[int, ...] = (64, 96, 128),
         kernel_sizes: tuple[int, ...] = (3, 3, 3),
