@@ -242,6 +242,34 @@ def _table4_lines(table4: dict[str, Any]) -> list[str]:
     ]  # fmt: skip
 
 
+def _sample_score_lines(sampled: dict[str, Any]) -> list[str]:
+    """GED and HM-IoU of each seed-0 run's samples against the one annotation per image."""
+    scored = {row: scores for row, scores in sampled.items() if scores}
+    if not scored:
+        return []
+    count = next(iter(scored.values()))["samples"]
+    lines = [
+        f"Samples against the one annotation of each test image (seed 0, S = {count}; "
+        "GED is D^2, lower is better; HM-IoU in [0, 1], higher is better; ± the standard "
+        "error over images):",
+        "",
+        f"| model | GED, S = {count} | HM-IoU, S = {count} |",
+        "|---|---|---|",
+    ]
+    for row, scores in scored.items():
+        ged, iou = (
+            _cell(
+                {"mean": scores[f"{name}_{count}"], "stderr": scores[f"{name}_{count}_stderr"]}, 3
+            )
+            for name in ("ged", "hm_iou")
+        )
+        lines.append(f"| {row} | {ged} | {iou} |")
+    missing = [row for row, scores in sampled.items() if not scores]
+    if missing:
+        lines += ["", f"Not scored (restored without a checkpoint): {', '.join(missing)}."]
+    return lines
+
+
 def summary_markdown(summary: dict[str, Any]) -> str:
     """Table 2-3 (test split, mean ± standard error over seeds), the peers' rows apart, the
     goals and Table 4."""
@@ -260,6 +288,8 @@ def summary_markdown(summary: dict[str, Any]) -> str:
               f"{summary['date']}."]  # fmt: skip
     if summary["unfinished"]:
         lines.append(f"Not finished yet: {', '.join(summary['unfinished'])}.")
+    if summary.get("sample_scores"):
+        lines += ["", *_sample_score_lines(summary["sample_scores"])]
     lines += ["", "Goals (Table 2's rows), as measured:", "", *_goal_lines(summary["goals"])]
     if summary.get("table4"):
         lines += ["", *_table4_lines(summary["table4"])]

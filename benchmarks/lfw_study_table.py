@@ -9,17 +9,18 @@ pixel accuracy; the choice is written to RUNS/choices.json and kept.
 
 A table run is scored on the test split once, as soon as it finishes (`finish_run`): its
 best checkpoint (chosen on the validation split during training) gives the run's test.json,
-a seed-0 CVAE, hybrid or GDNN run also its Table 4 grid (partial.json), a stochastic run a
-sample grid of test images (test_samples.png). Scoring then, rather than after the last run,
+a seed-0 run its samples' GED and HM-IoU against the annotation (samples.json), a seed-0
+CVAE, hybrid or GDNN run its Table 4 grid (partial.json), a stochastic run a sample grid of
+test images (test_samples.png). Scoring then, rather than after the last run,
 lets the checkpoint go: with ``--keep DIR`` each finished run's small files (`KEPT_RUN`, no
 checkpoint) and the table's choices and plan are copied to DIR, and a later call on a machine
 where RUNS is gone copies them back (`restore`) and trains only what is missing. No choice
 reads a test score: best-stochastic and Table 4's rows are chosen on validation alone.
 
-`score` (``--stage score``) gathers the test records (scoring any finished run that has
-none), Table 4 for the CVAE or hybrid row and the GDNN row with the best validation pixel
-accuracy, and the summary (one record per row and seed, the means with standard errors, and
-the issue's goals).
+`score` (``--stage score``) gathers the test records and sample scores (making any that a
+finished run lacks), Table 4 for the CVAE or hybrid row and the GDNN row with the best
+validation pixel accuracy, and the summary (one record per row and seed, the means with
+standard errors, and the issue's goals).
 """
 
 from __future__ import annotations
@@ -57,10 +58,13 @@ LAST_VALIDATIONS, TIE_POINTS = 3, 0.3
 # the rows Table 4 chooses from: the CVAE side and the GDNN side
 TABLE4_OBJECTIVES = {"cvae": ("cvae", "hybrid"), "gdnn": ("gdnn",)}
 # what --keep copies: of a finished run (never its checkpoints), and of the table
-KEPT_RUN = ("run.json", "curve.csv", "done.json", "test.json", "partial.json")
+KEPT_RUN = ("run.json", "curve.csv", "done.json", "test.json", "partial.json", "samples.json")
 KEPT_TABLE = ("study.json", "choices.json", "plan.json")
 SAMPLE_GRID = "test_samples.png"  # a stochastic run's samples of test images (not kept)
 CALIBRATION_SAMPLES = 16  # the ECE's predictive distribution: the mean of 16 samples' softmax
+# issue 20's sample columns on LFW: GED and HM-IoU of S samples against the one annotation,
+# as the LIDC protocol scores them against several (its S: 16 and 100; 16 here, on the CPU)
+ANNOTATION_SAMPLES = 16
 # one run finished at a time in a table process: --jobs 2 runs finish in two threads, and
 # scoring seeds torch's one global random generator (the sampled -CLL and ECE)
 _FINISHING = threading.Lock()
@@ -304,6 +308,28 @@ def score_run(run_dir: Path, row: str, seed: int, args: argparse.Namespace) -> d
     return record
 
 
+def samples_run(run_dir: Path, seed: int, args: argparse.Namespace) -> dict[str, Any] | None:
+    """The run's `ANNOTATION_SAMPLES` samples of each test image against its one annotation
+    (its samples.json, made once): GED and HM-IoU as `evaluate_annotators` scores them on
+    multi-annotator data, here with A = 1. None for a run restored without its checkpoint."""
+    kept = _read_json(run_dir / "samples.json")
+    if kept is not None or not _best_checkpoint(run_dir).is_file():
+        return kept
+    import torch
+
+    from cvae_seg.evaluation import evaluate_annotators
+
+    model, config, classes = _test_config(_best_checkpoint(run_dir), args)
+    device = next(model.parameters()).device
+    torch.manual_seed(seed)
+    scores = evaluate_annotators(model, _test_loader(config, device), len(classes), device,
+                                 sample_counts=(ANNOTATION_SAMPLES,), progress=None)  # fmt: skip
+    result = {"split": "test", "samples": ANNOTATION_SAMPLES, **scores,
+              "scored_at": _git("rev-parse", "HEAD"), "scored": _now()}  # fmt: skip
+    _write_json(run_dir / "samples.json", result)
+    return result
+
+
 def partial_run(run_dir: Path, args: argparse.Namespace) -> dict[str, Any]:
     """The run's Table 4 grid on the test split (its partial.json, made once)."""
     kept = _read_json(run_dir / "partial.json")
@@ -358,7 +384,8 @@ def _objective(row: str) -> str:
 
 def finish_run(runs: Path, run_name: str, args: argparse.Namespace) -> None:
     """What a finished run needs made while its checkpoint is at hand: its test record, its
-    Table 4 grid (a seed-0 Table 4 candidate), its sample grid (a stochastic row; the one
+    samples against the annotations (seed 0), its Table 4 grid (a seed-0 Table 4
+    candidate), its sample grid (a stochastic row; the one
     thing not kept, so a run restored from --keep has none); then, with --keep, its kept
     copy (`keep_run`)."""
     with _FINISHING:
@@ -372,6 +399,8 @@ def _finish_run(runs: Path, run_name: str, args: argparse.Namespace) -> None:
     row, seed = row_and_seed(run_name)
     run_dir = runs / run_name
     score_run(run_dir, row, seed, args)
+    if seed == 0:
+        samples_run(run_dir, seed, args)
     if seed == 0 and any(_objective(row) in o for o in TABLE4_OBJECTIVES.values()):
         partial_run(run_dir, args)
     drawn = (run_dir / SAMPLE_GRID).is_file()
@@ -470,12 +499,14 @@ def score(args: argparse.Namespace) -> dict[str, Any]:
         restore_table(Path(args.keep), runs)
         recipe = _chosen((_read_json(runs / "choices.json") or {}).get("recipe", {}))
         restore_runs(Path(args.keep), runs, recipe, args)
-    records, waiting, scored = [], [], []
+    records, waiting, scored, sampled = [], [], [], {}
     for row, seed in _runs_to_score(runs):
         run_dir = _run_dir(runs, row, seed)
         if (run_dir / "done.json").is_file():
             records.append(score_run(run_dir, row, seed, args))
             scored.append(run_dir)
+            if seed == 0:
+                sampled[row] = samples_run(run_dir, seed, args)
         else:
             waiting.append(f"{row} seed {seed}")
     summary = {
@@ -487,6 +518,7 @@ def score(args: argparse.Namespace) -> dict[str, Any]:
         "records": records,
         "models": aggregate(records),
         "goals": goals(records),
+        "sample_scores": sampled,
         "table4": table4(runs, args, make=not waiting),
         "choices": _read_json(runs / "choices.json") or {},
     }

@@ -75,6 +75,24 @@ def test_score_records_every_run_on_the_test_split(table) -> None:
     )
 
 
+def test_seed_0_runs_score_their_samples_against_the_one_annotation(table) -> None:
+    _, runs, summary = table
+    sampled = summary["sample_scores"]
+    assert sorted(sampled) == sorted(TABLE_ROWS)
+    for row, scores in sampled.items():
+        kept = json.loads(
+            (runs / "table" / lfw_study_table.slug(row) / "seed0" / "samples.json").read_text()
+        )
+        assert scores == kept and scores["split"] == "test" and scores["annotators"] == 1
+        assert scores["samples"] == 16 and 0 <= scores["hm_iou_16"] <= 1 and scores["ged_16"] >= 0
+    # a deterministic model's 16 samples are one map: its GED is twice its distance to the
+    # annotation, 1 - HM-IoU, with no diversity to subtract
+    cnn = sampled["CNN (msc, NI)"]
+    assert cnn["ged_16"] == pytest.approx(2 * (1 - cnn["hm_iou_16"]), abs=1e-9)
+    cvae = sampled["CVAE (msc, NI)"]
+    assert cvae["ged_16"] < 2 * (1 - cvae["hm_iou_16"])  # its samples differ
+
+
 def test_table4_compares_the_validation_best_cvae_and_gdnn_on_test(table) -> None:
     _, runs, summary = table
     table4 = summary["table4"]
@@ -275,6 +293,10 @@ def test_the_markdown_puts_the_peers_apart_and_says_the_goals_in_words(table) ->
         f"{best['value']:.2f}%" in text
     )
     assert "-CLL of CVAE (msc, NI) over CNN (msc, NI)'s:" in text
+    assert (
+        "Samples against the one annotation" in text
+        and "| SSN (NI) | " in text.split("Samples against the one annotation")[1]
+    )
 
 
 @pytest.mark.slow
@@ -294,6 +316,7 @@ def test_kept_runs_stand_in_for_a_lost_runs_folder(tmp_path: Path) -> None:
     kept = {p.relative_to(keep).as_posix() for p in keep.rglob("*") if p.is_file()}
     assert not any(name.endswith(".pt") for name in kept)
     assert {"plan.json", "choices.json", "table/CVAE_msc_NI/seed0/test.json"} <= kept
+    assert "table/CVAE_msc_NI/seed0/samples.json" in kept
     assert _stage("table", data, second, *extra) == 0  # restored: nothing trained
     assert not list(second.rglob("*.pt"))
     summaries = []
@@ -303,6 +326,8 @@ def test_kept_runs_stand_in_for_a_lost_runs_folder(tmp_path: Path) -> None:
         summaries.append(json.loads(summary.read_text()))
     assert summaries[0]["records"] == summaries[1]["records"]
     assert summaries[0]["table4"]["cvae"] == summaries[1]["table4"]["cvae"]
+    assert summaries[0]["sample_scores"] == summaries[1]["sample_scores"]
+    assert summaries[1]["sample_scores"]["CVAE (msc, NI)"]["samples"] == 16
 
 
 def test_no_choice_reads_a_test_score(tmp_path: Path) -> None:
