@@ -312,14 +312,14 @@ def samples_run(run_dir: Path, seed: int, args: argparse.Namespace) -> dict[str,
     """The run's `ANNOTATION_SAMPLES` samples of each test image against its one annotation
     (its samples.json, made once): GED and HM-IoU as `evaluate_annotators` scores them on
     multi-annotator data, here with A = 1. None for a run restored without its checkpoint."""
-    kept = _read_json(run_dir / "samples.json")
-    if kept is not None or not _best_checkpoint(run_dir).is_file():
+    kept, checkpoint = _read_json(run_dir / "samples.json"), _best_checkpoint(run_dir)
+    if kept is not None or not checkpoint.is_file():
         return kept
     import torch
 
     from cvae_seg.evaluation import evaluate_annotators
 
-    model, config, classes = _test_config(_best_checkpoint(run_dir), args)
+    model, config, classes = _test_config(checkpoint, args)
     device = next(model.parameters()).device
     torch.manual_seed(seed)
     scores = evaluate_annotators(model, _test_loader(config, device), len(classes), device,
@@ -384,10 +384,9 @@ def _objective(row: str) -> str:
 
 def finish_run(runs: Path, run_name: str, args: argparse.Namespace) -> None:
     """What a finished run needs made while its checkpoint is at hand: its test record, its
-    samples against the annotations (seed 0), its Table 4 grid (a seed-0 Table 4
-    candidate), its sample grid (a stochastic row; the one
-    thing not kept, so a run restored from --keep has none); then, with --keep, its kept
-    copy (`keep_run`)."""
+    samples against the annotation (seed 0), its Table 4 grid (a seed-0 Table 4 candidate),
+    its sample grid (a stochastic row; the one thing not kept, so a run restored from --keep
+    has none); then, with --keep, its kept copy (`keep_run`)."""
     with _FINISHING:
         _finish_run(runs, run_name, args)
 
