@@ -347,11 +347,22 @@ def partial_run(run_dir: Path, args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
+def table4_ready(runs: Path) -> bool:
+    """Whether Table 4's choice can be made: the plan holds a seed-0 run of both sides (a
+    CVAE or hybrid row, a GDNN row) and each such run has finished. The choice reads only
+    those runs; other seeds and the peers' rows may still train."""
+    seed0 = {row for row, seed in planned_runs(runs) if seed == 0}
+    sides = [seed0.intersection(_rows_of(objectives)) for objectives in TABLE4_OBJECTIVES.values()]
+    return all(sides) and all(
+        (_run_dir(runs, row, 0) / "done.json").is_file() for side in sides for row in side
+    )
+
+
 def table4(runs: Path, args: argparse.Namespace, make: bool = True) -> dict[str, Any] | None:
     """Table 4 on the test split (RUNS/table4.json, made once): of the CVAE and hybrid rows
     trained, and of the GDNN rows, the one best on validation (seed 0). Made only with
-    ``make``, which the summary gives once every planned run has finished, so that the
-    choice sees them all; kept from then on."""
+    ``make``, which the summary gives once `table4_ready`, so that the choice sees every
+    candidate; kept from then on."""
     kept = _read_json(runs / "table4.json")
     if kept is not None or not make:
         return kept
@@ -518,7 +529,7 @@ def score(args: argparse.Namespace) -> dict[str, Any]:
         "models": aggregate(records),
         "goals": goals(records),
         "sample_scores": sampled,
-        "table4": table4(runs, args, make=not waiting),
+        "table4": table4(runs, args, make=table4_ready(runs)),
         "choices": _read_json(runs / "choices.json") or {},
     }
     if args.keep:  # after Table 4: its grids (partial.json) are kept with their runs

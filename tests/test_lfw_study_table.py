@@ -187,6 +187,28 @@ def test_runs_planned_but_not_started_are_waited_for(tmp_path: Path) -> None:
     assert lfw_study_table.table4(tmp_path, args, make=False) is None  # not made early
 
 
+def test_table4_waits_for_its_candidates_seed_0_runs_only(tmp_path: Path) -> None:
+    rows = ["CNN (msc, NI)", "CVAE (msc, NI)", "hybrid (msc)", "GDNN (msc)"]
+    argv = ["--runs", str(tmp_path), "--recipe", "r18_b16", "--rows", *rows]
+    lfw_study_table.table_runs(lfw_study._parser().parse_args([*argv, "--seeds", "0"]))
+    lfw_study_table.table_runs(lfw_study._parser().parse_args(
+        ["--runs", str(tmp_path), "--rows", "CNN (msc, NI)", "hybrid (msc)", "--seeds", "1"]
+    ))  # fmt: skip
+    for row in ["CVAE (msc, NI)", "GDNN (msc)"]:
+        _finished(tmp_path, row, 90.0)
+    assert not lfw_study_table.table4_ready(tmp_path)  # hybrid (msc) seed 0 still training
+    _finished(tmp_path, "hybrid (msc)", 91.0)
+    # ready while CNN (msc, NI) seed 0 and both seed-1 runs have not even started
+    assert lfw_study_table.table4_ready(tmp_path)
+
+
+def test_table4_needs_both_sides_in_the_plan(tmp_path: Path) -> None:
+    argv = ["--runs", str(tmp_path), "--recipe", "r18_b16", "--rows", "CVAE (msc)"]
+    lfw_study_table.table_runs(lfw_study._parser().parse_args([*argv, "--seeds", "0"]))
+    _finished(tmp_path, "CVAE (msc)", 90.0)
+    assert not lfw_study_table.table4_ready(tmp_path)  # no GDNN row asked for
+
+
 def test_unknown_row_and_recipe_are_refused(tmp_path: Path) -> None:
     data = tmp_path / "unused"
     assert _stage("table", data, tmp_path / "runs", "--rows", "CNN (msc, XX)") == 2
