@@ -25,7 +25,9 @@ def describe_hardware(device: torch.device) -> str:
     """The GPU's name, or the CPU architecture and torch's thread count."""
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+    threads = torch.get_num_threads()
+    plural = "" if threads == 1 else "s"
+    return f"CPU ({platform.processor() or platform.machine()}, {threads} thread{plural})"
 
 
 def mean_stderr(values: list[float]) -> tuple[float, float]:
