@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 __all__ = [
@@ -23,6 +23,7 @@ __all__ = [
     "get_model_builder",
     "is_model",
     "list_models",
+    "offline_arguments",
     "register_model",
 ]
 
@@ -30,30 +31,58 @@ Builder = TypeVar("Builder", bound=Callable[..., Any])
 
 _BUILDERS: dict[str, Callable[..., Any]] = {}
 _DISPLAY_NAMES: dict[str, str] = {}
+_OFFLINE: dict[str, dict[str, Any]] = {}
 
 
-def register_model(name: str | Callable[..., Any]) -> Any:
+def register_model(
+    name: str | Callable[..., Any], *, offline: Mapping[str, Any] | None = None
+) -> Any:
     """Add a builder to the table, under ``name`` or the function's own name.
 
-    >>> @register_model("my_net")
-    ... def my_net(classes: int = 2, objective: str = "cvae", **kwargs):
-    ...     return cvae_seg.CVAE(MyNet(classes=classes), objective=objective, **kwargs)
+    >>> @register_model("my_net", offline={"pretrained": False})
+    ... def my_net(classes: int = 2, pretrained: bool = True, **kwargs):
+    ...     return cvae_seg.CVAE(MyNet(classes, pretrained=pretrained), **kwargs)
 
     A model built by `create_model` remembers the name and arguments it was built with, so
     `save_pretrained` / `from_pretrained` rebuild it through this builder whenever its
     backbone cannot describe itself (smp models can, and are rebuilt through smp's name).
+    ``offline`` names the builder's own switches that fetch weights from the network and the
+    values that turn them off: a saved model records those values, so that `from_pretrained`
+    rebuilds it without a download that its saved weights would replace anyway (smp's
+    ``encoder_weights`` is turned off for every builder without being named).
     """
     if callable(name):  # used bare: @register_model
-        return register_model(name.__name__)(name)
+        return register_model(name.__name__, offline=offline)(name)
 
     def add(builder: Builder) -> Builder:
         key = name.lower()
         if key in _BUILDERS and _BUILDERS[key] is not builder:
             raise ValueError(f"a model named {name!r} is registered already")
-        _BUILDERS[key], _DISPLAY_NAMES[key] = builder, name
+        switches = dict(offline or {})
+        _check_offline_switches(name, builder, switches)
+        _BUILDERS[key], _DISPLAY_NAMES[key], _OFFLINE[key] = builder, name, switches
         return builder
 
     return add
+
+
+def _check_offline_switches(name: str, builder: Callable[..., Any], switches: dict) -> None:
+    """Refuse an ``offline`` switch the builder cannot take: it would fail at every load."""
+    signature = inspect.signature(builder).parameters.values()
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in signature):
+        return
+    unknown = sorted(set(switches) - {p.name for p in signature})
+    if unknown:
+        raise ValueError(
+            f"register_model({name!r}, offline=...) names {unknown}, which the builder "
+            f"{getattr(builder, '__name__', builder)!r} does not take"
+        )
+
+
+def offline_arguments(name: str) -> dict[str, Any]:
+    """The values of ``name``'s download switches that fetch nothing (`register_model`'s
+    ``offline``); empty for a builder that declared none."""
+    return dict(_OFFLINE.get(name.lower(), {}))
 
 
 def list_models() -> list[str]:

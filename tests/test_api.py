@@ -105,6 +105,33 @@ def test_a_registered_builder_saves_a_backbone_that_keeps_no_config(tmp_path):
         model.save_pretrained(tmp_path / "swapped")
 
 
+_DOWNLOADS: list[bool] = []
+
+
+@cvae_seg.register_model("_fetching_cvae", offline={"pretrained": False})
+def _fetching_cvae(classes=2, pretrained=True, **heads):
+    """A builder whose own switch would fetch weights (recorded here, nothing fetched)."""
+    _DOWNLOADS.append(pretrained)
+    return cvae_seg.CVAE(_PlainNet(classes), **heads)
+
+
+def test_a_builders_own_download_switch_is_off_when_a_saved_model_is_loaded(tmp_path):
+    model = cvae_seg.create_model("_fetching_cvae", classes=3)  # the builder's default: fetch
+    assert model.config == {"arch": "_fetching_cvae", "classes": 3, "pretrained": False}
+    _DOWNLOADS.clear()
+    loaded = cvae_seg.from_pretrained(model.save_pretrained(tmp_path))
+    assert _DOWNLOADS == [False]  # rebuilt without fetching; the saved weights replace them
+    x = torch.randn(2, 3, 16, 16)
+    torch.testing.assert_close(loaded.predict(x), model.predict(x))
+    assert cvae_seg.registry.offline_arguments("_PLAIN_CVAE") == {}
+
+
+def test_an_offline_switch_the_builder_does_not_take_is_refused():
+    with pytest.raises(ValueError, match=r"offline=.*\['pretrained'\].*does not take"):
+        cvae_seg.register_model("_no_switch", offline={"pretrained": False})(lambda classes=2: None)
+    assert "_no_switch" not in cvae_seg.list_models()
+
+
 def test_arguments_json_cannot_hold_are_named_as_the_models_when_saving(tmp_path):
     model = cvae_seg.create_model("_plain_cvae", classes=3, width=np.int64(5))
     with pytest.raises(TypeError, match=r"arguments model '_plain_cvae' was built with"):

@@ -21,7 +21,7 @@ from cvae_seg.checks import integer_at_least
 from cvae_seg.likelihood import log_mean_exp
 from cvae_seg.models.base import ConditionalGenerativeModel, eval_mode
 from cvae_seg.modules.multiscale import one_hot_labels, pixel_nll
-from cvae_seg.registry import is_model
+from cvae_seg.registry import is_model, offline_arguments
 
 __all__ = ["SegmentationModel", "check_image", "check_labels"]
 
@@ -86,7 +86,8 @@ class SegmentationModel(ConditionalGenerativeModel):
         arguments that smp models keep); failing that, by the registered builder and arguments
         `cvae_seg.create_model` built the whole model with, as long as the backbone is still
         the one it built. Its weights come from the saved file: smp's pretrained encoder
-        weights (``encoder_weights``) are not fetched again.
+        weights (``encoder_weights``) are not fetched again, nor what a builder's own
+        download switches fetch (``register_model(..., offline=...)``).
         """
         try:
             arch, backbone_kwargs = describe_backbone(self.backbone)
@@ -94,7 +95,7 @@ class SegmentationModel(ConditionalGenerativeModel):
             name, kwargs, built = getattr(self, "registered_as", (None, None, None))
             if name is None or built is not self.backbone:
                 raise
-            return {"arch": name, **_without_download(kwargs)}
+            return {"arch": name, **_without_download(kwargs), **offline_arguments(name)}
         # the default head goes unnamed, so builders of CVAEs alone need no `head` argument;
         # a peer trains on its own objective, so only the CVAE names one
         if self.head_name == "cvae":
