@@ -105,3 +105,25 @@ def test_release_files_and_version():
     assert "MIT License" in (ROOT / "LICENSE").read_text()
     assert f"## {__version__}" in (ROOT / "CHANGELOG.md").read_text()
     assert f"version: {__version__}" in (ROOT / "CITATION.cff").read_text()
+
+
+# --------------------------------------------------------------------------- kept results
+@pytest.mark.skipif(
+    shutil.which("git") is None or not (ROOT / ".git").exists(), reason="not a git checkout"
+)
+def test_the_long_studies_kept_files_are_not_ignored_by_git():
+    """The long studies keep their finished runs' small files under results/ to survive a
+    new machine; one that .gitignore matched would never be committed, silently."""
+    import known_truth_runs
+    import lfw_study_table
+
+    kept = [
+        f"results/known_truth_side_by_side_runs/cpu_8000steps/K2/cnn/seed0/{name}"
+        for name in known_truth_runs.KEPT
+    ]
+    kept += [f"results/lfw128_table_runs/table/CNN/seed0/{n}" for n in lfw_study_table.KEPT_RUN]
+    kept += [f"results/lfw128_table_runs/{name}" for name in lfw_study_table.KEPT_TABLE]
+    ignored = subprocess.run(
+        ["git", "check-ignore", "--no-index", *kept], cwd=ROOT, capture_output=True, text=True
+    )
+    assert ignored.returncode == 1, f"ignored by .gitignore: {ignored.stdout.split()}"
