@@ -68,6 +68,9 @@ CURVE_FIELDS = [
     "foreground_iou",
 ]
 PAUSED, LOCKED = 3, 4  # exit codes of a child: stopped by --max-steps-per-call; run busy
+# a run's files: its record (recipe, settings, commits), validation curve, and end summary;
+# the study's pinned commit
+RUN_RECORD, CURVE, DONE, STUDY = "run.json", "curve.csv", "done.json", "study.json"
 
 
 @dataclass(frozen=True)
@@ -107,7 +110,7 @@ class _Pause(Exception):
 
 def read_curve(run_dir: Path) -> list[dict[str, Any]]:
     """The run's curve rows (a row cut short by a kill is dropped)."""
-    path = run_dir / "curve.csv"
+    path = run_dir / CURVE
     if not path.is_file():
         return []
     rows = []
@@ -126,7 +129,7 @@ class _CurveRecorder:
     """Appends a curve row after every checkpoint that follows a validation."""
 
     def __init__(self, run_dir: Path, stop_after: int | None) -> None:
-        self.path = run_dir / "curve.csv"
+        self.path = run_dir / CURVE
         rows = read_curve(run_dir)
         self.start_step = rows[-1]["step"] if rows else 0
         self.base_cpu = rows[-1]["cpu_s"] if rows else 0.0  # + this process's CPU time
@@ -268,7 +271,7 @@ def _child(args: argparse.Namespace) -> int:
         "cpu_s": rows[-1]["cpu_s"] if rows else None,
         "wall_s": rows[-1]["wall_s"] if rows else None,
     }
-    _write_json(run_dir / "done.json", summary)
+    _write_json(run_dir / DONE, summary)
     return 0
 
 
@@ -285,7 +288,7 @@ def pin_checkout(args: argparse.Namespace) -> tuple[Path, str]:
         commit = _git("rev-parse", "HEAD")
         dirty = _git("status", "--porcelain", "--untracked-files=no", cwd=ROOT)
         return ROOT, commit + ("+dirty" if dirty else "")
-    study = _read_json(runs / "study.json") or {}
+    study = _read_json(runs / STUDY) or {}
     commit = _git(
         "rev-parse", "--verify", f"{args.commit or study.get('commit') or 'HEAD'}^{{commit}}"
     )
@@ -300,16 +303,14 @@ def pin_checkout(args: argparse.Namespace) -> tuple[Path, str]:
         _git("worktree", "add", "--detach", str(worktree), commit)
     elif _git("rev-parse", "HEAD", cwd=worktree) != commit:
         raise StudyError(f"worktree {worktree} is not at commit {commit}")
-    _write_json(
-        runs / "study.json", {"commit": commit, "worktree": str(worktree), "pinned": _now()}
-    )
+    _write_json(runs / STUDY, {"commit": commit, "worktree": str(worktree), "pinned": _now()})
     return worktree, commit
 
 
 def _open_record(run_dir: Path, run: Run, commit: str, args: argparse.Namespace) -> dict:
     """run.json of a run (new or resumed), refusing a resume at another commit or with
     another recipe or overrides."""
-    record = _read_json(run_dir / "run.json")
+    record = _read_json(run_dir / RUN_RECORD)
     if record is None:
         run_dir.mkdir(parents=True, exist_ok=True)
         record = {
@@ -378,7 +379,7 @@ def _child_env(checkout: Path) -> dict[str, str]:
 def _train_run(args: argparse.Namespace, checkout: Path, commit: str, run: Run) -> str:
     """Train (or resume) one run in a child process; returns what happened, in words."""
     run_dir = Path(args.runs) / run.name
-    if (run_dir / "done.json").is_file():
+    if (run_dir / DONE).is_file():
         return "finished before: skipped"
     record = _open_record(run_dir, run, commit, args)
     call: dict[str, Any] = {"commit": commit, "started": _now()}
@@ -393,12 +394,12 @@ def _train_run(args: argparse.Namespace, checkout: Path, commit: str, run: Run) 
             stderr=subprocess.STDOUT,
         )
         call["pid"] = child.pid
-        _write_json(run_dir / "run.json", record)
+        _write_json(run_dir / RUN_RECORD, record)
         _, status, usage = os.wait4(child.pid, 0)
     child.returncode = code = os.waitstatus_to_exitcode(status)
     if code == LOCKED:
         record["calls"].pop()
-        _write_json(run_dir / "run.json", record)
+        _write_json(run_dir / RUN_RECORD, record)
         return "busy (another process trains it): skipped"
     call.update(
         ended=_now(),
@@ -406,7 +407,7 @@ def _train_run(args: argparse.Namespace, checkout: Path, commit: str, run: Run) 
         cpu_s=round(usage.ru_utime + usage.ru_stime, 1),
         wall_s=round(time.perf_counter() - started, 1),
     )
-    _write_json(run_dir / "run.json", record)
+    _write_json(run_dir / RUN_RECORD, record)
     words = {0: "finished", PAUSED: "paused (--max-steps-per-call)"}
     return words.get(code, f"failed with exit code {code} (see {run_dir / 'train.log'})")
 

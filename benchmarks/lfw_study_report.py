@@ -12,7 +12,17 @@ import os
 from pathlib import Path
 from typing import Any
 
-from lfw_study import CURVE_FIELDS, StudyError, _now, _read_json, _write_json, read_curve
+from lfw_study import (
+    CURVE_FIELDS,
+    DONE,
+    RUN_RECORD,
+    STUDY,
+    StudyError,
+    _now,
+    _read_json,
+    _write_json,
+    read_curve,
+)
 
 
 def _live_cpu(pid: int | None) -> tuple[float, str] | None:
@@ -39,8 +49,8 @@ def _max_steps(run_dir: Path, configs: list[str]) -> int | None:
 
 def run_summary(run_dir: Path) -> dict[str, Any]:
     """One run's state: status, steps, CPU time (curve and spent) and its curve so far."""
-    record, rows = _read_json(run_dir / "run.json"), read_curve(run_dir)
-    done = _read_json(run_dir / "done.json")
+    record, rows = _read_json(run_dir / RUN_RECORD), read_curve(run_dir)
+    done = _read_json(run_dir / DONE)
     calls_cpu, running = 0.0, ""
     for call in record["calls"]:
         live = None if "cpu_s" in call else _live_cpu(call.get("pid"))
@@ -143,10 +153,10 @@ def _choice(runs: Path, summaries: list[dict[str, Any]]) -> dict[str, Any] | Non
 def collect(args: argparse.Namespace) -> dict[str, Any]:
     """The curves and costs of every run in RUNS, written to --out."""
     runs = Path(args.runs)
-    summaries = [run_summary(d) for d in sorted(runs.iterdir()) if (d / "run.json").is_file()]
+    summaries = [run_summary(d) for d in sorted(runs.iterdir()) if (d / RUN_RECORD).is_file()]
     result = {
         "date": _now(),
-        "study": _read_json(runs / "study.json"),
+        "study": _read_json(runs / STUDY),
         "split": "val",
         "metric": "validation pixel accuracy at the recipe's final size (128 px)",
         "cpu_hours_spent": round(sum(s["cpu_s_spent"] for s in summaries) / 3600, 3),

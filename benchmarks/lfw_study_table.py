@@ -38,7 +38,20 @@ from pathlib import Path
 from typing import Any
 
 from kept_runs import copy_kept, restore_run
-from lfw_study import RECIPES, Run, StudyError, _git, _now, _read_json, _write_json, read_curve
+from lfw_study import (
+    CURVE,
+    DONE,
+    RECIPES,
+    RUN_RECORD,
+    STUDY,
+    Run,
+    StudyError,
+    _git,
+    _now,
+    _read_json,
+    _write_json,
+    read_curve,
+)
 
 BEST_STOCHASTIC = "best-stochastic"
 STOCHASTIC_OBJECTIVES = ("gsnn", "cvae", "hybrid")
@@ -58,8 +71,12 @@ LAST_VALIDATIONS, TIE_POINTS = 3, 0.3
 # the rows Table 4 chooses from: the CVAE side and the GDNN side
 TABLE4_OBJECTIVES = {"cvae": ("cvae", "hybrid"), "gdnn": ("gdnn",)}
 # what --keep copies: of a finished run (never its checkpoints), and of the table
-KEPT_RUN = ("run.json", "curve.csv", "done.json", "test.json", "partial.json", "samples.json")
-KEPT_TABLE = ("study.json", "choices.json", "plan.json")
+# a finished table run's scores on test: its record, Table 4 grid, samples against the truth
+TEST, PARTIAL, SAMPLES = "test.json", "partial.json", "samples.json"
+# the table's choices made on validation, the runs asked for, and Table 4 once made
+CHOICES, PLAN, TABLE4 = "choices.json", "plan.json", "table4.json"
+KEPT_RUN = (RUN_RECORD, CURVE, DONE, TEST, PARTIAL, SAMPLES)
+KEPT_TABLE = (STUDY, CHOICES, PLAN)
 SAMPLE_GRID = "test_samples.png"  # a stochastic run's samples of test images (not kept)
 CALIBRATION_SAMPLES = 16  # the ECE's predictive distribution: the mean of 16 samples' softmax
 # issue 20's sample columns on LFW: GED and HM-IoU of S samples against the one annotation,
@@ -108,7 +125,7 @@ def _validation_score(run_dir: Path) -> float | None:
     """The mean validation pixel accuracy of a finished run's last `LAST_VALIDATIONS`
     validations (its final phase), the recipe rule's measure: one validation wobbles by up
     to half a point. None while the run has not finished."""
-    done = _read_json(run_dir / "done.json")
+    done = _read_json(run_dir / DONE)
     if done is None:
         return None
     return _mean_last_validations(run_dir, RECIPES[done["recipe"]][-1])
@@ -149,13 +166,13 @@ def _locked_json(runs: Path, name: str) -> Iterator[dict[str, Any]]:
 
 def _choices(runs: Path) -> Any:
     """RUNS/choices.json (`_locked_json`): the choices made on validation, each kept."""
-    return _locked_json(runs, "choices.json")
+    return _locked_json(runs, CHOICES)
 
 
 def planned_runs(runs: Path) -> list[tuple[str, int]]:
     """Every (row, seed) a table call has asked for (RUNS/plan.json): what the summary and
     Table 4 wait for, whether or not its run has started."""
-    plan = _read_json(runs / "plan.json") or {}
+    plan = _read_json(runs / PLAN) or {}
     return [(row, seed) for row, seed in plan.get("runs", [])]
 
 
@@ -180,7 +197,7 @@ def recipe_scores(recipe_runs: Path) -> dict[str, dict[str, float]]:
     scores = {}
     for recipe, phases in RECIPES.items():
         run_dir = recipe_runs / recipe
-        if not (run_dir / "done.json").is_file():
+        if not (run_dir / DONE).is_file():
             raise StudyError(f"the recipe choice needs every recipe finished; {run_dir} is not")
         scores[recipe] = {
             "mean_last_pixel_accuracy": _mean_last_validations(run_dir, phases[-1]),
@@ -237,7 +254,7 @@ def table_runs(args: argparse.Namespace) -> list[Run]:
             raise StudyError(f"unknown row {row!r}; known: {', '.join(known)}, {BEST_STOCHASTIC}")
         rows.append(row)
     runs = Path(args.runs)
-    with _locked_json(runs, "plan.json") as plan:  # what the summary waits for
+    with _locked_json(runs, PLAN) as plan:  # what the summary waits for
         planned = plan.setdefault("runs", [])
         for seed in args.seeds:
             planned += [[row, seed] for row in rows if [row, seed] not in planned]
@@ -264,13 +281,13 @@ def _test_loader(config: Any, device: Any) -> Any:
 
 
 def _best_checkpoint(run_dir: Path) -> Path:
-    done = _read_json(run_dir / "done.json")
+    done = _read_json(run_dir / DONE)
     return run_dir / RECIPES[done["recipe"]][-1] / "best.pt"
 
 
 def score_run(run_dir: Path, row: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
     """The run's test.json: its best checkpoint scored on the test split (made once)."""
-    kept = _read_json(run_dir / "test.json")
+    kept = _read_json(run_dir / TEST)
     if kept is not None:
         return kept
     import torch
@@ -283,7 +300,7 @@ def score_run(run_dir: Path, row: str, seed: int, args: argparse.Namespace) -> d
     metrics = evaluate(model, _test_loader(config, device), classes, device,
                        num_samples=args.samples, progress=None,
                        calibration_samples=CALIBRATION_SAMPLES)  # fmt: skip
-    done, curve = _read_json(run_dir / "done.json"), read_curve(run_dir)
+    done, curve = _read_json(run_dir / DONE), read_curve(run_dir)
     record = {
         "model": row, "head": config.model.head, "objective": config.model.objective,
         "noise": config.data.noise > 0, "seed": seed, "multiscale":
@@ -302,7 +319,7 @@ def score_run(run_dir: Path, row: str, seed: int, args: argparse.Namespace) -> d
         "recipe": done["recipe"], "run": str(run_dir), "trained_at": done["commit"],
         "scored_at": _git("rev-parse", "HEAD"), "scored": _now(),
     }  # fmt: skip
-    _write_json(run_dir / "test.json", record)
+    _write_json(run_dir / TEST, record)
     # no score in the log: test numbers are read once, when every choice has been made
     print(f"scored {row} seed {seed} on the test split: {run_dir / 'test.json'}", flush=True)
     return record
@@ -312,7 +329,7 @@ def samples_run(run_dir: Path, seed: int, args: argparse.Namespace) -> dict[str,
     """The run's `ANNOTATION_SAMPLES` samples of each test image against its one annotation
     (its samples.json, made once): GED and HM-IoU as `evaluate_annotators` scores them on
     multi-annotator data, here with A = 1. None for a run restored without its checkpoint."""
-    kept, checkpoint = _read_json(run_dir / "samples.json"), _best_checkpoint(run_dir)
+    kept, checkpoint = _read_json(run_dir / SAMPLES), _best_checkpoint(run_dir)
     if kept is not None or not checkpoint.is_file():
         return kept
     import torch
@@ -326,13 +343,13 @@ def samples_run(run_dir: Path, seed: int, args: argparse.Namespace) -> dict[str,
                                  sample_counts=(ANNOTATION_SAMPLES,), progress=None)  # fmt: skip
     result = {"split": "test", "samples": ANNOTATION_SAMPLES, **scores,
               "scored_at": _git("rev-parse", "HEAD"), "scored": _now()}  # fmt: skip
-    _write_json(run_dir / "samples.json", result)
+    _write_json(run_dir / SAMPLES, result)
     return result
 
 
 def partial_run(run_dir: Path, args: argparse.Namespace) -> dict[str, Any]:
     """The run's Table 4 grid on the test split (its partial.json, made once)."""
-    kept = _read_json(run_dir / "partial.json")
+    kept = _read_json(run_dir / PARTIAL)
     if kept is not None:
         return kept
     from cvae_seg.evaluation import partial_observation
@@ -343,7 +360,7 @@ def partial_run(run_dir: Path, args: argparse.Namespace) -> dict[str, Any]:
     grid = partial_observation(model, _test_loader(config, device), device, fill, progress=None)
     result = {"split": "test", "grid": grid, "scored_at": _git("rev-parse", "HEAD"),
               "scored": _now()}  # fmt: skip
-    _write_json(run_dir / "partial.json", result)
+    _write_json(run_dir / PARTIAL, result)
     return result
 
 
@@ -354,7 +371,7 @@ def table4_ready(runs: Path) -> bool:
     seed0 = {row for row, seed in planned_runs(runs) if seed == 0}
     sides = [seed0.intersection(_rows_of(objectives)) for objectives in TABLE4_OBJECTIVES.values()]
     return all(sides) and all(
-        (_run_dir(runs, row, 0) / "done.json").is_file() for side in sides for row in side
+        (_run_dir(runs, row, 0) / DONE).is_file() for side in sides for row in side
     )
 
 
@@ -363,7 +380,7 @@ def table4(runs: Path, args: argparse.Namespace, make: bool = True) -> dict[str,
     trained, and of the GDNN rows, the one best on validation (seed 0). Made only with
     ``make``, which the summary gives once `table4_ready`, so that the choice sees every
     candidate; kept from then on."""
-    kept = _read_json(runs / "table4.json")
+    kept = _read_json(runs / TABLE4)
     if kept is not None or not make:
         return kept
     candidates = {
@@ -377,7 +394,7 @@ def table4(runs: Path, args: argparse.Namespace, make: bool = True) -> dict[str,
     for label, row in rows.items():
         result[label] = partial_run(_run_dir(runs, row, 0), args)["grid"]
     result["scored"] = _now()
-    _write_json(runs / "table4.json", result)
+    _write_json(runs / TABLE4, result)
     return result
 
 
@@ -439,7 +456,7 @@ def sample_grid_of(run_dir: Path, args: argparse.Namespace, count: int = 4) -> P
 
 def keep_run(run_dir: Path, kept_dir: Path) -> None:
     """Copy the finished run's `KEPT_RUN` files to kept_dir (done.json last: the mark)."""
-    copy_kept(run_dir, kept_dir, KEPT_RUN, "done.json")
+    copy_kept(run_dir, kept_dir, KEPT_RUN, DONE)
 
 
 def keep_table(runs: Path, keep: Path) -> None:
@@ -452,14 +469,14 @@ def restore_table(keep: Path, runs: Path) -> None:
     """Merge the kept table files into RUNS: the pin where RUNS has none, the union of the
     two plans, and the union of the choices, refusing a choice the two made differently."""
     runs.mkdir(parents=True, exist_ok=True)
-    if (keep / "study.json").is_file() and not (runs / "study.json").is_file():
-        copy_kept(keep, runs, ["study.json"], mark="")
-    with _locked_json(runs, "plan.json") as plan:
+    if (keep / STUDY).is_file() and not (runs / STUDY).is_file():
+        copy_kept(keep, runs, [STUDY], mark="")
+    with _locked_json(runs, PLAN) as plan:
         planned = plan.setdefault("runs", [])
-        planned += [run for run in (_read_json(keep / "plan.json") or {}).get("runs", [])
+        planned += [run for run in (_read_json(keep / PLAN) or {}).get("runs", [])
                     if run not in planned]  # fmt: skip
     with _choices(runs) as choices:
-        for name, kept in (_read_json(keep / "choices.json") or {}).items():
+        for name, kept in (_read_json(keep / CHOICES) or {}).items():
             mine = choices.setdefault(name, kept)
             if _chosen(mine) != _chosen(kept):
                 raise StudyError(
@@ -479,9 +496,9 @@ def restore_runs(keep: Path, runs: Path, recipe: str, args: argparse.Namespace) 
     and seed get here (another data set or --set is refused, naming the file). The names of
     the runs restored."""
     restored = []
-    for done in sorted(keep.glob("table/*/seed*/done.json")):
+    for done in sorted(keep.glob(f"table/*/seed*/{DONE}")):
         name = done.parent.relative_to(keep).as_posix()
-        record = _read_json(done.parent / "run.json") or {}
+        record = _read_json(done.parent / RUN_RECORD) or {}
         try:
             row, seed = row_and_seed(name)
         except KeyError:
@@ -493,7 +510,7 @@ def restore_runs(keep: Path, runs: Path, recipe: str, args: argparse.Namespace) 
                 f"overrides {record.get('overrides')}; this table gives {recipe} and {wanted} "
                 "(another table: give it its own --keep folder)"
             )
-        if restore_run(done.parent, runs / name, KEPT_RUN, "done.json"):
+        if restore_run(done.parent, runs / name, KEPT_RUN, DONE):
             print(f"{name}: restored from {keep}", flush=True)
             restored.append(name)
     return restored
@@ -507,12 +524,12 @@ def score(args: argparse.Namespace) -> dict[str, Any]:
     runs = Path(args.runs)
     if args.keep:
         restore_table(Path(args.keep), runs)
-        recipe = _chosen((_read_json(runs / "choices.json") or {}).get("recipe", {}))
+        recipe = _chosen((_read_json(runs / CHOICES) or {}).get("recipe", {}))
         restore_runs(Path(args.keep), runs, recipe, args)
     records, waiting, scored, sampled = [], [], [], {}
     for row, seed in _runs_to_score(runs):
         run_dir = _run_dir(runs, row, seed)
-        if (run_dir / "done.json").is_file():
+        if (run_dir / DONE).is_file():
             records.append(score_run(run_dir, row, seed, args))
             scored.append(run_dir)
             if seed == 0:
@@ -530,7 +547,7 @@ def score(args: argparse.Namespace) -> dict[str, Any]:
         "goals": goals(records),
         "sample_scores": sampled,
         "table4": table4(runs, args, make=table4_ready(runs)),
-        "choices": _read_json(runs / "choices.json") or {},
+        "choices": _read_json(runs / CHOICES) or {},
     }
     if args.keep:  # after Table 4: its grids (partial.json) are kept with their runs
         for run_dir in scored:
