@@ -283,15 +283,17 @@ def _sample_score_lines(sampled: dict[str, Any]) -> list[str]:
 def summary_markdown(summary: dict[str, Any]) -> str:
     """Table 2-3 (test split, mean ± standard error over seeds), the peers' rows apart, the
     goals and Table 4."""
-    from lfw_study_table import PEER_ROWS
+    from lfw_study_table import side_rows
 
     estimators = {r["model"]: r["nll_estimator"] for r in summary["records"]}
-    ours = {row: entry for row, entry in summary["models"].items() if row not in PEER_ROWS}
-    peers = {row: entry for row, entry in summary["models"].items() if row in PEER_ROWS}
+    side = side_rows()
+    ours = {row: entry for row, entry in summary["models"].items() if row not in side}
+    beside = {row: entry for row, entry in summary["models"].items() if row in side}
     lines = _models_table(ours, estimators) if ours else []
-    if peers:
-        lines += ["", "The peers (issue 20), each on the same backbone, data and training:", ""]
-        lines += _models_table(peers, estimators)
+    if beside:
+        lines += ["", "Our CVAE recipe and the peers (issue 20), each on the same backbone, "
+                  "data and training:", ""]  # fmt: skip
+        lines += _models_table(beside, estimators)
     lines += ["", f"Test split, scored once; S = {summary['likelihood_samples']} for the "
               "estimated -CLL; ECE (15 bins) of the mean of 16 samples' softmax. "
               f"Command: `{summary['command']}`; {summary['hardware']}; "

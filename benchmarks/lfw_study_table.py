@@ -3,7 +3,8 @@
 `table_runs` is what ``python benchmarks/lfw_study.py --stage table`` trains (through the
 study's resumable, pinned runs): every asked-for row of Table 2 (benchmarks/segmentation.py's
 ROWS) and seed, as RUNS/table/<row>/seed<k>; the peer heads' rows (`PEER_ROWS`: the peer on
-the recipe's backbone, data and training, with noise injection) when named. The row alias
+the recipe's backbone, data and training, with noise injection) and our best CVAE recipe's
+(`RECIPE_ROWS`) when named. The row alias
 ``best-stochastic`` is the GSNN, CVAE or hybrid row whose seed-0 run has the best validation
 pixel accuracy; the choice is written to RUNS/choices.json and kept.
 
@@ -62,6 +63,17 @@ PEER_ROWS = {
     "MC dropout (NI)": "mc_dropout",
     "ensemble (NI)": "ensemble",
 }
+# our best CVAE recipe of the known-truth study (configs/known_truth_ciwae.yaml, issue 20),
+# asked for by name like the peers: the CVAE (msc, NI) trained on 0.8 x the importance-
+# weighted bound (k = 50) + 0.2 x the k-sample ELBO, with a 16-Gaussian mixture prior and
+# a KL warm-up over the same eighth of training as there (1,000 of 8,000 updates there)
+RECIPE_ROWS = {
+    "CVAE recipe (msc, NI)": (
+        "model.objective=cvae", "model.scale_weights=[1.0, 1.0, 1.0]", "data.noise=0.4",
+        "model.importance_samples=50", "model.elbo_share=0.2", "model.prior_components=16",
+        "train.kl_warmup_steps=200",
+    ),
+}  # fmt: skip
 # a peer's settings of its paper where the config's shared default is the CVAE's: the
 # Probabilistic U-Net's global latent has 6 dimensions (Kohl et al. 2018), the CVAE's map 32
 PEER_SETTINGS = {"probunet": ("model.latent_channels=6",)}
@@ -101,8 +113,16 @@ def slug(row: str) -> str:
     return row.replace(" (", "_").replace(", ", "_").replace(")", "").replace(" ", "_")
 
 
+def side_rows() -> list[str]:
+    """Issue 20's rows beside Table 2's (our recipe's, then the peers'), in table order."""
+    return [*RECIPE_ROWS, *PEER_ROWS]
+
+
 def row_overrides(row: str, seed: int, dataset: str) -> tuple[str, ...]:
-    """The settings of a Table 2 row or a peer row on top of the recipe's configs."""
+    """The settings of a Table 2 row, our recipe's row or a peer row on top of the recipe's
+    configs."""
+    if row in RECIPE_ROWS:
+        return (*RECIPE_ROWS[row], f"train.seed={seed}", *DATASET_OVERRIDES[dataset])
     if row in PEER_ROWS:  # the peer head on the recipe's backbone, data and training
         head = PEER_ROWS[row]
         return (f"model.head={head}", *PEER_SETTINGS.get(head, ()), "data.noise=0.4",
@@ -245,7 +265,7 @@ def table_runs(args: argparse.Namespace) -> list[Run]:
         raise StudyError(f"unknown --recipe {args.recipe!r}; known: {', '.join(RECIPES)}")
     if args.keep:  # before the choices, which read the seed-0 runs
         restore_runs(Path(args.keep), Path(args.runs), args.recipe, args)
-    known = [*_rows(), *PEER_ROWS]
+    known = [*_rows(), *side_rows()]
     rows = []
     for row in args.rows or list(_rows()):
         if row == BEST_STOCHASTIC:
@@ -364,6 +384,11 @@ def partial_run(run_dir: Path, args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
+def _table4_rows() -> set[str]:
+    """Table 2's rows that Table 4 chooses among (either side)."""
+    return {row for objectives in TABLE4_OBJECTIVES.values() for row in _rows_of(objectives)}
+
+
 def table4_ready(runs: Path) -> bool:
     """Whether Table 4's choice can be made: the plan holds a seed-0 run of both sides (a
     CVAE or hybrid row, a GDNN row) and each such run has finished. The choice reads only
@@ -402,11 +427,14 @@ def table4(runs: Path, args: argparse.Namespace, make: bool = True) -> dict[str,
 def row_and_seed(run_name: str) -> tuple[str, int]:
     """The (row, seed) of a table run's name, table/<slug>/seed<k>."""
     _, folder, seed = run_name.split("/")
-    rows = {slug(row): row for row in [*_rows(), *PEER_ROWS]}
+    rows = {slug(row): row for row in [*_rows(), *side_rows()]}
     return rows[folder], int(seed.removeprefix("seed"))
 
 
 def _objective(row: str) -> str:
+    """The row's CVAE objective, or its peer head's name."""
+    if row in RECIPE_ROWS:
+        return "cvae"
     return PEER_ROWS[row] if row in PEER_ROWS else _rows()[row][0]
 
 
@@ -428,7 +456,7 @@ def _finish_run(runs: Path, run_name: str, args: argparse.Namespace) -> None:
     score_run(run_dir, row, seed, args)
     if seed == 0:
         samples_run(run_dir, seed, args)
-    if seed == 0 and any(_objective(row) in o for o in TABLE4_OBJECTIVES.values()):
+    if seed == 0 and row in _table4_rows():
         partial_run(run_dir, args)
     drawn = (run_dir / SAMPLE_GRID).is_file()
     restored = not _best_checkpoint(run_dir).is_file()  # from --keep: no checkpoint to draw
@@ -560,8 +588,8 @@ def score(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _runs_to_score(runs: Path) -> list[tuple[str, int]]:
-    """Every run started or planned (`planned_runs`), Table 2's rows first, then the peers'."""
-    order = [*_rows(), *PEER_ROWS]
+    """Every run started or planned (`planned_runs`), Table 2's rows first, then `side_rows`."""
+    order = [*_rows(), *side_rows()]
     folders = [
         (row, folder) for row in order for folder in (runs / "table" / slug(row)).glob("seed*")
     ]
@@ -603,8 +631,9 @@ def aggregate(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
 def goals(records: list[dict[str, Any]]) -> dict[str, Any]:
     """The issue's three goals, each as measured (None where a needed row is missing), over
-    Table 2's rows: the peers' rows are reported beside them, not counted for the goals."""
-    records = [r for r in records if r["model"] not in PEER_ROWS]
+    Table 2's rows: our recipe's and the peers' rows are reported beside them, not counted
+    for the goals."""
+    records = [r for r in records if r["model"] in _rows()]
     models = aggregate(records)
     result: dict[str, Any] = {"best_pixel_accuracy": _best_model_goal(records, models)}
     for noise in ("", ", NI"):

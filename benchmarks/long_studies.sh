@@ -30,10 +30,11 @@ lfw_table() {
   step python benchmarks/lfw_study.py --stage table "${common[@]}" --seeds 0
   step python benchmarks/lfw_study.py --stage table "${common[@]}" --seeds 1 2 \
       --rows "CNN (msc, NI)" best-stochastic
-  # the ensemble (five members, about five runs' time) last: a run still training when its
+  # issue 20's rows: the peers and our known-truth CVAE recipe (about three runs' time), the
+  # ensemble (five members, about five runs' time) last: a run still training when its
   # machine goes is trained again from its start, so the short ones go first
   step python benchmarks/lfw_study.py --stage table "${common[@]}" --seeds 0 \
-      --rows "ProbUNet (NI)" "SSN (NI)" "MC dropout (NI)" "ensemble (NI)"
+      --rows "ProbUNet (NI)" "SSN (NI)" "MC dropout (NI)" "CVAE recipe (msc, NI)" "ensemble (NI)"
   step python benchmarks/lfw_study.py --stage score --data-root "$DATA" --runs "$RUNS/lfw128_table" \
       --cache-dir "$RUNS/lfw_cache" --keep "$KEEP/lfw128_table_runs" \
       --summary "$RUNS/lfw_128_summary.json"
