@@ -12,6 +12,7 @@ from __future__ import annotations
 import difflib
 import os
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -47,6 +48,15 @@ class _Section(BaseModel):
     # no NaN or inf in any setting: train.lr=.inf or a NaN mean would run to non-finite
     # weights or inputs instead of being refused here, naming the key
     model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Any:
+        """A copy with ``update`` checked like any assignment: pydantic's own copy takes an
+        update unchecked, so ``rank=-1``, an unknown key or a head whose default latent size
+        differs would pass silently."""
+        copied = super().model_copy(deep=deep)
+        for key, value in (update or {}).items():
+            setattr(copied, key, value)  # validate_assignment: the field's and the model's checks
+        return copied
 
 
 class ModelConfig(_Section):

@@ -111,3 +111,17 @@ def test_a_probunet_config_without_a_latent_size_takes_its_papers_not_the_cvaes(
     # a default follows the head it is the default of, both ways
     config.model.head = "cvae"
     assert config.model.latent_channels == 32
+
+
+def test_model_copy_checks_its_update_like_an_assignment():
+    import pydantic
+
+    config = load_config(None)
+    copied = config.model.model_copy(update={"head": "probunet"})
+    assert copied.latent_channels == 6 and config.model.head == "cvae"  # the original kept
+    nested = config.model_copy(update={"model": {"head": "ssn", "rank": 3}})
+    assert (nested.model.head, nested.model.rank) == ("ssn", 3)
+    with pytest.raises(pydantic.ValidationError, match="rank"):
+        config.model.model_copy(update={"rank": -1})
+    with pytest.raises(pydantic.ValidationError, match="rnak"):
+        config.model.model_copy(update={"rnak": 3})
