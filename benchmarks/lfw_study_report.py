@@ -281,8 +281,8 @@ def _sample_score_lines(sampled: dict[str, Any]) -> list[str]:
 
 
 def summary_markdown(summary: dict[str, Any]) -> str:
-    """Table 2-3 (test split, mean ± standard error over seeds), the peers' rows apart, the
-    goals and Table 4."""
+    """Table 2-3 (test split, mean ± standard error over seeds), our recipe's and the peers'
+    rows apart, the goals and Table 4."""
     from lfw_study_table import side_rows
 
     estimators = {r["model"]: r["nll_estimator"] for r in summary["records"]}

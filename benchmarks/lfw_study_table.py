@@ -66,7 +66,8 @@ PEER_ROWS = {
 # our best CVAE recipe of the known-truth study (configs/known_truth_ciwae.yaml, issue 20),
 # asked for by name like the peers: the CVAE (msc, NI) trained on 0.8 x the importance-
 # weighted bound (k = 50) + 0.2 x the k-sample ELBO, with a 16-Gaussian mixture prior and
-# a KL warm-up over the same eighth of training as there (1,000 of 8,000 updates there)
+# a KL warm-up over the same eighth of training as there (1,000 of 8,000 updates there; 200
+# is an eighth of the chosen recipe's 1,600: another recipe would need its own)
 RECIPE_ROWS = {
     "CVAE recipe (msc, NI)": (
         "model.objective=cvae", "model.scale_weights=[1.0, 1.0, 1.0]", "data.noise=0.4",
@@ -389,12 +390,20 @@ def _table4_rows() -> set[str]:
     return {row for objectives in TABLE4_OBJECTIVES.values() for row in _rows_of(objectives)}
 
 
-def table4_ready(runs: Path) -> bool:
-    """Whether Table 4's choice can be made: the plan holds a seed-0 run of both sides (a
-    CVAE or hybrid row, a GDNN row) and each such run has finished. The choice reads only
-    those runs; other seeds and the peers' rows may still train."""
+def _table4_sides(runs: Path) -> list[list[str]]:
+    """Table 4's candidates, per side (CVAE or hybrid; GDNN): the rows of that side whose
+    seed-0 run a table call planned or started."""
     seed0 = {row for row, seed in planned_runs(runs) if seed == 0}
-    sides = [seed0.intersection(_rows_of(objectives)) for objectives in TABLE4_OBJECTIVES.values()]
+    seed0 |= {row for row in _rows() if _run_dir(runs, row, 0).is_dir()}
+    return [[row for row in _rows_of(objectives) if row in seed0]
+            for objectives in TABLE4_OBJECTIVES.values()]  # fmt: skip
+
+
+def table4_ready(runs: Path) -> bool:
+    """Whether Table 4's choice can be made: both sides have candidates (`_table4_sides`) and
+    each candidate's seed-0 run has finished. The choice reads only those runs; other seeds,
+    the peers' and our recipe's rows may still train."""
+    sides = _table4_sides(runs)
     return all(sides) and all(
         (_run_dir(runs, row, 0) / DONE).is_file() for side in sides for row in side
     )
@@ -408,10 +417,7 @@ def table4(runs: Path, args: argparse.Namespace, make: bool = True) -> dict[str,
     kept = _read_json(runs / TABLE4)
     if kept is not None or not make:
         return kept
-    candidates = {
-        label: [row for row in _rows_of(objectives) if _run_dir(runs, row, 0).is_dir()]
-        for label, objectives in TABLE4_OBJECTIVES.items()
-    }
+    candidates = dict(zip(TABLE4_OBJECTIVES, _table4_sides(runs), strict=True))
     if not all(candidates.values()):
         return None
     rows = {label: choose(runs, f"table4_{label}", among) for label, among in candidates.items()}
@@ -432,7 +438,7 @@ def row_and_seed(run_name: str) -> tuple[str, int]:
 
 
 def _objective(row: str) -> str:
-    """The row's CVAE objective, or its peer head's name."""
+    """The row's objective (cnn, gdnn, gsnn, cvae, hybrid), or its peer head's name."""
     if row in RECIPE_ROWS:
         return "cvae"
     return PEER_ROWS[row] if row in PEER_ROWS else _rows()[row][0]

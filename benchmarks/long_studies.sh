@@ -30,9 +30,10 @@ lfw_table() {
   step python benchmarks/lfw_study.py --stage table "${common[@]}" --seeds 0
   step python benchmarks/lfw_study.py --stage table "${common[@]}" --seeds 1 2 \
       --rows "CNN (msc, NI)" best-stochastic
-  # issue 20's rows: the peers and our known-truth CVAE recipe (about three runs' time), the
-  # ensemble (five members, about five runs' time) last: a run still training when its
-  # machine goes is trained again from its start, so the short ones go first
+  # issue 20's rows: the peers (about a run's time each), our known-truth CVAE recipe (its
+  # step costs about three of the CVAE's), the ensemble (five members, about five runs' time)
+  # last: a run still training when its machine goes is trained again from its start, so the
+  # short ones go first
   step python benchmarks/lfw_study.py --stage table "${common[@]}" --seeds 0 \
       --rows "ProbUNet (NI)" "SSN (NI)" "MC dropout (NI)" "CVAE recipe (msc, NI)" "ensemble (NI)"
   step python benchmarks/lfw_study.py --stage score --data-root "$DATA" --runs "$RUNS/lfw128_table" \

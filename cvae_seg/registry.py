@@ -35,7 +35,7 @@ _OFFLINE: dict[str, dict[str, Any]] = {}
 
 
 def register_model(
-    name: str | Callable[..., Any], *, offline: Mapping[str, Any] | None = None
+    name: str | Callable[..., Any] | None = None, *, offline: Mapping[str, Any] | None = None
 ) -> Any:
     """Add a builder to the table, under ``name`` or the function's own name.
 
@@ -47,20 +47,25 @@ def register_model(
     `save_pretrained` / `from_pretrained` rebuild it through this builder whenever its
     backbone cannot describe itself (smp models can, and are rebuilt through smp's name).
     ``offline`` names the builder's own switches that fetch weights from the network and the
-    values that turn them off: a saved model records those values, so that `from_pretrained`
-    rebuilds it without a download that its saved weights would replace anyway (smp's
-    ``encoder_weights`` is turned off for every builder without being named).
+    values that turn them off. A model saved through its builder's name and arguments (a
+    `cvae_seg.CVAE` or peer head whose backbone keeps no config) records those values, so
+    that `from_pretrained` rebuilds it without a download that its saved weights would
+    replace anyway; smp's ``encoder_weights`` is turned off for every builder unasked. A
+    switch the builder's signature does not take is refused here; one passed on through
+    ``**kwargs`` cannot be checked. Registering the same builder again keeps its switches
+    unless ``offline`` is given.
     """
     if callable(name):  # used bare: @register_model
         return register_model(name.__name__, offline=offline)(name)
 
     def add(builder: Builder) -> Builder:
-        key = name.lower()
+        display = name if name is not None else builder.__name__
+        key = display.lower()
         if key in _BUILDERS and _BUILDERS[key] is not builder:
-            raise ValueError(f"a model named {name!r} is registered already")
-        switches = dict(offline or {})
-        _check_offline_switches(name, builder, switches)
-        _BUILDERS[key], _DISPLAY_NAMES[key], _OFFLINE[key] = builder, name, switches
+            raise ValueError(f"a model named {display!r} is registered already")
+        switches = _OFFLINE.get(key, {}) if offline is None else dict(offline)
+        _check_offline_switches(display, builder, switches)
+        _BUILDERS[key], _DISPLAY_NAMES[key], _OFFLINE[key] = builder, display, switches
         return builder
 
     return add
@@ -68,9 +73,11 @@ def register_model(
 
 def _check_offline_switches(name: str, builder: Callable[..., Any], switches: dict) -> None:
     """Refuse an ``offline`` switch the builder cannot take: it would fail at every load."""
+    if not switches:
+        return
     signature = inspect.signature(builder).parameters.values()
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in signature):
-        return
+        return  # passed on to what the builder calls: not known here
     unknown = sorted(set(switches) - {p.name for p in signature})
     if unknown:
         raise ValueError(

@@ -132,6 +132,16 @@ def test_an_offline_switch_the_builder_does_not_take_is_refused():
     assert "_no_switch" not in cvae_seg.list_models()
 
 
+def test_offline_switches_without_a_name_and_on_registering_again():
+    @cvae_seg.register_model(offline={"pretrained": False})
+    def _unnamed_fetching(classes=2, pretrained=True):
+        return cvae_seg.CVAE(_PlainNet(classes))
+
+    assert cvae_seg.registry.offline_arguments("_unnamed_fetching") == {"pretrained": False}
+    cvae_seg.register_model("_unnamed_fetching")(_unnamed_fetching)  # again, no offline: kept
+    assert cvae_seg.registry.offline_arguments("_unnamed_fetching") == {"pretrained": False}
+
+
 def test_arguments_json_cannot_hold_are_named_as_the_models_when_saving(tmp_path):
     model = cvae_seg.create_model("_plain_cvae", classes=3, width=np.int64(5))
     with pytest.raises(TypeError, match=r"arguments model '_plain_cvae' was built with"):

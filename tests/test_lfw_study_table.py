@@ -206,6 +206,9 @@ def test_table4_waits_for_its_candidates_seed_0_runs_only(tmp_path: Path) -> Non
     _finished(tmp_path, "hybrid (msc)", 91.0)
     # ready while CNN (msc, NI) seed 0 and both seed-1 runs have not even started
     assert lfw_study_table.table4_ready(tmp_path)
+    # a candidate started outside the plan (its plan.json lost, say) is waited for too
+    (tmp_path / "table" / "GDNN_msc_NI" / "seed0").mkdir(parents=True)
+    assert not lfw_study_table.table4_ready(tmp_path)
 
 
 def test_table4_needs_both_sides_in_the_plan(tmp_path: Path) -> None:
