@@ -57,6 +57,11 @@ def register_model(
     """
     if callable(name):  # used bare: @register_model
         return register_model(name.__name__, offline=offline)(name)
+    if offline is not None and not isinstance(offline, Mapping):
+        raise TypeError(
+            f"offline must map a builder's download switches to their off values, e.g. "
+            f"{{'pretrained': False}}; got {type(offline).__name__} {offline!r}"
+        )
 
     def add(builder: Builder) -> Builder:
         display = name if name is not None else builder.__name__

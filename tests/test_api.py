@@ -130,6 +130,8 @@ def test_an_offline_switch_the_builder_does_not_take_is_refused():
     with pytest.raises(ValueError, match=r"offline=.*\['pretrained'\].*does not take"):
         cvae_seg.register_model("_no_switch", offline={"pretrained": False})(lambda classes=2: None)
     assert "_no_switch" not in cvae_seg.list_models()
+    with pytest.raises(TypeError, match=r"offline must map .*got list \['pretrained'\]"):
+        cvae_seg.register_model("_no_switch", offline=["pretrained"])
 
 
 def test_offline_switches_without_a_name_and_on_registering_again():
