@@ -35,6 +35,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from cvae_seg.config import Config, load_config
 from cvae_seg.io import atomic_write_text
+from cvae_seg.reporting import cpu_name
 from cvae_seg.training import build_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -263,20 +264,10 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "CPU"
-
-
 def _environment() -> dict[str, Any]:
     return {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "hardware": f"{_cpu_model()}, {os.cpu_count()} cores ({platform.machine()})",
+        "hardware": f"{cpu_name()}, {os.cpu_count()} cores ({platform.machine()})",
         "torch": torch.__version__,
         "load_average_start": _load_average(),
     }

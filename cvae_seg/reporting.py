@@ -13,7 +13,7 @@ from PIL import Image
 
 from cvae_seg.io import atomic_write
 
-__all__ = ["atomic_save_image", "describe_hardware", "mean_stderr"]
+__all__ = ["atomic_save_image", "cpu_name", "describe_hardware", "mean_stderr"]
 
 
 def atomic_save_image(path: str | os.PathLike, image: Image.Image) -> Path:
@@ -21,13 +21,25 @@ def atomic_save_image(path: str | os.PathLike, image: Image.Image) -> Path:
     return atomic_write(path, lambda handle: image.save(handle, format="PNG", optimize=True))
 
 
+def cpu_name() -> str:
+    """The CPU's model name as Linux reports it, else what `platform` knows (often just the
+    architecture): machines of one kind differ in speed, so a timing names its CPU."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
 def describe_hardware(device: torch.device) -> str:
-    """The GPU's name, or the CPU architecture and torch's thread count."""
+    """The GPU's name, or the CPU's name, architecture and torch's thread count."""
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     threads = torch.get_num_threads()
     plural = "" if threads == 1 else "s"
-    return f"CPU ({platform.processor() or platform.machine()}, {threads} thread{plural})"
+    return f"CPU ({cpu_name()}, {platform.machine()}, {threads} thread{plural})"
 
 
 def mean_stderr(values: list[float]) -> tuple[float, float]:
