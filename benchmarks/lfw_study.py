@@ -7,6 +7,8 @@
         --recipe NAME [--rows ROW ...] [--seeds 0 1 2] [--dataset lfw|cub] [--cache-dir C]
     python benchmarks/lfw_study.py --stage score --data-root DATA/lfw --runs RUNS2
         [--summary SUMMARY.json]  (default: the summary JSON in results/)
+    python benchmarks/lfw_study.py --stage figure --data-root DATA/lfw --runs RUNS2
+        [--rows ROW ...] [--figure PNG]  (every model on the same test images)
 
 ``recipes`` trains every recipe (configs/lfw128_cpu_<recipe>.yaml; the progressive recipe
 first trains its 64 px config) into RUNS/<recipe>/, at most ``--jobs`` at a time, each in a
@@ -25,7 +27,8 @@ the CPU spent into one JSON file. Only the validation split is scored in these s
 ``table`` trains Table 2's rows with the recipe chosen on validation, the same way (one
 resumable, pinned run per row and seed, RUNS2/table/<row>/seed<k>); ``score`` scores each
 finished one on the test split once, then Table 4, and writes the summary
-(benchmarks/lfw_study_table.py). ``--dataset cub`` runs the same on CUB.
+(benchmarks/lfw_study_table.py). ``--dataset cub`` runs the same on CUB. ``figure`` draws
+the finished seed-0 runs side by side on the same test images (benchmarks/lfw_study_figure.py).
 """
 
 from __future__ import annotations
@@ -455,7 +458,9 @@ def run_recipes(args: argparse.Namespace) -> dict[str, str]:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "--stage", choices=["recipes", "collect", "table", "score", "child"], default="recipes"
+        "--stage",
+        choices=["recipes", "collect", "table", "score", "figure", "child"],
+        default="recipes",
     )
     parser.add_argument("--runs", required=True, help="folder of the runs (outside the repo)")
     parser.add_argument("--data-root", help="the extracted LFW Part Labels folder")
@@ -466,7 +471,9 @@ def _parser() -> argparse.ArgumentParser:
         "--recipe", default="r18_b16", help="table: the recipe chosen on val, or auto (the rule)"
     )
     parser.add_argument("--recipe-runs", help="table, --recipe auto: the recipes' runs folder")
-    parser.add_argument("--rows", nargs="+", help="table: Table 2 rows (default all twelve)")
+    parser.add_argument(
+        "--rows", nargs="+", help="table: Table 2 rows (default all twelve); figure: rows drawn"
+    )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="table: seeds")
     parser.add_argument("--dataset", choices=["lfw", "cub"], default="lfw")
     parser.add_argument("--samples", type=int, default=50, help="score: S for the -CLL")
@@ -504,6 +511,7 @@ def _parser() -> argparse.ArgumentParser:
         help="config override for every run (tests: a tiny network)",
     )
     parser.add_argument("--out", default=str(ROOT / "results" / "lfw128_recipes.json"))
+    parser.add_argument("--figure", default=str(ROOT / "docs" / "lfw128_models_samples.png"))
     parser.add_argument("--curves-csv", default=str(ROOT / "results" / "lfw128_recipes_curves.csv"))
     parser.add_argument("--plot", default=str(ROOT / "docs" / "benchmarks" / "lfw128_curves.svg"))
     return parser
@@ -527,6 +535,11 @@ def main(argv: list[str] | None = None) -> int:
             from lfw_study_table import score
 
             score(args)
+            return 0
+        if args.stage == "figure":
+            from lfw_study_figure import draw_models
+
+            draw_models(args)
             return 0
         if args.stage == "table":
             from lfw_study_table import finish_run, restore_table, table_runs

@@ -1,9 +1,11 @@
-"""Sample grids: one row per image with input, truth, prediction, samples and uncertainty."""
+"""Sample grids: one row per image with input, truth, prediction, samples and uncertainty;
+or several models side by side on the same inputs."""
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 import albumentations as A
 import numpy as np
@@ -16,7 +18,14 @@ from cvae_seg.models.mnist import QuadrantCVAE
 from cvae_seg.models.smp import CVAE
 from cvae_seg.transforms import RandomSquareOcclusion, square_mask
 
-__all__ = ["PALETTE", "check_baseline", "colorize", "quadrant_grid", "sample_grid"]
+__all__ = [
+    "PALETTE",
+    "check_baseline",
+    "colorize",
+    "models_grid",
+    "quadrant_grid",
+    "sample_grid",
+]
 
 # background, then distinct colours; LFW reads as background / skin / hair
 PALETTE = np.array(
@@ -85,6 +94,52 @@ def _entropy_map(probabilities: torch.Tensor) -> np.ndarray:
     return np.stack([grey, grey, grey], -1)
 
 
+def _occluder(occlude: float, seed: int) -> A.Compose:
+    """Hides one random square of at most ``occlude`` of the side (none for 0), seeded so
+    that every grid drawn with the same seed hides the same squares."""
+    squares = [RandomSquareOcclusion(max_side=occlude, min_side=occlude / 2, p=1.0)]
+    return A.Compose(squares if occlude else [], seed=seed, save_applied_params=True)
+
+
+def _image_tiles(
+    model: CVAE,
+    dataset: ArraySegmentationDataset,
+    index: int,
+    occluder: A.Compose,
+    num_samples: int,
+) -> dict[str, Any]:
+    """One image's tiles: the input (its hidden square outlined in red), the truth, the
+    prior-mean prediction, ``num_samples`` samples and the uncertainty (entropy of the mean
+    sample)."""
+    device = next(model.parameters()).device
+    raw, label = dataset.arrays.images[index], dataset.arrays.labels[index]
+    shown = occluder(image=raw)
+    region = np.zeros(raw.shape[:2], dtype=bool)
+    if occluder.transforms:
+        region = square_mask(raw.shape, shown["applied_transforms"][0][1]["squares"])
+    x = dataset.transform(image=shown["image"], mask=label)["image"].unsqueeze(0).to(device)
+    prediction = model.predict(x)[0].argmax(0).cpu().numpy()  # before sampling: its RNG use
+    samples = model.sample(x, num_samples)[:, 0]
+    picture = shown["image"].copy()
+    picture[_outline(region)] = (255, 0, 0)
+    return {
+        "input": picture,
+        "truth": colorize(label),
+        "prediction": colorize(prediction),
+        "samples": [colorize(s.argmax(0).cpu().numpy()) for s in samples],
+        "uncertainty": _entropy_map(torch.softmax(samples.float(), 1).mean(0)),
+    }
+
+
+def _drawn(tiles: dict[str, Any]) -> list[np.ndarray]:
+    """What the model made of one image: prediction, samples, uncertainty."""
+    return [tiles["prediction"], *tiles["samples"], tiles["uncertainty"]]
+
+
+def _row(tiles: list[np.ndarray]) -> np.ndarray:
+    return np.concatenate([_framed(t) for t in tiles], 1)
+
+
 @torch.no_grad()
 def sample_grid(
     model: CVAE,
@@ -102,34 +157,68 @@ def sample_grid(
     show what the model makes of a hidden region. Seeded: the same call draws the same grid.
     """
     _check_request(indices, num_samples, occlude)
-    device = next(model.parameters()).device
-    occluder = A.Compose(
-        [RandomSquareOcclusion(max_side=occlude, min_side=occlude / 2, p=1.0)] if occlude else [],
-        seed=seed,
-        save_applied_params=True,
-    )
+    occluder = _occluder(occlude, seed)
     rows = []
     with _seeded(seed):
         for index in indices:
-            raw = dataset.arrays.images[index]
-            label = dataset.arrays.labels[index]
-            shown = occluder(image=raw)
-            region = np.zeros(raw.shape[:2], dtype=bool)
-            if occlude:
-                region = square_mask(raw.shape, shown["applied_transforms"][0][1]["squares"])
-            x = dataset.transform(image=shown["image"], mask=label)["image"].unsqueeze(0).to(device)
-            prediction = model.predict(x)[0].argmax(0).cpu().numpy()
-            samples = model.sample(x, num_samples)[:, 0]
-            probabilities = torch.softmax(samples.float(), 1).mean(0)
-            picture = shown["image"].copy()
-            picture[_outline(region)] = (255, 0, 0)
-            tiles = [picture, colorize(label), colorize(prediction)]
-            tiles += [colorize(s.argmax(0).cpu().numpy()) for s in samples]
-            tiles.append(_entropy_map(probabilities))
-            rows.append(np.concatenate([_framed(t) for t in tiles], 1))
+            tiles = _image_tiles(model, dataset, index, occluder, num_samples)
+            rows.append(_row([tiles["input"], tiles["truth"], *_drawn(tiles)]))
     samples_names = [f"sample {i + 1}" for i in range(num_samples)]
     names = ["input", "truth", "prediction", *samples_names, "uncertainty"]
-    return _labelled_grid(rows, names, raw.shape[1] + 2, scale)
+    return _labelled_grid(rows, names, rows[0].shape[1] // len(names), scale)
+
+
+def _name_column(names: list[str], row_height: int, width: int) -> np.ndarray:
+    """A white column with one name at the top of each row."""
+    column = Image.new("RGB", (width, row_height * len(names)), "white")
+    draw = ImageDraw.Draw(column)
+    for row, name in enumerate(names):
+        draw.text((4, row * row_height + 4), name, fill="black")
+    return np.asarray(column)
+
+
+@torch.no_grad()
+def models_grid(
+    models: Mapping[str, CVAE],
+    dataset: ArraySegmentationDataset,
+    indices: list[int],
+    num_samples: int = 3,
+    occlude: float = 0.0,
+    seed: int = 0,
+    scale: int = 1,
+) -> Image.Image:
+    """Several models side by side on the same inputs: a first row with each image (the
+    same hidden square for every model) and its truth, then the column names, then one row
+    per model, named on the left, with per image its prediction, ``num_samples`` samples
+    and uncertainty.
+
+    Each model draws with the same seed, so its row is what `sample_grid` with that seed
+    would show for it.
+    """
+    if not models:
+        raise ValueError("no models to draw: give a mapping of names to models")
+    _check_request(indices, num_samples, occlude)
+    rows = []
+    for model in models.values():
+        occluder = _occluder(occlude, seed)  # anew for each model: the same squares hidden
+        with _seeded(seed):
+            images = [_image_tiles(model, dataset, i, occluder, num_samples) for i in indices]
+        if not rows:  # each image and its truth, padded to the width of a model's tiles
+            blank = [np.full_like(images[0]["truth"], 255)] * num_samples
+            rows.append(_row([tile for t in images for tile in (t["input"], t["truth"], *blank)]))
+        rows.append(_row([tile for tiles in images for tile in _drawn(tiles)]))
+    names = _name_column(["input, truth", *models], rows[0].shape[0], 150)
+    grid = np.concatenate([names, np.concatenate(rows, 0)], 1)
+    per_image = ["prediction", *(f"sample {i + 1}" for i in range(num_samples)), "uncertainty"]
+    tile = rows[0].shape[1] // (len(indices) * len(per_image))
+    header = Image.new("RGB", (grid.shape[1], 16), "white")
+    draw = ImageDraw.Draw(header)
+    for column, name in enumerate(per_image * len(indices)):
+        draw.text((names.shape[1] + column * tile + 4, 2), name, fill="black")
+    below_inputs = rows[0].shape[0]  # the names belong to the models' rows
+    grid = np.concatenate([grid[:below_inputs], np.asarray(header), grid[below_inputs:]], 0)
+    size = (grid.shape[1] * scale, grid.shape[0] * scale)
+    return Image.fromarray(grid).resize(size, Image.Resampling.NEAREST)
 
 
 def check_baseline(model: QuadrantCVAE, baseline: QuadrantCVAE) -> None:

@@ -2,6 +2,7 @@
 left where it was."""
 
 import numpy as np
+import pytest
 import torch
 from conftest import TEST_ENCODER
 
@@ -27,3 +28,35 @@ def test_sample_grid_is_seeded_and_gives_the_callers_stream_back():
     torch.testing.assert_close(torch.rand(4), after_first)
     other = sample_grid(model, data, [0, 1], num_samples=3, occlude=0.3, seed=6)
     assert not np.array_equal(np.asarray(first), np.asarray(other))
+
+
+def test_models_grid_shows_each_model_as_its_own_sample_grid_on_the_same_inputs():
+    """A user comparing heads sees every model on the same hidden squares: the first row is
+    each image and its truth, each model's row is what `sample_grid` draws for that model
+    with the same seed (prediction, samples, uncertainty per image)."""
+    from cvae_seg.visualization import models_grid
+
+    data = build_dataset(DataConfig(dataset="shapes", size=32, shapes_val=3), "val", train=False)
+    models = {
+        name: cvae_seg.create_model(
+            "Unet", encoder_name=TEST_ENCODER, classes=len(data.classes), objective=objective
+        )
+        for name, objective in (("CVAE", "cvae"), ("GSNN", "gsnn"))
+    }
+    tile, samples, indices = 32 + 2, 2, [0, 2]  # a tile is framed: 1 px on each side
+    drawn_width = (samples + 2) * tile  # per image: prediction, samples, uncertainty
+    grid = np.asarray(models_grid(models, data, indices, num_samples=samples, occlude=0.3, seed=3))
+    assert grid.shape[0] == 3 * tile + 16  # the inputs' row, column names, a row per model
+    right_of_names = grid[:, grid.shape[1] - len(indices) * drawn_width :]
+    tiles = np.concatenate([right_of_names[:tile], right_of_names[tile + 16 :]], 0)
+    for row, model in enumerate(models.values(), start=1):
+        alone = sample_grid(model, data, indices, samples, occlude=0.3, seed=3, scale=1)
+        alone_rows = np.asarray(alone)[16:]  # below its column names
+        for i in range(len(indices)):
+            image_row = alone_rows[i * tile : (i + 1) * tile]
+            block = tiles[:, i * drawn_width : (i + 1) * drawn_width]
+            model_tiles = block[row * tile : (row + 1) * tile]
+            np.testing.assert_array_equal(model_tiles, image_row[:, 2 * tile :])
+            np.testing.assert_array_equal(block[:tile, : 2 * tile], image_row[:, : 2 * tile])
+    with pytest.raises(ValueError, match="no models to draw"):
+        models_grid({}, data, indices)

@@ -1,0 +1,67 @@
+"""The LFW study's models side by side on the same test images (issue 20's picture of every
+model on the same inputs), drawn from the runs' best validation checkpoints:
+
+    python benchmarks/lfw_study.py --stage figure --data-root DATA/lfw --runs RUNS2
+        [--rows ROW ...] [--figure docs/lfw128_models_samples.png]
+
+By default the rows trained as the peers are (multi-scale losses and noise injection),
+then our recipe's and the peers' rows; each from its lowest seed whose checkpoint is here
+(a run restored from kept files has none), named with it. A row with none is left out and
+named; no row to draw is an error.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from lfw_study import DONE, StudyError
+from lfw_study_table import _best_checkpoint, _rows, _run_dir, _test_config, side_rows
+
+SHOWN_IMAGES, SHOWN_SAMPLES, HIDDEN_SHARE = 2, 3, 0.39  # the square hides < 40% of the side
+
+
+def figure_rows() -> list[str]:
+    """Table 2's rows trained like the peers (msc, NI), then `side_rows`."""
+    return [row for row in _rows() if row.endswith("(msc, NI)")] + side_rows()
+
+
+def drawable(runs: Path, rows: list[str]) -> tuple[dict[str, Path], list[str]]:
+    """Per row, the best checkpoint of its lowest seed that finished here (named by the row,
+    and "seed k" below it); and the rows with none (unfinished, or restored from kept files)."""
+    found, missing = {}, []
+    for row in rows:
+        folders = sorted(_run_dir(runs, row, 0).parent.glob("seed*"), key=_seed_of)
+        usable = [f for f in folders if (f / DONE).is_file() and _best_checkpoint(f).is_file()]
+        if usable:
+            found[f"{row}\nseed {_seed_of(usable[0])}"] = _best_checkpoint(usable[0])
+        else:
+            missing.append(row)
+    return found, missing
+
+
+def _seed_of(run_dir: Path) -> int:
+    return int(run_dir.name.removeprefix("seed"))
+
+
+def draw_models(args: argparse.Namespace) -> Path:
+    """The figure (args.figure): the first test images, one square hidden in each, every
+    drawable row's prediction, samples and uncertainty."""
+    from cvae_seg.reporting import atomic_save_image
+    from cvae_seg.training import dataset_for
+    from cvae_seg.visualization import models_grid
+
+    checkpoints, missing = drawable(Path(args.runs), args.rows or figure_rows())
+    if not checkpoints:
+        raise StudyError(f"no finished run with a checkpoint in {args.runs} for {missing}")
+    models, config = {}, None
+    for row, checkpoint in checkpoints.items():
+        models[row], config, _ = _test_config(checkpoint, args)
+        models[row].eval()
+    test = dataset_for(config, "test")
+    shown = list(range(min(SHOWN_IMAGES, len(test.arrays.images))))
+    picture = models_grid(models, test, shown, SHOWN_SAMPLES, occlude=HIDDEN_SHARE)
+    path = atomic_save_image(args.figure, picture)
+    left_out = f"; left out (no finished run's checkpoint): {', '.join(missing)}"
+    print(f"drew {len(models)} models to {path}" + (left_out if missing else ""))
+    return path
