@@ -2,7 +2,7 @@
 model on the same inputs), drawn from the runs' best validation checkpoints:
 
     python benchmarks/lfw_study.py --stage figure --data-root DATA/lfw --runs RUNS2
-        [--rows ROW ...] [--figure docs/lfw128_models_samples.png]
+        [--rows ROW ...] [--figure PNG]  (default: lfw128_models_samples.png in docs/)
 
 By default the rows trained as the peers are (multi-scale losses and noise injection),
 then our recipe's and the peers' rows; each from its lowest seed whose checkpoint is here
