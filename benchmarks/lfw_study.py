@@ -28,7 +28,8 @@ the CPU spent into one JSON file. Only the validation split is scored in these s
 resumable, pinned run per row and seed, RUNS2/table/<row>/seed<k>); ``score`` scores each
 finished one on the test split once, then Table 4, and writes the summary
 (benchmarks/lfw_study_table.py). ``--dataset cub`` runs the same on CUB. ``figure`` draws
-the finished seed-0 runs side by side on the same test images (benchmarks/lfw_study_figure.py).
+each row from its lowest seed that finished with its checkpoint at hand, side by side on the
+same test images (benchmarks/lfw_study_figure.py).
 """
 
 from __future__ import annotations

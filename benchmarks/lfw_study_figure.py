@@ -16,7 +16,14 @@ import argparse
 from pathlib import Path
 
 from lfw_study import DONE, StudyError
-from lfw_study_table import _best_checkpoint, _rows, _run_dir, _test_config, side_rows
+from lfw_study_table import (
+    _best_checkpoint,
+    _rows,
+    _run_dir,
+    _test_config,
+    resolve_rows,
+    side_rows,
+)
 
 SHOWN_IMAGES, SHOWN_SAMPLES, HIDDEN_SHARE = 2, 3, 0.39  # the square hides < 40% of the side
 
@@ -31,7 +38,8 @@ def drawable(runs: Path, rows: list[str]) -> tuple[dict[str, Path], list[str]]:
     and "seed k" below it); and the rows with none (unfinished, or restored from kept files)."""
     found, missing = {}, []
     for row in rows:
-        folders = sorted(_run_dir(runs, row, 0).parent.glob("seed*"), key=_seed_of)
+        seeds = _run_dir(runs, row, 0).parent.glob("seed*")
+        folders = sorted((f for f in seeds if f.name.removeprefix("seed").isdigit()), key=_seed_of)
         usable = [f for f in folders if (f / DONE).is_file() and _best_checkpoint(f).is_file()]
         if usable:
             found[f"{row}\nseed {_seed_of(usable[0])}"] = _best_checkpoint(usable[0])
@@ -51,7 +59,8 @@ def draw_models(args: argparse.Namespace) -> Path:
     from cvae_seg.training import dataset_for
     from cvae_seg.visualization import models_grid
 
-    checkpoints, missing = drawable(Path(args.runs), args.rows or figure_rows())
+    runs = Path(args.runs)
+    checkpoints, missing = drawable(runs, resolve_rows(runs, args.rows or figure_rows()))
     if not checkpoints:
         raise StudyError(f"no finished run with a checkpoint in {args.runs} for {missing}")
     models, config = {}, None

@@ -258,6 +258,20 @@ def _recipe(args: argparse.Namespace) -> str:
         return choices["recipe"]["recipe"]
 
 
+def resolve_rows(runs: Path, names: list[str]) -> list[str]:
+    """The rows ``names`` asks for, `BEST_STOCHASTIC` as the row it chooses; an unknown
+    name is refused, naming the known ones."""
+    known = [*_rows(), *side_rows()]
+    rows = []
+    for row in names:
+        if row == BEST_STOCHASTIC:
+            row = choose(runs, BEST_STOCHASTIC, _rows_of(STOCHASTIC_OBJECTIVES))
+        elif row not in known:
+            raise StudyError(f"unknown row {row!r}; known: {', '.join(known)}, {BEST_STOCHASTIC}")
+        rows.append(row)
+    return rows
+
+
 def table_runs(args: argparse.Namespace) -> list[Run]:
     """The runs of ``--rows`` x ``--seeds`` with the recipe ``--recipe``; with --keep, the
     kept runs restored first (`restore_table` must have merged the kept choices and plan)."""
@@ -266,14 +280,7 @@ def table_runs(args: argparse.Namespace) -> list[Run]:
         raise StudyError(f"unknown --recipe {args.recipe!r}; known: {', '.join(RECIPES)}")
     if args.keep:  # before the choices, which read the seed-0 runs
         restore_runs(Path(args.keep), Path(args.runs), args.recipe, args)
-    known = [*_rows(), *side_rows()]
-    rows = []
-    for row in args.rows or list(_rows()):
-        if row == BEST_STOCHASTIC:
-            row = choose(Path(args.runs), BEST_STOCHASTIC, _rows_of(STOCHASTIC_OBJECTIVES))
-        elif row not in known:
-            raise StudyError(f"unknown row {row!r}; known: {', '.join(known)}, {BEST_STOCHASTIC}")
-        rows.append(row)
+    rows = resolve_rows(Path(args.runs), args.rows or list(_rows()))
     runs = Path(args.runs)
     with _locked_json(runs, PLAN) as plan:  # what the summary waits for
         planned = plan.setdefault("runs", [])

@@ -39,7 +39,8 @@ def describe_hardware(device: torch.device) -> str:
         return torch.cuda.get_device_name(device)
     threads = torch.get_num_threads()
     plural = "" if threads == 1 else "s"
-    return f"CPU ({cpu_name()}, {platform.machine()}, {threads} thread{plural})"
+    names = dict.fromkeys((cpu_name(), platform.machine()))  # once where they are the same
+    return f"CPU ({', '.join(filter(None, names))}, {threads} thread{plural})"
 
 
 def mean_stderr(values: list[float]) -> tuple[float, float]:

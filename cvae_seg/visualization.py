@@ -15,7 +15,7 @@ from PIL import Image, ImageDraw
 from cvae_seg.checks import integer_at_least
 from cvae_seg.data.common import ArraySegmentationDataset
 from cvae_seg.models.mnist import QuadrantCVAE
-from cvae_seg.models.smp import CVAE
+from cvae_seg.models.segmentation import SegmentationModel
 from cvae_seg.transforms import RandomSquareOcclusion, square_mask
 
 __all__ = [
@@ -42,12 +42,15 @@ def colorize(labels: np.ndarray) -> np.ndarray:
     return out
 
 
+_HEADER = 16  # pixels of a row of column names
+
+
 def _labelled_grid(rows: list[np.ndarray], names: list[str], tile: int, scale: int) -> Image.Image:
     """Stack rows of equal tiles, scale them up and add a header with the column names."""
     grid = np.concatenate(rows, 0)
     size = (grid.shape[1] * scale, grid.shape[0] * scale)
     image = Image.fromarray(grid).resize(size, Image.Resampling.NEAREST)
-    header = Image.new("RGB", (image.width, 16), "white")
+    header = Image.new("RGB", (image.width, _HEADER), "white")
     draw = ImageDraw.Draw(header)
     for column, name in enumerate(names):
         draw.text((column * tile * scale + 4, 2), name, fill="black")
@@ -97,12 +100,14 @@ def _entropy_map(probabilities: torch.Tensor) -> np.ndarray:
 def _occluder(occlude: float, seed: int) -> A.Compose:
     """Hides one random square of at most ``occlude`` of the side (none for 0), seeded so
     that every grid drawn with the same seed hides the same squares."""
-    squares = [RandomSquareOcclusion(max_side=occlude, min_side=occlude / 2, p=1.0)]
-    return A.Compose(squares if occlude else [], seed=seed, save_applied_params=True)
+    squares = (
+        [RandomSquareOcclusion(max_side=occlude, min_side=occlude / 2, p=1.0)] if occlude else []
+    )
+    return A.Compose(squares, seed=seed, save_applied_params=True)
 
 
 def _image_tiles(
-    model: CVAE,
+    model: SegmentationModel,
     dataset: ArraySegmentationDataset,
     index: int,
     occluder: A.Compose,
@@ -118,7 +123,7 @@ def _image_tiles(
     if occluder.transforms:
         region = square_mask(raw.shape, shown["applied_transforms"][0][1]["squares"])
     x = dataset.transform(image=shown["image"], mask=label)["image"].unsqueeze(0).to(device)
-    prediction = model.predict(x)[0].argmax(0).cpu().numpy()  # before sampling: its RNG use
+    prediction = model.predict(x)[0].argmax(0).cpu().numpy()  # first: samples start at the seed
     samples = model.sample(x, num_samples)[:, 0]
     picture = shown["image"].copy()
     picture[_outline(region)] = (255, 0, 0)
@@ -142,7 +147,7 @@ def _row(tiles: list[np.ndarray]) -> np.ndarray:
 
 @torch.no_grad()
 def sample_grid(
-    model: CVAE,
+    model: SegmentationModel,
     dataset: ArraySegmentationDataset,
     indices: list[int],
     num_samples: int = 6,
@@ -168,18 +173,9 @@ def sample_grid(
     return _labelled_grid(rows, names, rows[0].shape[1] // len(names), scale)
 
 
-def _name_column(names: list[str], row_height: int, width: int) -> np.ndarray:
-    """A white column with one name at the top of each row."""
-    column = Image.new("RGB", (width, row_height * len(names)), "white")
-    draw = ImageDraw.Draw(column)
-    for row, name in enumerate(names):
-        draw.text((4, row * row_height + 4), name, fill="black")
-    return np.asarray(column)
-
-
 @torch.no_grad()
 def models_grid(
-    models: Mapping[str, CVAE],
+    models: Mapping[str, SegmentationModel],
     dataset: ArraySegmentationDataset,
     indices: list[int],
     num_samples: int = 3,
@@ -192,8 +188,10 @@ def models_grid(
     per model, named on the left, with per image its prediction, ``num_samples`` samples
     and uncertainty.
 
-    Each model draws with the same seed, so its row is what `sample_grid` with that seed
-    would show for it.
+    Each model draws with the same seed, so its row shows what `sample_grid` with the same
+    ``num_samples``, ``occlude`` and ``seed`` shows for it. ``dataset`` should be an
+    evaluation one (``train=False``): a random training transform would show each model
+    other inputs.
     """
     if not models:
         raise ValueError("no models to draw: give a mapping of names to models")
@@ -207,18 +205,31 @@ def models_grid(
             blank = [np.full_like(images[0]["truth"], 255)] * num_samples
             rows.append(_row([tile for t in images for tile in (t["input"], t["truth"], *blank)]))
         rows.append(_row([tile for tiles in images for tile in _drawn(tiles)]))
-    names = _name_column(["input, truth", *models], rows[0].shape[0], 150)
-    grid = np.concatenate([names, np.concatenate(rows, 0)], 1)
     per_image = ["prediction", *(f"sample {i + 1}" for i in range(num_samples)), "uncertainty"]
-    tile = rows[0].shape[1] // (len(indices) * len(per_image))
-    header = Image.new("RGB", (grid.shape[1], 16), "white")
-    draw = ImageDraw.Draw(header)
-    for column, name in enumerate(per_image * len(indices)):
-        draw.text((names.shape[1] + column * tile + 4, 2), name, fill="black")
-    below_inputs = rows[0].shape[0]  # the names belong to the models' rows
-    grid = np.concatenate([grid[:below_inputs], np.asarray(header), grid[below_inputs:]], 0)
-    size = (grid.shape[1] * scale, grid.shape[0] * scale)
-    return Image.fromarray(grid).resize(size, Image.Resampling.NEAREST)
+    return _named_rows(rows, ["input, truth", *models], per_image * len(indices), scale)
+
+
+def _named_rows(
+    rows: list[np.ndarray], row_names: list[str], column_names: list[str], scale: int
+) -> Image.Image:
+    """The rows of equal tiles scaled up, each row's name on the left (as wide as the
+    longest), the column names between the first row and the rest; text is not scaled."""
+    tiles = np.concatenate(rows, 0)
+    image = Image.fromarray(tiles).resize(
+        (tiles.shape[1] * scale, tiles.shape[0] * scale), Image.Resampling.NEAREST
+    )
+    row_height, tile_width = rows[0].shape[0] * scale, image.width // len(column_names)
+    measure = ImageDraw.Draw(image)
+    left = 8 + max(measure.multiline_textbbox((0, 0), name)[2] for name in row_names)
+    out = Image.new("RGB", (left + image.width, image.height + _HEADER), "white")
+    out.paste(image.crop((0, 0, image.width, row_height)), (left, 0))
+    out.paste(image.crop((0, row_height, image.width, image.height)), (left, row_height + _HEADER))
+    draw = ImageDraw.Draw(out)
+    for row, name in enumerate(row_names):
+        draw.multiline_text((4, row * row_height + (_HEADER if row else 0) + 4), name, fill="black")
+    for column, name in enumerate(column_names):
+        draw.text((left + column * tile_width + 4, row_height + 2), name, fill="black")
+    return out
 
 
 def check_baseline(model: QuadrantCVAE, baseline: QuadrantCVAE) -> None:

@@ -354,6 +354,8 @@ def test_the_figure_draws_every_finished_row_on_the_same_images_and_names_the_re
     assert _stage("figure", data, runs, "--figure", str(figure), "--rows", "GDNN (msc)") == 0
     assert Image.open(figure).height == 2 * tile + 16
     assert _stage("figure", data, runs, "--figure", str(figure), "--rows", "GSNN (msc)") == 2
+    assert _stage("figure", data, runs, "--figure", str(figure), "--rows", "GSNN msc") == 2
+    assert "unknown row 'GSNN msc'" in capsys.readouterr().err
 
 
 @pytest.mark.slow

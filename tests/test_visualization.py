@@ -60,3 +60,20 @@ def test_models_grid_shows_each_model_as_its_own_sample_grid_on_the_same_inputs(
             np.testing.assert_array_equal(block[:tile, : 2 * tile], image_row[:, : 2 * tile])
     with pytest.raises(ValueError, match="no models to draw"):
         models_grid({}, data, indices)
+
+
+def test_grids_hide_nothing_by_default():
+    """Without ``occlude`` the input is drawn as it is: no square hidden, no outline."""
+    from cvae_seg.visualization import models_grid
+
+    data = build_dataset(DataConfig(dataset="shapes", size=32, shapes_val=2), "val", train=False)
+    model = cvae_seg.create_model(
+        "Unet", encoder_name=TEST_ENCODER, classes=len(data.classes), objective="cvae"
+    )
+    image, tile = data.arrays.images[1], 32 + 2
+    alone = np.asarray(sample_grid(model, data, [1], num_samples=2, scale=1))
+    np.testing.assert_array_equal(alone[16 + 1 : 16 + 1 + 32, 1:33], image)
+    side_by_side = np.asarray(models_grid({"CVAE": model}, data, [1], num_samples=2))
+    width = 4 * tile  # per image: prediction, 2 samples, uncertainty
+    inputs = side_by_side[:tile, side_by_side.shape[1] - width :]
+    np.testing.assert_array_equal(inputs[1:33, 1:33], image)
