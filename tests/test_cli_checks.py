@@ -163,6 +163,34 @@ def test_visualize_refuses_a_baseline_of_another_task(baseline, why, exports, no
     assert why in message
 
 
+def test_visualize_compare_draws_every_model_on_the_same_images(exports, tmp_path):
+    """--compare: the images and truths once, then one row per model, named by its folder."""
+    from PIL import Image
+
+    other = _export(tmp_path / "gsnn_run" / "pretrained", DEMO, [*TINY, "model.objective=gsnn"],
+                    ["background", "object"])  # fmt: skip
+    out = tmp_path / "side_by_side.png"
+    argv = ["visualize", DEMO, exports["shapes"], *TINY, "--compare", other, "--out", str(out)]
+    cli.run([*argv, "--num-images", "2", "--num-samples", "2", "--occlude", "0.3"])
+    tile, scale = 32 + 2, 2  # framed tiles, drawn twice as large as visualize draws them
+    assert Image.open(out).height == 3 * tile * scale + 16  # inputs, names, 2 model rows
+    assert cli.main([*argv, "--compare", other, other]) == 0  # the same folder twice: by path
+
+
+def test_visualize_compare_refuses_a_model_of_other_image_settings(exports, tmp_path, capsys):
+    other = _export(tmp_path / "big", DEMO, [*TINY, "data.size=48"], ["background", "object"])
+    argv = ["visualize", DEMO, exports["shapes"], *TINY, "--compare", other, "--device", "cpu"]
+    message = _refused(argv, capsys)
+    assert message.startswith(f"cvae-seg visualize: error: --compare {other}: trained with ")
+    assert "data.size=48 (the model's: 32)" in message
+
+
+def test_visualize_refuses_compare_for_mnist(exports, no_mnist, capsys):
+    argv = ["visualize", MNIST_Q1, exports["mnist_q1"], no_mnist, "--compare", exports["mnist_q1"]]
+    message = _refused([*argv, "--device", "cpu"], capsys)
+    assert "--compare does not apply to MNIST" in message
+
+
 def test_quadrant_grid_refuses_a_baseline_of_other_quadrants(exports):
     """Python callers get the same check, before any drawing (no data set is touched)."""
     from cvae_seg.training import load_trained

@@ -139,6 +139,8 @@ def _refuse_flags_the_data_ignores(args: argparse.Namespace, dataset: str) -> No
              "hidden region is the unobserved quadrants (data.mnist_observed)"),
             (not mnist and args.baseline is not None, "--baseline applies only to MNIST "
              f"quadrant completion (Figure 3's NN column), not to data.dataset={dataset}"),
+            (mnist and args.compare, f"--compare does not apply to {_MNIST}: its picture is "
+             "Figure 3 (compare a quadrant model through --baseline)"),
         ]  # fmt: skip
     for given, message in refused:
         if given:
@@ -248,7 +250,7 @@ def _visualize(args: argparse.Namespace) -> Path:
     import numpy as np
 
     from cvae_seg.reporting import atomic_save_image
-    from cvae_seg.visualization import quadrant_grid, sample_grid
+    from cvae_seg.visualization import models_grid, quadrant_grid, sample_grid
 
     out = _output_path(args, f"samples_{args.split}.png")
     if out.suffix.lower() != ".png":  # a .jpg name holding PNG bytes would mislead viewers
@@ -256,18 +258,58 @@ def _visualize(args: argparse.Namespace) -> Path:
     device, model, config, classes = _load_model(args)
     _refuse_flags_the_data_ignores(args, config.data.dataset)
     baseline = _load_baseline(args, model, device) if args.baseline is not None else None
+    models = {_model_name(args.checkpoint): model}
+    if args.compare:  # checked before the data loads
+        _add_compared(args, device, config, classes, models)
     dataset = _load_data(args, config, classes)
     rng = np.random.default_rng(args.seed)
     count = min(args.num_images, len(dataset))
     indices = sorted(rng.choice(len(dataset), count, replace=False).tolist())
+    occlude = args.occlude or 0.0
     if config.data.dataset == "mnist":
         grid = quadrant_grid(model, dataset, indices, args.num_samples, baseline, args.seed)
+    elif len(models) > 1:
+        grid = models_grid(models, dataset, indices, args.num_samples, occlude, args.seed, 2)
     else:
-        occlude = args.occlude or 0.0
         grid = sample_grid(model, dataset, indices, args.num_samples, occlude, args.seed)
     atomic_save_image(out, grid)
     print(out)
     return out
+
+
+_IMAGE_SETTINGS = ("size", "mean", "std")  # what the drawn inputs are made with
+
+
+def _model_name(checkpoint: str | os.PathLike) -> str:
+    """A checkpoint's row name: its run folder (work_dirs/NAME/best.pt, NAME/pretrained)."""
+    path = Path(checkpoint).resolve()
+    if path.is_file() or path.name == "pretrained":
+        path = path.parent
+    return path.name or str(path)
+
+
+def _add_compared(
+    args: argparse.Namespace, device: Any, config: Any, classes: list[str], models: dict[str, Any]
+) -> None:
+    """Add the --compare models to ``models`` by row name (a name taken already becomes the
+    path), each refused before any drawing when it was trained on other classes or other
+    image settings: its row would show what it makes of other inputs."""
+    from cvae_seg.training import load_trained
+
+    for checkpoint in args.compare:
+        model, trained, their_classes = load_trained(checkpoint, device)
+        theirs, ours = trained.data.model_dump(), config.data.model_dump()
+        differs = [
+            f"data.{key}={theirs[key]!r} (the model's: {ours[key]!r})"
+            for key in _IMAGE_SETTINGS
+            if theirs[key] != ours[key]
+        ]
+        if list(their_classes) != list(classes):
+            differs.insert(0, f"classes {list(their_classes)} (the model's: {list(classes)})")
+        if differs:
+            raise UserError(f"--compare {checkpoint}: trained with {'; '.join(differs)}")
+        name = _model_name(checkpoint)
+        models[name if name not in models else str(checkpoint)] = model
 
 
 def _load_baseline(args: argparse.Namespace, model: Any, device: Any) -> Any:
