@@ -21,6 +21,7 @@ from helpers.cli import refused_in_process as _refused
 
 from cvae_seg import cli
 from cvae_seg.cli.arguments import parse
+from cvae_seg.cli.commands import _model_names
 from cvae_seg.config import load_config
 from cvae_seg.training import build_model, load_for_evaluation
 from cvae_seg.visualization import check_baseline, quadrant_grid
@@ -174,7 +175,12 @@ def test_visualize_compare_draws_every_model_on_the_same_images(exports, tmp_pat
     cli.run([*argv, "--num-images", "2", "--num-samples", "2", "--occlude", "0.3"])
     tile, scale = 32 + 2, 2  # framed tiles, drawn twice as large as visualize draws them
     assert Image.open(out).height == 3 * tile * scale + 16  # inputs, names, 2 model rows
-    assert cli.main([*argv, "--compare", other, other]) == 0  # the same folder twice: by path
+    # rows named by run folder, with parents where two folders share a name
+    named = _model_names([exports["shapes"], other, tmp_path / "x" / "gsnn_run"])
+    exports_root = Path(exports["shapes"]).parent.parent.name
+    assert named == [f"{exports_root}/shapes", f"{tmp_path.name}/gsnn_run", "x/gsnn_run"]
+    assert cli.main([*argv, "--compare", other]) == 2  # the same model twice: refused
+    assert parse([*argv, "data.size=32"]).overrides[-1] == "data.size=32"  # not a checkpoint
 
 
 def test_visualize_compare_refuses_a_model_of_other_image_settings(exports, tmp_path, capsys):

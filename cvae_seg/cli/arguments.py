@@ -109,8 +109,8 @@ One row per image: input (occlusion outlined, --occlude), ground truth, prior-me
 prediction, K samples and a per-pixel uncertainty map (entropy of the mean sample). For MNIST
 quadrant completion, the paper's Figure 3: truth, the NN's prediction (--baseline NN_CKPT, a
 model of the same observed quadrants) and K CVAE samples; --occlude does not apply there, nor
---baseline elsewhere. --compare CKPT ... draws other models beside this one on the same
-images instead: the images and truths once, then one row per model (not MNIST). CONFIG and
+--baseline elsewhere. --compare CKPT (repeatable) draws other models beside this one on the
+same images instead: the images and truths once, then one row per model (not MNIST). CONFIG and
 the overrides set the data (root, split); the model and the data settings it was trained
 with come from the checkpoint (a train ``.pt`` file or a save_pretrained folder). Writes
 PNG (default: samples_<split>.png beside the checkpoint).
@@ -212,12 +212,13 @@ def _add_visualize(subparsers: Any) -> None:
     )
     parser.add_argument(
         "--compare",
-        nargs="+",
+        action="append",
         type=_existing_path,
         default=None,
         metavar="CKPT",
-        help="not MNIST: other checkpoints drawn beside the model on the same images, one row "
-        "each, named by their folders (trained on the same classes and image settings)",
+        help="not MNIST: another checkpoint drawn beside the model on the same images (one "
+        "row, named by its folder; trained on the same classes and image settings); repeat "
+        "the flag for more",
     )
 
 

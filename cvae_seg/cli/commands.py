@@ -258,9 +258,8 @@ def _visualize(args: argparse.Namespace) -> Path:
     device, model, config, classes = _load_model(args)
     _refuse_flags_the_data_ignores(args, config.data.dataset)
     baseline = _load_baseline(args, model, device) if args.baseline is not None else None
-    models = {_model_name(args.checkpoint): model}
-    if args.compare:  # checked before the data loads
-        _add_compared(args, device, config, classes, models)
+    # the --compare models are checked before the data loads
+    models = _compared(args, device, config, classes, model) if args.compare else {}
     dataset = _load_data(args, config, classes)
     rng = np.random.default_rng(args.seed)
     count = min(args.num_images, len(dataset))
@@ -268,7 +267,7 @@ def _visualize(args: argparse.Namespace) -> Path:
     occlude = args.occlude or 0.0
     if config.data.dataset == "mnist":
         grid = quadrant_grid(model, dataset, indices, args.num_samples, baseline, args.seed)
-    elif len(models) > 1:
+    elif models:
         grid = models_grid(models, dataset, indices, args.num_samples, occlude, args.seed, 2)
     else:
         grid = sample_grid(model, dataset, indices, args.num_samples, occlude, args.seed)
@@ -280,24 +279,32 @@ def _visualize(args: argparse.Namespace) -> Path:
 _IMAGE_SETTINGS = ("size", "mean", "std")  # what the drawn inputs are made with
 
 
-def _model_name(checkpoint: str | os.PathLike) -> str:
-    """A checkpoint's row name: its run folder (work_dirs/NAME/best.pt, NAME/pretrained)."""
-    path = Path(checkpoint).resolve()
-    if path.is_file() or path.name == "pretrained":
-        path = path.parent
-    return path.name or str(path)
+def _model_names(checkpoints: list[str | os.PathLike]) -> list[str]:
+    """Row names of checkpoints: their run folders (work_dirs/NAME/best.pt, NAME/pretrained),
+    with as many parent folders as it takes to tell them apart."""
+    folders = []
+    for checkpoint in checkpoints:
+        path = Path(checkpoint).resolve()
+        folders.append(path.parent if path.is_file() or path.name == "pretrained" else path)
+    for depth in range(1, max(len(f.parts) for f in folders) + 1):
+        names = ["/".join(f.parts[-depth:]) for f in folders]
+        if len(set(names)) == len(names):
+            return names
+    twice = next(c for c, f in zip(checkpoints, folders, strict=True) if folders.count(f) > 1)
+    raise UserError(f"--compare {twice}: this model is given twice; compare other models")
 
 
-def _add_compared(
-    args: argparse.Namespace, device: Any, config: Any, classes: list[str], models: dict[str, Any]
-) -> None:
-    """Add the --compare models to ``models`` by row name (a name taken already becomes the
-    path), each refused before any drawing when it was trained on other classes or other
-    image settings: its row would show what it makes of other inputs."""
+def _compared(
+    args: argparse.Namespace, device: Any, config: Any, classes: list[str], model: Any
+) -> dict[str, Any]:
+    """The model and the --compare models by row name, each of those refused before any
+    drawing when it was trained on other classes or other image settings: its row would
+    show what it makes of other inputs."""
     from cvae_seg.training import load_trained
 
+    models = [model]
     for checkpoint in args.compare:
-        model, trained, their_classes = load_trained(checkpoint, device)
+        other, trained, their_classes = load_trained(checkpoint, device)
         theirs, ours = trained.data.model_dump(), config.data.model_dump()
         differs = [
             f"data.{key}={theirs[key]!r} (the model's: {ours[key]!r})"
@@ -308,8 +315,8 @@ def _add_compared(
             differs.insert(0, f"classes {list(their_classes)} (the model's: {list(classes)})")
         if differs:
             raise UserError(f"--compare {checkpoint}: trained with {'; '.join(differs)}")
-        name = _model_name(checkpoint)
-        models[name if name not in models else str(checkpoint)] = model
+        models.append(other)
+    return dict(zip(_model_names([args.checkpoint, *args.compare]), models, strict=True))
 
 
 def _load_baseline(args: argparse.Namespace, model: Any, device: Any) -> Any:
