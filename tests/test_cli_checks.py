@@ -21,7 +21,8 @@ from helpers.cli import refused_in_process as _refused
 
 from cvae_seg import cli
 from cvae_seg.cli.arguments import parse
-from cvae_seg.cli.commands import _model_names
+from cvae_seg.cli.compare import row_names
+from cvae_seg.cli.errors import UserError
 from cvae_seg.config import load_config
 from cvae_seg.training import build_model, load_for_evaluation
 from cvae_seg.visualization import check_baseline, quadrant_grid
@@ -165,7 +166,7 @@ def test_visualize_refuses_a_baseline_of_another_task(baseline, why, exports, no
 
 
 def test_visualize_compare_draws_every_model_on_the_same_images(exports, tmp_path):
-    """--compare: the images and truths once, then one row per model, named by its folder."""
+    """--compare: the images and truths once, then one row per model."""
     from PIL import Image
 
     other = _export(tmp_path / "gsnn_run" / "pretrained", DEMO, [*TINY, "model.objective=gsnn"],
@@ -175,20 +176,50 @@ def test_visualize_compare_draws_every_model_on_the_same_images(exports, tmp_pat
     cli.run([*argv, "--num-images", "2", "--num-samples", "2", "--occlude", "0.3"])
     tile, scale = 32 + 2, 2  # framed tiles, drawn twice as large as visualize draws them
     assert Image.open(out).height == 3 * tile * scale + 16  # inputs, names, 2 model rows
-    # rows named by run folder, with parents where two folders share a name
-    named = _model_names([exports["shapes"], other, tmp_path / "x" / "gsnn_run"])
-    exports_root = Path(exports["shapes"]).parent.parent.name
-    assert named == [f"{exports_root}/shapes", f"{tmp_path.name}/gsnn_run", "x/gsnn_run"]
-    assert cli.main([*argv, "--compare", other]) == 2  # the same model twice: refused
-    assert parse([*argv, "data.size=32"]).overrides[-1] == "data.size=32"  # not a checkpoint
 
 
-def test_visualize_compare_refuses_a_model_of_other_image_settings(exports, tmp_path, capsys):
-    other = _export(tmp_path / "big", DEMO, [*TINY, "data.size=48"], ["background", "object"])
-    argv = ["visualize", DEMO, exports["shapes"], *TINY, "--compare", other, "--device", "cpu"]
-    message = _refused(argv, capsys)
-    assert message.startswith(f"cvae-seg visualize: error: --compare {other}: trained with ")
-    assert "data.size=48 (the model's: 32)" in message
+def test_compared_rows_are_named_by_run_folder_then_parents_then_file(tmp_path):
+    run, other_run = tmp_path / "a" / "run", tmp_path / "b" / "run"
+    for folder in (run / "pretrained", other_run):
+        folder.mkdir(parents=True)
+    for file in (run / "best.pt", run / "last.pt", other_run / "best.pt", tmp_path / "cvae.pt"):
+        file.write_bytes(b"")
+    assert row_names([run / "pretrained", tmp_path / "cvae.pt"]) == ["run", "cvae"]
+    assert row_names([run / "best.pt", other_run / "best.pt"]) == ["a/run", "b/run"]
+    assert row_names([run / "best.pt", run / "last.pt"]) == ["run/best", "run/last"]
+    with pytest.raises(UserError, match=r"--compare .*best\.pt: this model is given twice"):
+        row_names([run / "best.pt", run / ".." / "run" / "best.pt"])
+
+
+def test_visualize_compare_refuses_a_repeat_and_a_second_path_before_loading(exports, capsys):
+    shapes = exports["shapes"]
+    message = _refused(["visualize", DEMO, shapes, *TINY, "--compare", shapes], capsys)
+    assert message.startswith(f"cvae-seg visualize: error: --compare {shapes}: this model is")
+    message = _refused(["visualize", DEMO, shapes, "--compare", shapes, DEMO, *TINY], capsys)
+    assert f"{DEMO} is not a key.sub=value override" in message
+    assert f"give it a --compare of its own (--compare {DEMO})" in message
+    parsed = parse(["visualize", DEMO, shapes, "--compare", shapes, "data.size=32"])
+    assert parsed.compare == [Path(shapes)] and parsed.overrides == ["data.size=32"]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "classes", "why"),
+    [(["data.size=48"], ["background", "object"], "data.size=48 (the model's: 32)"),
+     ([], ["background", "object", "edge"], "classes ['background', 'object', 'edge'] (the "),
+     ([], None, "is a YAML config")],
+    ids=["size", "classes", "not_a_checkpoint"],
+)  # fmt: skip
+def test_visualize_compare_refuses_a_model_unlike_the_checkpoint_before_the_data_loads(
+    overrides, classes, why, exports, tmp_path, capsys
+):
+    """Named by the flag and path; the data would fail to load (data.root missing), so the
+    refusal came first."""
+    other = _export(tmp_path / "other", DEMO, [*TINY, *overrides], classes) if classes else DEMO
+    unreadable = ["data.dataset=lfw", f"data.root={tmp_path / 'no_lfw_here'}"]
+    argv = ["visualize", DEMO, exports["shapes"], *TINY, *unreadable, "--compare", other]
+    message = _refused([*argv, "--device", "cpu"], capsys)
+    assert message.startswith(f"cvae-seg visualize: error: --compare {other}: ")
+    assert why in message
 
 
 def test_visualize_refuses_compare_for_mnist(exports, no_mnist, capsys):

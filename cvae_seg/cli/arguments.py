@@ -109,11 +109,12 @@ One row per image: input (occlusion outlined, --occlude), ground truth, prior-me
 prediction, K samples and a per-pixel uncertainty map (entropy of the mean sample). For MNIST
 quadrant completion, the paper's Figure 3: truth, the NN's prediction (--baseline NN_CKPT, a
 model of the same observed quadrants) and K CVAE samples; --occlude does not apply there, nor
---baseline elsewhere. --compare CKPT (repeatable) draws other models beside this one on the
-same images instead: the images and truths once, then one row per model (not MNIST). CONFIG and
-the overrides set the data (root, split); the model and the data settings it was trained
-with come from the checkpoint (a train ``.pt`` file or a save_pretrained folder). Writes
-PNG (default: samples_<split>.png beside the checkpoint).
+--baseline elsewhere. --compare CKPT (one per flag, repeatable) draws other models beside
+this one on the same images instead: the images and truths once, then one row per model
+(not MNIST). CONFIG and the overrides set the data (root, split); the model and the data
+settings it was trained with come from the checkpoint (a train ``.pt`` file or a
+save_pretrained folder). Writes PNG (default: samples_<split>.png, with --compare
+compare_<split>.png, beside the checkpoint).
 """
 
 _DOWNLOAD_HELP = """Download and extract the paper's data sets from their official sites.

@@ -249,17 +249,21 @@ def _visualize(args: argparse.Namespace) -> Path:
     """Draw a seeded sample grid (Figure 3's layout for MNIST) and write it as PNG."""
     import numpy as np
 
+    from cvae_seg.cli.compare import check_overrides_are_not_checkpoints, compared_models
     from cvae_seg.reporting import atomic_save_image
     from cvae_seg.visualization import models_grid, quadrant_grid, sample_grid
 
-    out = _output_path(args, f"samples_{args.split}.png")
+    picture = "compare" if args.compare else "samples"
+    out = _output_path(args, f"{picture}_{args.split}.png")
     if out.suffix.lower() != ".png":  # a .jpg name holding PNG bytes would mislead viewers
         raise UserError(f"--out {out}: visualize writes PNG; give a name ending in .png")
+    if args.compare:
+        check_overrides_are_not_checkpoints(args)
     device, model, config, classes = _load_model(args)
     _refuse_flags_the_data_ignores(args, config.data.dataset)
     baseline = _load_baseline(args, model, device) if args.baseline is not None else None
     # the --compare models are checked before the data loads
-    models = _compared(args, device, config, classes, model) if args.compare else {}
+    models = compared_models(args, device, config, classes, model) if args.compare else {}
     dataset = _load_data(args, config, classes)
     rng = np.random.default_rng(args.seed)
     count = min(args.num_images, len(dataset))
@@ -268,7 +272,7 @@ def _visualize(args: argparse.Namespace) -> Path:
     if config.data.dataset == "mnist":
         grid = quadrant_grid(model, dataset, indices, args.num_samples, baseline, args.seed)
     elif models:
-        grid = models_grid(models, dataset, indices, args.num_samples, occlude, args.seed, 2)
+        grid = models_grid(models, dataset, indices, args.num_samples, occlude, args.seed, scale=2)
     else:
         grid = sample_grid(model, dataset, indices, args.num_samples, occlude, args.seed)
     atomic_save_image(out, grid)
@@ -276,56 +280,13 @@ def _visualize(args: argparse.Namespace) -> Path:
     return out
 
 
-_IMAGE_SETTINGS = ("size", "mean", "std")  # what the drawn inputs are made with
-
-
-def _model_names(checkpoints: list[str | os.PathLike]) -> list[str]:
-    """Row names of checkpoints: their run folders (work_dirs/NAME/best.pt, NAME/pretrained),
-    with as many parent folders as it takes to tell them apart."""
-    folders = []
-    for checkpoint in checkpoints:
-        path = Path(checkpoint).resolve()
-        folders.append(path.parent if path.is_file() or path.name == "pretrained" else path)
-    for depth in range(1, max(len(f.parts) for f in folders) + 1):
-        names = ["/".join(f.parts[-depth:]) for f in folders]
-        if len(set(names)) == len(names):
-            return names
-    twice = next(c for c, f in zip(checkpoints, folders, strict=True) if folders.count(f) > 1)
-    raise UserError(f"--compare {twice}: this model is given twice; compare other models")
-
-
-def _compared(
-    args: argparse.Namespace, device: Any, config: Any, classes: list[str], model: Any
-) -> dict[str, Any]:
-    """The model and the --compare models by row name, each of those refused before any
-    drawing when it was trained on other classes or other image settings: its row would
-    show what it makes of other inputs."""
-    from cvae_seg.training import load_trained
-
-    models = [model]
-    for checkpoint in args.compare:
-        other, trained, their_classes = load_trained(checkpoint, device)
-        theirs, ours = trained.data.model_dump(), config.data.model_dump()
-        differs = [
-            f"data.{key}={theirs[key]!r} (the model's: {ours[key]!r})"
-            for key in _IMAGE_SETTINGS
-            if theirs[key] != ours[key]
-        ]
-        if list(their_classes) != list(classes):
-            differs.insert(0, f"classes {list(their_classes)} (the model's: {list(classes)})")
-        if differs:
-            raise UserError(f"--compare {checkpoint}: trained with {'; '.join(differs)}")
-        models.append(other)
-    return dict(zip(_model_names([args.checkpoint, *args.compare]), models, strict=True))
-
-
 def _load_baseline(args: argparse.Namespace, model: Any, device: Any) -> Any:
     """The --baseline model for Figure 3's NN column, refused before any drawing unless it
     completes the same quadrants as the model (its column would show other inputs)."""
-    from cvae_seg.training import load_trained
+    from cvae_seg.cli.compare import load_flagged
     from cvae_seg.visualization import check_baseline
 
-    baseline = load_trained(args.baseline, device)[0]
+    baseline = load_flagged("--baseline", args.baseline, device)[0]
     try:
         check_baseline(model, baseline)
     except (TypeError, ValueError) as error:
