@@ -4,10 +4,11 @@ model on the same inputs), drawn from the runs' best validation checkpoints:
     python benchmarks/lfw_study.py --stage figure --data-root DATA/lfw --runs RUNS2
         [--rows ROW ...] [--figure PNG]  (default: lfw128_models_samples.png in docs/)
 
-By default the rows trained as the peers are (multi-scale losses and noise injection),
-then our recipe's and the peers' rows; each from its lowest seed whose checkpoint is here
-(a run restored from kept files has none), named with it. A row with none is left out and
-named; no row to draw is an error.
+By default each objective's row trained as the peers are (multi-scale losses and noise
+injection), or its row without noise when only that one has a checkpoint here, then our
+recipe's and the peers' rows; each from its lowest seed whose checkpoint is here (a run
+restored from kept files has none), named with it. A row with none is left out and named;
+no row to draw is an error.
 """
 
 from __future__ import annotations
@@ -28,9 +29,16 @@ from lfw_study_table import (
 SHOWN_IMAGES, SHOWN_SAMPLES, HIDDEN_SHARE = 2, 3, 0.39  # the square hides < 40% of the side
 
 
-def figure_rows() -> list[str]:
-    """Table 2's rows trained like the peers (msc, NI), then `side_rows`."""
-    return [row for row in _rows() if row.endswith("(msc, NI)")] + side_rows()
+def figure_rows(runs: Path) -> list[str]:
+    """Per objective of Table 2 its (msc, NI) row, or its (msc) row where only that one has a
+    checkpoint here (so that every objective is drawn when it can be), then `side_rows`."""
+    rows = []
+    for row in _rows():
+        if row.endswith("(msc, NI)"):
+            without_noise = row.replace("(msc, NI)", "(msc)")
+            drawn_instead = _usable_run(runs, row) is None and _usable_run(runs, without_noise)
+            rows.append(without_noise if drawn_instead else row)
+    return rows + side_rows()
 
 
 def drawable(runs: Path, rows: list[str]) -> tuple[dict[str, Path], list[str]]:
@@ -38,14 +46,20 @@ def drawable(runs: Path, rows: list[str]) -> tuple[dict[str, Path], list[str]]:
     and "seed k" below it); and the rows with none (unfinished, or restored from kept files)."""
     found, missing = {}, []
     for row in rows:
-        seeds = _run_dir(runs, row, 0).parent.glob("seed*")
-        folders = sorted((f for f in seeds if f.name.removeprefix("seed").isdigit()), key=_seed_of)
-        usable = [f for f in folders if (f / DONE).is_file() and _best_checkpoint(f).is_file()]
-        if usable:
-            found[f"{row}\nseed {_seed_of(usable[0])}"] = _best_checkpoint(usable[0])
-        else:
+        run_dir = _usable_run(runs, row)
+        if run_dir is None:
             missing.append(row)
+        else:
+            found[f"{row}\nseed {_seed_of(run_dir)}"] = _best_checkpoint(run_dir)
     return found, missing
+
+
+def _usable_run(runs: Path, row: str) -> Path | None:
+    """The row's lowest seed that finished here with its best checkpoint, if any."""
+    seeds = _run_dir(runs, row, 0).parent.glob("seed*")
+    folders = sorted((f for f in seeds if f.name.removeprefix("seed").isdigit()), key=_seed_of)
+    usable = [f for f in folders if (f / DONE).is_file() and _best_checkpoint(f).is_file()]
+    return usable[0] if usable else None
 
 
 def _seed_of(run_dir: Path) -> int:
@@ -60,7 +74,7 @@ def draw_models(args: argparse.Namespace) -> Path:
     from cvae_seg.visualization import models_grid
 
     runs = Path(args.runs)
-    checkpoints, missing = drawable(runs, resolve_rows(runs, args.rows or figure_rows()))
+    checkpoints, missing = drawable(runs, resolve_rows(runs, args.rows or figure_rows(runs)))
     if not checkpoints:
         raise StudyError(f"no finished run with a checkpoint in {args.runs} for {missing}")
     models, config = {}, None
