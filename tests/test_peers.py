@@ -111,6 +111,27 @@ def test_ssn_loss_is_the_monte_carlo_log_likelihood():
     torch.testing.assert_close(loss, expected)
 
 
+def test_ssn_antithetic_training_maps_mirror_about_the_mean_and_stay_its_likelihood():
+    """The SSN paper's code draws its training maps in pairs, eta and 2 mu - eta."""
+    model = _peer("ssn", train_samples=4, antithetic=True).eval()
+    x, y = _batch(32)
+    prior = model.prior(x)
+    maps = model._training_maps(prior)
+    assert maps.shape == (4, *prior.mean.shape)
+    torch.testing.assert_close(maps[:2] + maps[2:], 2 * prior.mean.expand(2, -1, -1))
+    assert not torch.allclose(maps[0], maps[1])  # the halves are independent draws
+    torch.manual_seed(3)
+    loss = model.loss(x, y).loss
+    torch.manual_seed(3)
+    maps = model._training_maps(model.prior(x)).view(4, *y.shape[:1], CLASSES, 32, 32)
+    nll = torch.stack([torch.nn.functional.cross_entropy(m, y, reduction="none").sum((1, 2))
+                       for m in maps])  # fmt: skip
+    expected = -(torch.logsumexp(-nll, 0) - math.log(4)).sum() / y.numel()
+    torch.testing.assert_close(loss, expected)
+    with pytest.raises(ValueError, match="train_samples must be even, got 5"):
+        _peer("ssn", train_samples=5, antithetic=True)
+
+
 def test_probunet_latent_is_global_and_its_loss_is_the_beta_elbo():
     model = _peer("probunet", latent_channels=4, kl_weight=0.5)
     x, y = _batch()
@@ -146,6 +167,9 @@ def test_a_training_config_chooses_the_head():
     config = tiny_demo_config(*head, "model.latent_channels=32")  # back to the default
     model = build_model(config, CLASSES)
     assert isinstance(model, cvae_seg.StochasticSegmentationNetwork) and model.rank == 3
+    assert not model.antithetic
+    assert build_model(tiny_demo_config(*head, "model.latent_channels=32",
+                                        "model.antithetic=true"), CLASSES).antithetic  # fmt: skip
     with pytest.raises(ValueError, match=r"model\.rank does not apply"):
         build_model(tiny_demo_config("model.rank=3"), CLASSES)
 

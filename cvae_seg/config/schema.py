@@ -83,6 +83,7 @@ class ModelConfig(_Section):
     rank: int = Field(10, ge=1)  # ssn: rank of the logits' covariance factor
     train_samples: int = Field(20, ge=1)  # ssn: logit maps drawn per image in training
     min_variance: float = Field(1e-5, gt=0)  # ssn: added to the covariance's diagonal
+    antithetic: bool = False  # ssn: training maps in pairs mirrored about the mean
     dropout: float = Field(0.5, gt=0, lt=1)  # mc_dropout: channel dropout on decoder features
     members: int = Field(5, ge=2)  # ensemble: number of backbones
     backbone_kwargs: dict[str, Any] = Field(default_factory=dict)

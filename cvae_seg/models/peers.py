@@ -109,6 +109,9 @@ class StochasticSegmentationNetwork(SegmentationModel):
         rank: the covariance factor's rank (the paper uses 10).
         train_samples: logit maps drawn per image for the training loss (the paper's 20).
         min_variance: added to the diagonal, so that the covariance stays invertible.
+        antithetic: draw the training maps in pairs mirrored about the mean, as the paper's
+            code does (a lower-variance gradient); ``train_samples`` must then be even. Off by
+            default: the published runs drew them independently.
     """
 
     head_name = "ssn"
@@ -120,15 +123,21 @@ class StochasticSegmentationNetwork(SegmentationModel):
         rank: int = 10,
         train_samples: int = 20,
         min_variance: float = 1e-5,
+        antithetic: bool = False,
         ignore_index: int | None = None,
         probe_size: int = 128,
     ) -> None:
         rank = integer_at_least("rank", rank)
         train_samples = integer_at_least("train_samples", train_samples)
+        if antithetic and train_samples % 2:
+            raise ValueError(f"antithetic=True draws mirrored pairs: train_samples must be even, "
+                             f"got {train_samples}")  # fmt: skip
         super().__init__(backbone, "gsnn", ignore_index=ignore_index, probe_size=probe_size)
         self.head_config = dict(rank=rank, train_samples=train_samples, min_variance=min_variance,
-                                ignore_index=ignore_index, probe_size=probe_size)  # fmt: skip
+                                antithetic=antithetic, ignore_index=ignore_index,
+                                probe_size=probe_size)  # fmt: skip
         self.rank, self.train_samples, self.min_variance = rank, train_samples, min_variance
+        self.antithetic = antithetic
         self.factor_head = nn.Conv2d(self.feature_channels, self.num_classes * rank, 1)
         self.diagonal_head = nn.Conv2d(self.feature_channels, self.num_classes, 1)
 
@@ -156,11 +165,19 @@ class StochasticSegmentationNetwork(SegmentationModel):
         """-log of the Monte Carlo mean of p(y|eta) over ``train_samples`` logit maps."""
         y = self._target(y, x)
         encoded = self._encode(x)
-        logits = self._decode(encoded, encoded.prior.rsample((self.train_samples,)))
+        logits = self._decode(encoded, self._training_maps(encoded.prior))
         targets = y.repeat(self.train_samples, *([1] * (y.ndim - 1)))
         example_nll = self._example_nll(logits.flatten(0, 1), targets).view(self.train_samples, -1)
         loss = -log_mean_exp(-example_nll).sum() / self._scored(y).sum().clamp_min(1)
         return CVAEOutput(loss, {"nll_mc": loss.detach(), "loss": loss.detach()}, {1: logits[0]})
+
+    def _training_maps(self, logits: LowRankMultivariateNormal) -> torch.Tensor:
+        """(train_samples, B, C * H * W) reparameterised logit maps; with ``antithetic`` the
+        second half mirrors the first about the mean."""
+        if not self.antithetic:
+            return logits.rsample((self.train_samples,))
+        offsets = logits.rsample((self.train_samples // 2,)) - logits.mean
+        return torch.cat([offsets, -offsets]) + logits.mean
 
 
 class MCDropout(SegmentationModel):
