@@ -13,8 +13,11 @@ Answers "is S = 100 enough?" for Table 1.
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import os
+import shlex
+import sys
 from pathlib import Path
 
 import torch
@@ -62,7 +65,10 @@ def main(argv: list[str] | None = None) -> dict:
             model.log_likelihood_weights(x, y, args.samples, args.method, chunk_size=500).cpu()
         )
     sizes = [s for s in (10, 100, 1000, 10000) if s < args.samples] + [args.samples]
+    given = sys.argv[1:] if argv is None else argv
     report = {
+        "command": shlex.join(["python", "benchmarks/likelihood_convergence.py", *given]),
+        "date": datetime.date.today().isoformat(),
         "checkpoint": str(args.checkpoint),
         "split": args.split,
         "images": count,

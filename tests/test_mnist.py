@@ -215,6 +215,7 @@ def test_tools_on_a_tiny_mnist_model(tmp_path):
          "--batch", "5", "--out", str(tmp_path / "convergence.json")]
     )  # fmt: skip
     assert report["images"] == 12 and sorted(report["nll_by_samples"]) == [10, 40]
+    assert report["command"].endswith("--out " + str(tmp_path / "convergence.json"))
     assert report["nll_by_samples"][10]["blocks"] == 4
     assert (tmp_path / "convergence.json").is_file()
 
