@@ -111,23 +111,25 @@ def test_ssn_loss_is_the_monte_carlo_log_likelihood():
     torch.testing.assert_close(loss, expected)
 
 
-def test_ssn_antithetic_training_maps_mirror_about_the_mean_and_stay_its_likelihood():
+def test_ssn_antithetic_loss_is_the_likelihood_of_mirrored_maps():
     """The SSN paper's code draws its training maps in pairs, eta and 2 mu - eta."""
     model = _peer("ssn", train_samples=4, antithetic=True).eval()
     x, y = _batch(32)
-    prior = model.prior(x)
-    maps = model._training_maps(prior)
-    assert maps.shape == (4, *prior.mean.shape)
-    torch.testing.assert_close(maps[:2] + maps[2:], 2 * prior.mean.expand(2, -1, -1))
-    assert not torch.allclose(maps[0], maps[1])  # the halves are independent draws
     torch.manual_seed(3)
     loss = model.loss(x, y).loss
     torch.manual_seed(3)
-    maps = model._training_maps(model.prior(x)).view(4, *y.shape[:1], CLASSES, 32, 32)
+    prior = model.prior(x)
+    offsets = prior.rsample((2,)) - prior.mean  # the loss's draws, replayed
+    maps = torch.cat([offsets, -offsets]) + prior.mean
+    maps = maps.view(4, *y.shape[:1], CLASSES, 32, 32)
     nll = torch.stack([torch.nn.functional.cross_entropy(m, y, reduction="none").sum((1, 2))
                        for m in maps])  # fmt: skip
     expected = -(torch.logsumexp(-nll, 0) - math.log(4)).sum() / y.numel()
     torch.testing.assert_close(loss, expected)
+    independent = _peer("ssn", train_samples=4).eval()
+    independent.load_state_dict(model.state_dict())
+    torch.manual_seed(3)  # the same weights and seed: only the pairing differs
+    assert not torch.allclose(independent.loss(x, y).loss, loss)
     with pytest.raises(ValueError, match="train_samples must be even, got 5"):
         _peer("ssn", train_samples=5, antithetic=True)
 
