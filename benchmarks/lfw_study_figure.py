@@ -36,8 +36,10 @@ def figure_rows(runs: Path) -> list[str]:
     for row in _rows():
         if row.endswith("(msc, NI)"):
             without_noise = row.replace("(msc, NI)", "(msc)")
-            drawn_instead = _usable_run(runs, row) is None and _usable_run(runs, without_noise)
-            rows.append(without_noise if drawn_instead else row)
+            only_without_noise = (
+                _usable_run(runs, row) is None and _usable_run(runs, without_noise) is not None
+            )
+            rows.append(without_noise if only_without_noise else row)
     return rows + side_rows()
 
 
