@@ -7,7 +7,9 @@ Draws ``--samples`` log-weights per example once, then cuts them into disjoint b
 S = 10, 100, 1,000, ... samples (`cvae_seg.likelihood.block_estimates`): the mean negative
 CLL over the first ``--images`` examples for each S (with the spread between blocks) shows
 how much of a reported number is the estimator's looseness rather than the model's.
-Answers "is S = 100 enough?" for Table 1.
+Answers "is S = 100 enough?" for Table 1. A model whose likelihood is exact (a deterministic
+objective, the ensemble) gets its exact value instead (``nll_exact``), so that a sampled
+model's estimates can be set beside it on the same examples.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 from cvae_seg.config import load_config  # noqa: E402
 from cvae_seg.io import atomic_write_text  # noqa: E402
-from cvae_seg.likelihood import block_estimates  # noqa: E402
+from cvae_seg.likelihood import block_estimates, log_mean_exp  # noqa: E402
 from cvae_seg.reporting import describe_hardware  # noqa: E402
 from cvae_seg.training import dataset_for, load_trained, select_device  # noqa: E402
 
@@ -55,6 +57,11 @@ def main(argv: list[str] | None = None) -> dict:
     model, _, _ = load_trained(args.checkpoint, device)
     dataset = dataset_for(config, args.split)
     count = min(args.images, len(dataset))
+    exact = model.likelihood_method == "exact"
+    if args.method == "importance" and model.likelihood_method == "monte_carlo":
+        parser.error(f"{args.checkpoint}: --method importance needs a recognition net, which "
+                     "this model has not; give --method monte_carlo")  # fmt: skip
+    method = "auto" if exact else args.method
     torch.manual_seed(0)
     weights = []
     for start in range(0, count, args.batch):
@@ -62,9 +69,8 @@ def main(argv: list[str] | None = None) -> dict:
         x = torch.stack([item["image"] for item in items]).to(device)
         y = torch.stack([item["mask"] for item in items]).to(device)
         weights.append(
-            model.log_likelihood_weights(x, y, args.samples, args.method, chunk_size=500).cpu()
+            model.log_likelihood_weights(x, y, args.samples, method, chunk_size=500).cpu()
         )
-    sizes = [s for s in (10, 100, 1000, 10000) if s < args.samples] + [args.samples]
     given = sys.argv[1:] if argv is None else argv
     report = {
         "command": shlex.join(["python", "benchmarks/likelihood_convergence.py", *given]),
@@ -72,10 +78,14 @@ def main(argv: list[str] | None = None) -> dict:
         "checkpoint": str(args.checkpoint),
         "split": args.split,
         "images": count,
-        "method": args.method,
+        "method": "exact" if exact else args.method,
         "hardware": describe_hardware(device),
-        "nll_by_samples": block_estimates(torch.cat(weights, 1), sizes),
     }
+    if exact:  # the weights are per member (or one), summed rather than sampled
+        report["nll_exact"] = -log_mean_exp(torch.cat(weights, 1)).mean().item()
+    else:
+        sizes = [s for s in (10, 100, 1000, 10000) if s < args.samples] + [args.samples]
+        report["nll_by_samples"] = block_estimates(torch.cat(weights, 1), sizes)
     text = json.dumps(report, indent=2)
     if args.out is not None:
         atomic_write_text(args.out, text)

@@ -219,6 +219,19 @@ def test_tools_on_a_tiny_mnist_model(tmp_path):
     assert report["nll_by_samples"][10]["blocks"] == 4
     assert (tmp_path / "convergence.json").is_file()
 
+    # a deterministic model's likelihood is exact: reported as such, not cut into blocks
+    nn_config = str(ROOT / "configs" / "mnist_q2_nn.yaml")
+    nn_report = likelihood_convergence.main(
+        [nn_config, str(tmp_path / "nn" / "best.pt"), *tiny, "--images", "12", "--batch", "5"]
+    )
+    nn_model, _, _ = load_trained(tmp_path / "nn" / "best.pt", torch.device("cpu"))
+    dataset = dataset_for(load_config(nn_config, tiny), "test")
+    x = torch.stack([dataset[i]["image"] for i in range(12)])
+    y = torch.stack([dataset[i]["mask"] for i in range(12)])
+    assert nn_report["method"] == "exact" and "nll_by_samples" not in nn_report
+    expected = -nn_model.log_likelihood(x, y).mean().item()
+    assert nn_report["nll_exact"] == pytest.approx(expected, rel=1e-5)
+
 
 def test_block_estimates_average_log_mean_exp_over_disjoint_blocks():
     from cvae_seg.likelihood import block_estimates
