@@ -185,11 +185,13 @@ class ConditionalGenerativeModel(nn.Module):
         return self._encode(x).prior
 
     def posterior(self, x: torch.Tensor, y: torch.Tensor) -> Normal:
-        """q(z|x,y), the recognition net's diagonal Gaussian (cvae and hybrid only)."""
+        """q(z|x,y), the recognition net's diagonal Gaussian (the cvae and hybrid objectives
+        and the probunet head have one)."""
         if self.recognition_net is None:
             raise ValueError(
-                f"objective {self.objective!r} trains no recognition net q(z|x,y); "
-                "cvae and hybrid do"
+                f"this model (objective {self.objective!r}, head {self.head_name!r}) trains no "
+                "recognition net q(z|x,y); the cvae and hybrid objectives and the probunet "
+                "head do"
             )
         return self.recognition_net(self._recognition_input(x, self._target(y, x)))
 
