@@ -13,22 +13,8 @@ net or in the objective, not in the decoder.
 
 from __future__ import annotations
 
-import argparse
-import datetime
-import json
-import os
-import shlex
-import sys
-from pathlib import Path
-
 import torch
-
-os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
-
-from cvae_seg.config import load_config
-from cvae_seg.io import atomic_write_text
-from cvae_seg.reporting import describe_hardware
-from cvae_seg.training import dataset_for, load_trained, select_device
+from checkpoint_probe import Probe, probe_parser
 
 
 def _hits(logits: torch.Tensor, y: torch.Tensor, scored: torch.Tensor) -> float:
@@ -37,15 +23,13 @@ def _hits(logits: torch.Tensor, y: torch.Tensor, scored: torch.Tensor) -> float:
     return correct.sum().item() * y.numel() / correct.numel()
 
 
-def accuracies(model, dataset, images: int, samples: int, batch: int, device) -> dict:
+def accuracies(probe: Probe, samples: int) -> dict:
     """Pixel accuracy (%) of the prediction, of one prior sample and of q's mean decoding."""
+    model = probe.model
     hits = {"prediction": 0.0, "prior_sample": 0.0, "posterior_mean": 0.0}
     scored_pixels = 0
     with torch.no_grad():
-        for start in range(0, images, batch):
-            items = [dataset[i] for i in range(start, min(start + batch, images))]
-            x = torch.stack([item["image"] for item in items]).to(device)
-            y = torch.stack([item["mask"] for item in items]).to(device)
+        for x, y in probe.batches():
             scored = torch.ones_like(y, dtype=torch.bool)
             if model.ignore_index is not None:
                 scored = y != model.ignore_index
@@ -58,47 +42,18 @@ def accuracies(model, dataset, images: int, samples: int, batch: int, device) ->
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("config")
-    parser.add_argument("checkpoint")
-    parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. data.root=...")
-    parser.add_argument("--split", choices=["train", "val", "test"], default="val")
-    parser.add_argument("--images", type=int, default=100)
+    parser = probe_parser(__doc__, split="val", images=100, batch=10)
     parser.add_argument("--samples", type=int, default=16)
-    parser.add_argument("--batch", type=int, default=10)
-    parser.add_argument("--out", type=Path, default=None)
-    parser.add_argument("--device", default=None)
-    parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_intermixed_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = select_device(args.device)
-    model, _, _ = load_trained(args.checkpoint, device)
-    if model.recognition_net is None:
+    probe = Probe(args)
+    if probe.model.recognition_net is None:
         parser.error(f"{args.checkpoint}: the model has no recognition net q(z|x,y) to compare "
                      "with its prior (cvae, hybrid and probunet models have one)")  # fmt: skip
-    model.eval()
-    dataset = dataset_for(load_config(args.config, args.overrides), args.split)
-    count = min(args.images, len(dataset))
     torch.manual_seed(0)
-    given = sys.argv[1:] if argv is None else argv
-    report = {
-        "command": shlex.join(["python", "benchmarks/latent_information.py", *given]),
-        "date": datetime.date.today().isoformat(),
-        "checkpoint": str(args.checkpoint),
-        "split": args.split,
-        "images": count,
-        "samples": args.samples,
-        "hardware": describe_hardware(device),
-        "pixel_accuracy": accuracies(model, dataset, count, args.samples, args.batch, device),
-    }
-    text = json.dumps(report, indent=2)
-    if args.out is not None:
-        atomic_write_text(args.out, text)
-    print(text)
-    return report
+    return probe.report(
+        "latent_information.py", argv, samples=args.samples,
+        pixel_accuracy=accuracies(probe, args.samples),
+    )  # fmt: skip
 
 
 if __name__ == "__main__":
