@@ -16,6 +16,7 @@ from torch import nn
 
 import cvae_seg
 from cvae_seg.models import SMP_ARCHITECTURES
+from cvae_seg.models.mnist import QuadrantCVAE
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "cvae_seg"
@@ -252,6 +253,11 @@ def test_building_blocks_refuse_what_the_objective_lacks():
         _unet("gsnn").posterior(x, y)
     with pytest.raises(ValueError, match="no latent variable"):
         _unet("cnn").prior(x)
+    # a model outside smp (the MNIST net) says the same, not an AttributeError
+    mnist = QuadrantCVAE(objective="gsnn", hidden=(8,), latent_features=2)
+    pixels = torch.rand(1, 28 * 28)
+    with pytest.raises(ValueError, match="objective 'gsnn', head 'cvae'"):
+        mnist.posterior(pixels, pixels)
 
 
 def test_user_input_errors_name_what_was_expected():

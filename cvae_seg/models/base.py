@@ -104,6 +104,7 @@ class ConditionalGenerativeModel(nn.Module):
         elbo_share: with k > 1, the share of the k-sample ELBO mixed into that bound (CIWAE).
     """
 
+    head_name = "cvae"  # the peers (`cvae_seg.models.peers`) name their own
     prior_net: nn.Module | None
     recognition_net: nn.Module | None
     generation_net: nn.Module | None

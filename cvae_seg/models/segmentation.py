@@ -33,7 +33,6 @@ class SegmentationModel(ConditionalGenerativeModel):
     ``head_config`` (their own constructor arguments), and implement `_encode` / `_decode`.
     """
 
-    head_name = "cvae"
     head_config: dict[str, Any]
 
     def __init__(
