@@ -159,6 +159,11 @@ def test_bad_head_arguments_are_refused_at_construction():
         cvae_seg.create_model("sohn2015", latent_chanels=4)
     with pytest.raises(TypeError, match=r"'latent_channel' \(did you mean latent_channels"):
         cvae_seg.create_model("Unet", encoder_name=TEST_ENCODER, latent_channel=4)  # timm's
+    # smp drops arguments it does not name for its own encoders: refused before building
+    with pytest.raises(TypeError, match=r"'objectve' \(did you mean objective.*'resnet18'"):
+        cvae_seg.create_model("Unet", encoder_name="resnet18", objectve="cnn")
+    with pytest.raises(TypeError, match=r"'latent_channel' \(did you mean latent_channels"):
+        cvae_seg.create_backbone("FPN", encoder_name="resnet18", latent_channel=4)
     with pytest.raises(ValueError, match=r"scale_weights .* not all zero"):
         _unet(scale_weights=(0, 0, 0))  # no scale scored: nothing would train
     with pytest.raises(ValueError, match="gaussian_kernel_sizes must be a non-empty list"):
@@ -388,3 +393,20 @@ def test_inference_gives_every_submodule_its_own_mode_back():
     model.backbone.decoder.train()
     model.sample(x, 2)
     assert not model.training and model.backbone.decoder.training
+
+
+def test_encoder_weights_that_would_download_by_mistake_or_fail_say_so(monkeypatch):
+    """A timm encoder reads False as 'download'; a failed download names encoder_weights."""
+    import huggingface_hub
+    import segmentation_models_pytorch as smp
+
+    with pytest.raises(ValueError, match=r"encoder_weights=False .* give None"):
+        cvae_seg.create_backbone("Unet", encoder_name=TEST_ENCODER, encoder_weights=False)
+
+    def offline(*args, **kwargs):
+        raise huggingface_hub.errors.LocalEntryNotFoundError("cannot reach the Hub")
+
+    monkeypatch.setattr(smp, "create_model", offline)
+    with pytest.raises(OSError, match=r"encoder_weights='imagenet': downloading .*'resnet18'.*"
+                       r"cannot reach the Hub.*encoder_weights=None"):  # fmt: skip
+        cvae_seg.create_backbone("Unet", encoder_name="resnet18", encoder_weights="imagenet")

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import DEMO_CONFIG, TINY_DEMO
+from helpers.cli import error_lines
 from helpers.layouts import write_coco, write_cub, write_lfw
 from PIL import Image
 
@@ -51,7 +52,7 @@ def _command_refuses(argv, names, capsys) -> str:
     status = cli.main([str(a) for a in argv])
     err = capsys.readouterr().err
     assert status == 2, err
-    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert "Traceback" not in err and len(error_lines(err)) == 1, err
     missing = [name for name in names if name not in err]
     assert not missing, f"{missing} not in: {err}"
     return err
@@ -302,6 +303,38 @@ def test_an_unknown_encoder_weights_name_is_refused_in_one_line(tmp_path, capsys
             "--work-dir", tmp_path / "work"]  # fmt: skip
     names = ["encoder_weights 'foo.pth'", "'resnet18'", "'imagenet'", "None (random"]
     _command_refuses(argv, names, capsys)
+
+
+@pytest.mark.parametrize(
+    "overrides, names",
+    [
+        (["model.encoder_name=resnet18", "model.backbone_kwargs={foo: 1}"],
+         ["unexpected argument 'foo'", "only to 'tu-' (timm) encoders, not 'resnet18'"]),
+        (["data.batch_size=1000"], ["data.batch_size=1000", "training set"]),
+    ],
+)  # fmt: skip
+def test_a_run_refused_while_set_up_leaves_no_folder_behind(overrides, names, tmp_path, capsys):
+    """smp drops an argument it does not name for its own encoders (refused now); either
+    refusal removes the folders the run made, and keeps a work dir that was there."""
+    work = tmp_path / "new" / "work"
+    argv = ["train", *TINY, *overrides, "--work-dir", work]
+    _command_refuses(argv, names, capsys)
+    assert not (tmp_path / "new").exists()
+    work.mkdir(parents=True)
+    _command_refuses(argv, [], capsys)
+    assert work.is_dir()
+
+
+def test_the_command_shows_a_settings_warning_in_one_line(tmp_path, capsys):
+    """A warning about the user's settings reads like the command's errors: one line naming
+    the command, not the library file that raised it (here pydantic's) and its source."""
+    argv = ["train", *TINY, "data.dataset=lfw", f"data.root={tmp_path / 'nowhere'}",
+            "--work-dir", tmp_path / "work"]  # fmt: skip
+    assert cli.main([str(a) for a in argv]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 2, lines
+    assert lines[0].startswith("cvae-seg train: warning: data.dataset='lfw' does not use data.")
+    assert lines[1].startswith("cvae-seg train: error: ") and "nowhere" in lines[1]
 
 
 def test_sohn2015_refuses_a_data_size_it_cannot_take_when_built():

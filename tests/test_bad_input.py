@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import DEMO_CONFIG, TINY_DEMO
+from helpers.cli import error_lines
 from helpers.layouts import write_coco, write_cub, write_lfw
 
 import cvae_seg
@@ -47,8 +48,9 @@ def _refused(capsys, argv, names, status=2) -> str:
     err = capsys.readouterr().err
     assert code == status, err
     assert "Traceback" not in err, err
-    message = err.strip()
-    assert len(message.splitlines()) == 1, message
+    lines = error_lines(err)
+    assert len(lines) == 1, err
+    message = lines[0]
     assert message.startswith("cvae-seg"), message
     missing = [name for name in names if name not in message]
     assert not missing, f"{missing} not in: {message}"
@@ -338,6 +340,19 @@ def test_resume_with_a_changed_lr_applies_it_and_every_record_agrees(demo_run, t
     assert [group["lr"] for group in state["optimizer"]["param_groups"]] == [5e-4]
     with open(work / "train.csv", newline="") as handle:
         assert [float(row["lr"]) for row in csv.DictReader(handle)][-1] == 5e-4
+
+
+def test_resume_with_changed_data_settings_names_each(demo_run, tmp_path, caplog):
+    """Going on at another size or with other normalisation is allowed but said, key by
+    key; where the data lives (data.root) may change silently."""
+    work = _copy_run(demo_run, tmp_path)
+    changed = ["train.max_steps=3", "train.eval_interval=3", "data.size=64", "data.flip=true",
+               f"data.root={tmp_path}", "--quiet"]  # fmt: skip
+    assert _status(["train", DEMO, *TINY, *changed, "--work-dir", work, "--resume"]) == 0
+    said = [r.getMessage() for r in caplog.records if "resumed with data." in r.getMessage()]
+    assert len(said) == 2, said
+    assert said[0].startswith("resumed with data.flip=True (checkpoint ") and "False)" in said[0]
+    assert said[1].startswith("resumed with data.size=64 (checkpoint ") and "32)" in said[1]
 
 
 def test_resume_from_a_missing_file(capsys):
@@ -788,7 +803,7 @@ TOOL_EVALUATE = (sys.executable, str(ROOT / "tools" / "evaluate.py"))
 def _one_line_no_traceback(result, status: int, names) -> None:
     assert result.returncode == status, result.stderr
     assert "Traceback" not in result.stderr and 'File "' not in result.stderr, result.stderr
-    lines = [line for line in result.stderr.splitlines() if line.startswith("cvae-seg")]
+    lines = [line for line in error_lines(result.stderr) if line.startswith("cvae-seg")]
     assert len(lines) == 1, result.stderr
     assert all(name in lines[0] for name in names), lines[0]
 

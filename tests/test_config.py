@@ -27,6 +27,14 @@ def test_config_errors_name_the_key(tmp_path):
     child.write_text("_base_: child.yaml\n")
     with pytest.raises(ValueError, match="includes itself"):
         load_config(child)
+    child.write_text("_base_: missing.yaml\n")
+    with pytest.raises(FileNotFoundError, match=r"missing\.yaml \(the _base_ of .*child\.yaml\)"):
+        load_config(child)
+    child.write_text(f"_base_: {tmp_path}\n")
+    with pytest.raises(IsADirectoryError, match=r"the _base_ of .*child\.yaml\) is a folder"):
+        load_config(child)
+    with pytest.raises(TypeError, match=r"a list of 'key\.sub=value' strings.*\['train\.max"):
+        load_config(demo, "train.max_steps=3")  # not read one character at a time
 
 
 def test_config_base_files_merge():

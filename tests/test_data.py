@@ -66,6 +66,10 @@ def test_lfw_errors_name_the_file(tmp_path):
         ValueError, match=r"Cy_Young_0002\.ppm: unknown label colour \(255, 255, 0\)"
     ):
         load_lfw_parts(root, "val")
+    pixels[0, 0], pixels[1, 1] = (0, 0, 255), (10, 20, 30)  # a pixel the resize to 4 skips
+    Image.fromarray(pixels).save(label)
+    with pytest.raises(ValueError, match=r"Cy_Young_0002\.ppm: unknown label colour \(10, 20"):
+        load_lfw_parts(root, "val", 4)
     Image.fromarray(pixels[:10]).save(label)
     with pytest.raises(ValueError, match=r"Cy_Young_0002\.ppm: label is 20x10"):
         load_lfw_parts(root, "val")

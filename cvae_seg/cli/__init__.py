@@ -18,9 +18,11 @@ inside the subcommands, so ``cvae-seg --help`` answers at once.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from cvae_seg.cli.arguments import PROG, build_parser, parse
@@ -43,10 +45,33 @@ def _execute(args: argparse.Namespace) -> Any:
     return COMMANDS[args.command](args)
 
 
+@contextlib.contextmanager
+def _user_warnings_in_one_line(command: str) -> Iterator[None]:
+    """Show a UserWarning (ours about the user's settings, or smp's) as one line naming the
+    command, as errors are shown: Python's default names the library file that raised it and
+    prints its source line (for a config check, a line of pydantic's), which reads as a
+    crash. Other categories keep Python's format."""
+    default = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if not issubclass(category, UserWarning):
+            return default(message, category, filename, lineno, file, line)
+        if speaks_for_the_job():
+            text = " ".join(str(message).split())
+            print(f"{PROG} {command}: warning: {text}", file=file or sys.stderr)
+
+    warnings.showwarning = show
+    try:
+        yield
+    finally:
+        warnings.showwarning = default
+
+
 def _run_reporting_user_errors(argv: Sequence[str]) -> int:
     args = parse(argv)  # a usage error exits here with argparse's status 2
     try:
-        _execute(args)
+        with _user_warnings_in_one_line(args.command):
+            _execute(args)
     except UserError as error:
         return _report(args, "error", error, 2)
     except FloatingPointError as error:  # training diverged: not the user's typo, not a bug

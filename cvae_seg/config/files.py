@@ -113,8 +113,14 @@ def read_yaml_config(path: str | os.PathLike, _seen: tuple[Path, ...] = ()) -> d
     line) named.
     """
     path = Path(path)
+    named_by = f" (the _base_ of {_seen[-1]})" if _seen else ""
+    if path.is_dir():
+        raise IsADirectoryError(
+            f"config file {path}{named_by} is a folder; expected a YAML file such as "
+            "configs/demo.yaml"
+        )
     if not path.is_file():
-        raise FileNotFoundError(f"config file {path} does not exist")
+        raise FileNotFoundError(f"config file {path}{named_by} does not exist")
     if path.resolve() in _seen:
         raise ValueError(f"config file {path} includes itself through _base_")
     data = _read_yaml(path)
@@ -152,6 +158,11 @@ def load_config(
     path: str | os.PathLike | None = None, overrides: list[str] | None = None
 ) -> Config:
     """Read a YAML config (or the defaults), apply overrides, validate."""
+    if isinstance(overrides, str):  # would be read one character at a time
+        raise TypeError(
+            f"overrides must be a list of 'key.sub=value' strings, got the string {overrides!r}; "
+            f"write [{overrides!r}]"
+        )
     data = read_yaml_config(path) if path is not None else {}
     source = "defaults" if path is None else str(path)
     return validate_config(apply_overrides(data, overrides or []), source)

@@ -16,6 +16,7 @@ import tarfile
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from cvae_seg.data.common import ARCHIVE_ERRORS, SegmentationArrays, decode_image, resize_pair
 
@@ -133,7 +134,10 @@ def load_lfw_parts(root: str | Path, split: str = "train", size: int = 128) -> S
                 f"{label_path}: label is {label.size[0]}x{label.size[1]} but its image "
                 f"{image_path} is {image.size[0]}x{image.size[1]}"
             )
-        image_array, label_array = resize_pair(image, label, size)
+        # colours are checked at full size: after the nearest resize a stray pixel may be
+        # one the resize skips, and the label would pass with it unseen
+        classes = Image.fromarray(_label_to_classes(np.asarray(label), label_path))
+        image_array, class_array = resize_pair(image, classes, size)
         images.append(image_array)
-        labels.append(_label_to_classes(label_array, label_path))
+        labels.append(class_array)
     return SegmentationArrays(np.stack(images), np.stack(labels), LFW_CLASSES, tuple(stems))

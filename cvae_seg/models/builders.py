@@ -59,12 +59,16 @@ def create_backbone(
     encoder_weights defaults to None: random initialisation, nothing downloaded, so a build
     works offline and gives the same model everywhere. Any other value is smp's: a name of
     the encoder's pretrained weights ("imagenet", ...) that smp downloads from the network
-    (for a "tu-" timm encoder any value means timm's pretrained weights, also downloaded);
-    it is no path to a local file. An unknown name is refused with smp's list of names.
+    (for a "tu-" timm encoder any value but None means timm's pretrained weights, also
+    downloaded, so False is refused); it is no path to a local file. An unknown name of an
+    smp encoder's weights is refused with smp's list, a failed download with one OSError
+    that names encoder_weights. Arguments smp would drop (an smp encoder gets none of the
+    unknown ones) are refused with the closest names.
     """
     import segmentation_models_pytorch as smp  # slow import, only when an smp model is built
 
     classes = integer_at_least("classes", classes)
+    _check_smp_arguments(arch, encoder_name, encoder_weights, kwargs)
     try:
         return smp.create_model(
             arch,
@@ -88,6 +92,45 @@ def create_backbone(
         if "encoder name" not in text and "Unknown model" not in text:
             raise
         raise ValueError(_unknown_encoder(encoder_name, smp.encoders.get_encoder_names())) from None
+    except OSError as error:  # huggingface_hub's download errors (no network, no such file)
+        if encoder_weights is None or not type(error).__module__.startswith("huggingface_hub"):
+            raise
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise OSError(
+            f"encoder_weights={encoder_weights!r}: downloading the pretrained weights of encoder "
+            f"{encoder_name!r} failed ({reason}); encoder_weights=None builds it with random "
+            "weights, offline"
+        ) from error
+
+
+def _check_smp_arguments(
+    arch: str, encoder_name: str, encoder_weights: Any, kwargs: dict[str, Any]
+) -> None:
+    """Refuse what smp would take silently and get wrong.
+
+    smp hands arguments its architecture does not name to the encoder only when the encoder
+    is a timm one (which refuses unknown names itself); for its own encoders it drops them,
+    so a misspelled argument would build a model without it. And a timm encoder reads any
+    encoder_weights other than None, False included, as "download the pretrained weights".
+    """
+    import segmentation_models_pytorch as smp
+    from segmentation_models_pytorch.encoders import is_equivalent_to_timm_universal
+
+    timm_encoder = encoder_name.startswith("tu-") or is_equivalent_to_timm_universal(encoder_name)
+    if timm_encoder and encoder_weights is False:
+        raise ValueError(
+            f"encoder_weights=False for the timm encoder {encoder_name!r}: smp reads it as "
+            "'download the pretrained weights'; give None for random initialisation"
+        )
+    if timm_encoder:
+        return
+    arch_names = set(inspect.signature(getattr(smp, arch)).parameters) - {"kwargs"}
+    dropped = sorted(set(kwargs) - arch_names)
+    if dropped:
+        raise TypeError(
+            _unknown_argument(dropped[0], arch)
+            + f"; smp passes other arguments only to 'tu-' (timm) encoders, not {encoder_name!r}"
+        )
 
 
 def _unknown_argument(name: str, arch: str) -> str:

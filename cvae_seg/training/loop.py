@@ -8,6 +8,7 @@ metrics as 2N steps (bit for bit on the CPU; the tests check it).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -124,6 +125,40 @@ def _check_work_dir(work_dir: Path) -> None:
         remove_stale_temporaries(folder)
 
 
+@contextlib.contextmanager
+def _removed_if_set_up_fails(work_dir: Path) -> Iterator[None]:
+    """Remove the folders this call made for ``work_dir`` when the run's set-up fails (bad
+    data, a checkpoint that does not fit): a refused run leaves nothing behind. Only folders
+    that are still empty go; a folder that was there before is never touched. Only the
+    process that makes the folder (rank 0) removes it."""
+    chain = (work_dir, *work_dir.parents) if distributed.is_main_process() else ()
+    made = [folder for folder in chain if not folder.exists()]
+    try:
+        yield
+    except BaseException:
+        for folder in made:  # deepest first
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
+        raise
+
+
+def _loaders(run: _Run, device: torch.device) -> tuple[Any, Any]:
+    """The training loader (each process its shard of every global batch, in the order the
+    step sampler fixes for any resume) and the validation loader."""
+    config, world = run.config, distributed.world_size()
+    global_batch, local_batch = process_batch_size(config, world)
+    seed, workers = config.train.seed, config.data.num_workers
+    _check_batch_fits(len(run.train_set), global_batch)
+    run.train_model = wrap_for_processes(run.model, config, device)
+    run.sampler = StepSampler(
+        len(run.train_set), global_batch, seed, run.step, distributed.rank(), world
+    )
+    loader = make_loader(run.train_set, local_batch, workers, device, run.sampler, seed)
+    val_sampler = ShardSampler(len(run.val_set), distributed.rank(), world)
+    val_loader = make_loader(run.val_set, config.eval.batch_size, workers, device, val_sampler)
+    return loader, val_loader
+
+
 def _warn_of_an_earlier_run(work_dir: Path) -> None:
     """Say that a fresh run replaces the one already in ``work_dir`` (as mmsegmentation, a
     fresh run writes over it; the warning keeps that from going unnoticed)."""
@@ -185,6 +220,25 @@ def _build_run(config: Config, work_dir: Path, device: torch.device) -> _Run:
     )
 
 
+# where the data is and how fast it loads: free to change between calls of one run
+_DATA_KEYS_OF_THE_MACHINE = frozenset({"root", "cache_dir", "num_workers"})
+
+
+def _warn_of_changed_data(saved: dict[str, Any], config: Config, resume: Any) -> None:
+    """Name each data setting that differs from the checkpoint's (a warning, as for a changed
+    learning rate: going on at another size or on other data can be meant, but never
+    unnoticed). A key the checkpoint predates counts as its default."""
+    current = config.data.model_dump(mode="json")
+    defaults = type(config.data)().model_dump(mode="json")
+    for key in sorted(set(current) - _DATA_KEYS_OF_THE_MACHINE):
+        before = saved.get(key, defaults[key])
+        if before != current[key]:
+            log.warning(
+                "resumed with data.%s=%r (checkpoint %s trained with %r)",
+                key, current[key], resume, before,
+            )  # fmt: skip
+
+
 def _restore(run: _Run, state: dict[str, Any] | None, resume: Any) -> None:
     """Continue from ``state`` (a checkpoint), or give ranks > 0 their own latent noise."""
     world = distributed.world_size()
@@ -192,6 +246,7 @@ def _restore(run: _Run, state: dict[str, Any] | None, resume: Any) -> None:
         if run.rank > 0:  # distinct latent noise per process; the weights come from rank 0
             torch.manual_seed(rank_rng_seed(run.config.train.seed, 0, run.rank))
         return
+    _warn_of_changed_data(state["config"].get("data", {}), run.config, resume)
     saved_model = state["config"].get("model", {})
     current = run.config.model.model_dump(mode="json")
     load_model_state(run.model, state["model"], f"checkpoint {resume}", saved_model, current)
@@ -372,25 +427,14 @@ def train(
     work_dir = Path(work_dir)
     torch_device = _join_processes(device)
     state = _read_resume(resume, config, torch_device)
-    if distributed.is_main_process():
-        _check_work_dir(work_dir)
-        if state is None:
-            _warn_of_an_earlier_run(work_dir)
-    world = distributed.world_size()
-    global_batch, local_batch = process_batch_size(config, world)
-    run = _build_run(config, work_dir, torch_device)
-    _restore(run, state, resume)
-    run.train_model = wrap_for_processes(run.model, config, torch_device)
-    seed, workers = config.train.seed, config.data.num_workers
-    _check_batch_fits(len(run.train_set), global_batch)
-    run.sampler = StepSampler(
-        len(run.train_set), global_batch, seed, run.step, distributed.rank(), world
-    )
-    loader = make_loader(run.train_set, local_batch, workers, torch_device, run.sampler, seed)
-    val_sampler = ShardSampler(len(run.val_set), distributed.rank(), world)
-    val_loader = make_loader(
-        run.val_set, config.eval.batch_size, workers, torch_device, val_sampler
-    )
+    with _removed_if_set_up_fails(work_dir):
+        if distributed.is_main_process():
+            _check_work_dir(work_dir)
+            if state is None:
+                _warn_of_an_earlier_run(work_dir)
+        run = _build_run(config, work_dir, torch_device)
+        _restore(run, state, resume)
+        loader, val_loader = _loaders(run, torch_device)
     if run.main_process:
         _record_config(work_dir, config)
     if state is None:
