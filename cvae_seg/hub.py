@@ -41,6 +41,10 @@ def save_pretrained(
     build = dict(model.config)
     arch = build.pop("arch")
     directory = Path(directory)
+    if directory.exists() and not directory.is_dir():
+        raise NotADirectoryError(
+            f"save_pretrained: {directory} is a file; expected a folder (made when missing)"
+        )
     config = {
         "format_version": FORMAT_VERSION,
         "cvae_seg_version": __version__,

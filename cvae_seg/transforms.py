@@ -22,6 +22,8 @@ import numpy as np
 from albumentations.core.transforms_interface import BaseTransformInitSchema
 from pydantic import Field, model_validator
 
+from cvae_seg.checks import integer_at_least
+
 __all__ = ["GridBlockOcclusion", "RandomSquareOcclusion", "grid_block_mask", "square_mask"]
 
 Fill = float | tuple[float, ...]
@@ -62,6 +64,11 @@ def grid_block_mask(
     height: int, width: int, block_size: int, drop_prob: float, rng: np.random.Generator
 ) -> np.ndarray:
     """Boolean (H, W) mask, True where a b x b grid block is dropped (probability drop_prob)."""
+    block_size = integer_at_least("block_size", block_size)
+    if not 0 <= drop_prob <= 1:
+        raise ValueError(f"drop_prob must be a probability in [0, 1], got {drop_prob!r}")
+    if not isinstance(rng, np.random.Generator):
+        raise TypeError(f"rng must be a numpy Generator (np.random.default_rng(seed)), got {rng!r}")
     rows, cols = -(-height // block_size), -(-width // block_size)
     blocks = rng.random((rows, cols)) < drop_prob
     return np.repeat(np.repeat(blocks, block_size, 0), block_size, 1)[:height, :width]

@@ -274,6 +274,8 @@ def test_user_input_errors_name_what_was_expected():
         model(x.to(torch.uint8))
     with pytest.raises(TypeError, match=r"x is torch.float64 but the model's weights are"):
         model(x.double())
+    with pytest.raises(ValueError, match=r"x holds NaN or infinite values"):
+        model.sample(torch.where(x > 0, x, torch.nan), num_samples=2)
     bad = y.clone()
     bad[0, 0, 0] = 7
     with pytest.raises(ValueError, match=r"1 label\(s\) outside 0..2 .* e\.g\. 7.*classes=3"):

@@ -35,3 +35,13 @@ def test_a_flag_is_not_taken_for_a_class_count():
     # True passed as 1 before the shared check: a one-class model built without a word
     with pytest.raises(ValueError, match="classes must be a positive integer, got True"):
         cvae_seg.create_model("Unet", encoder_name="resnet18", encoder_weights=None, classes=True)
+    with pytest.raises(ValueError, match="in_channels must be a positive integer, got 0"):
+        cvae_seg.create_model("Unet", encoder_name="resnet18", in_channels=0)  # not the probe
+
+
+def test_build_dataset_names_the_config_it_takes():
+    from cvae_seg.config import load_config
+    from cvae_seg.data import build_dataset
+
+    with pytest.raises(TypeError, match=r"takes a DataConfig \(config.data\).*pass config.data"):
+        build_dataset(load_config(), "val", train=False)

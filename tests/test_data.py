@@ -282,6 +282,9 @@ def test_download_checks_extracts_and_resumes_offline(tmp_path, monkeypatch):
         downloads.download("toy", tmp_path / "data", progress=False)
     with pytest.raises(ValueError, match="unknown data set 'imagenet'"):
         downloads.download("imagenet", tmp_path / "data")
+    (tmp_path / "afile").write_text("")
+    with pytest.raises(OSError, match=r"download root .*afile: cannot make .*expected a folder"):
+        downloads.download("toy", tmp_path / "afile", progress=False)
 
 
 def test_download_tries_the_mirrors_first_then_names_every_address(tmp_path, monkeypatch):

@@ -100,6 +100,10 @@ def test_save_refuses_what_json_cannot_hold_before_writing_anything(tmp_path):
     assert not (tmp_path / "m").exists()  # no half-saved folder
     with pytest.raises(ValueError, match=r"classes has 2 names .* the model predicts 3"):
         _unet().save_pretrained(tmp_path / "m", classes=["a", "b"])
+    (tmp_path / "taken").write_text("a file of the user's")
+    with pytest.raises(NotADirectoryError, match=r"taken is a file; expected a folder"):
+        _unet().save_pretrained(tmp_path / "taken")
+    assert (tmp_path / "taken").read_text() == "a file of the user's"
 
 
 def test_map_location_is_checked_as_a_device(tmp_path):
@@ -168,3 +172,11 @@ def test_models_that_cannot_be_rebuilt_are_refused(tmp_path):
     with pytest.raises(ValueError, match=r"backbone Plain cannot be rebuilt.*register_model"):
         model.save_pretrained(tmp_path)
     assert not (tmp_path / "model.safetensors").exists()
+
+
+def test_evaluating_a_folder_saved_without_its_training_config_says_how(tmp_path):
+    from cvae_seg.training.loading import load_trained
+
+    _unet().save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match=r"no training_config .* save_pretrained\(\.\.\., train"):
+        load_trained(tmp_path, torch.device("cpu"))

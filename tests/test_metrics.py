@@ -124,6 +124,8 @@ def test_bad_inputs_are_named():
         metrics.pixel_accuracy(torch.zeros(2, 3), torch.zeros(2, 3, dtype=torch.long))
     with pytest.raises(ValueError, match=r"\[0, 4\)"):
         metrics.mean_iou(torch.zeros(2, 2, dtype=torch.long), torch.full((2, 2), 7), C)
+    with pytest.raises(TypeError, match=r"pred must be a torch.Tensor .* got ndarray"):
+        metrics.pixel_accuracy(np.zeros((2, 2), np.int64), torch.zeros(2, 2, dtype=torch.long))
 
 
 def test_foreground_iou_skips_an_image_whose_pixels_are_all_ignored():

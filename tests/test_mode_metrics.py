@@ -39,6 +39,9 @@ def test_mode_counts_and_total_variation_by_hand():
     middle[:, 2] = 1  # 4 pixels from either candidate
     assert metrics.mode_counts(middle[None], candidates, 4).tolist() == [1, 0, 0]
     assert metrics.mode_counts(middle[None], candidates, 3).tolist() == [0, 0, 1]
+    for bad in (-1, float("nan")):  # every sample would be a miss, silently
+        with pytest.raises(ValueError, match="max_distance must be a number of pixels >= 0"):
+            metrics.mode_counts(middle[None], candidates, bad)
 
 
 @pytest.mark.parametrize("seed", range(4))

@@ -1,6 +1,7 @@
 """cvae_seg.training.checkpoint: what is kept, how it reads back, and a kill while saving."""
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -49,6 +50,14 @@ def test_broken_checkpoints_are_named(tmp_path):
     (tmp_path / "cut.pt").write_bytes(data[: len(data) // 2])
     with pytest.raises(ValueError, match=r"cut\.pt could not be read"):
         load_checkpoint(tmp_path / "cut.pt")
+    (tmp_path / "notes.pt").write_text("not a checkpoint")  # torch: "Memo value not found"
+    with pytest.raises(ValueError, match=r"notes\.pt could not be read: .*\(not a torch check"):
+        load_checkpoint(tmp_path / "notes.pt")
+    (tmp_path / "pretrained").mkdir()  # the run's export: its folder's last.pt is meant
+    (tmp_path / "pretrained" / "config.json").write_text("{}")
+    with pytest.raises(IsADirectoryError, match=r"weights only\); expected a \.pt file such as "
+                       + re.escape(str(tmp_path / "last.pt"))):  # fmt: skip
+        load_checkpoint(tmp_path / "pretrained")
     torch.save({"weights": 1}, tmp_path / "other.pt")
     with pytest.raises(ValueError, match=r"other\.pt is not a cvae_seg checkpoint"):
         load_checkpoint(tmp_path / "other.pt")

@@ -114,3 +114,9 @@ def test_grid_blocks_are_aligned_and_dropped_at_the_given_rate():
     assert np.mean(rates) == pytest.approx(0.7, abs=0.02)
     edge = grid_block_mask(10, 10, 4, 1.0, np.random.default_rng(0))
     assert edge.shape == (10, 10) and edge.all()
+    with pytest.raises(ValueError, match="block_size must be a positive integer, got 0"):
+        grid_block_mask(8, 8, 0, 0.5, np.random.default_rng(0))
+    with pytest.raises(ValueError, match=r"drop_prob must be a probability in \[0, 1\], got 2"):
+        grid_block_mask(8, 8, 2, 2, np.random.default_rng(0))
+    with pytest.raises(TypeError, match=r"rng must be a numpy Generator"):
+        grid_block_mask(8, 8, 2, 0.5, 0)

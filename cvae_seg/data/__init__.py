@@ -137,6 +137,9 @@ def build_dataset(
     annotations per image, a ``train`` item's "mask" is one annotation drawn from its seed,
     an evaluation item's is the first, with all of them as "masks" (A, H, W).
     """
+    if not isinstance(config, DataConfig):
+        given = "the whole Config; pass config.data" if hasattr(config, "data") else repr(config)
+        raise TypeError(f"build_dataset takes a DataConfig (config.data), got {given}")
     if config.dataset == "mnist":
         images, _ = load_mnist(resolve_root(config.root, "mnist"), split, config.mnist_val_size)
         return MNISTQuadrants(images, config.mnist_observed, config.binarize)

@@ -109,7 +109,13 @@ def download(dataset: str, root: str | os.PathLike = "data", progress: bool = Tr
     if dataset not in SOURCES:
         raise ValueError(f"unknown data set {dataset!r}; expected one of {sorted(SOURCES)}")
     folder = Path(root).expanduser() / dataset
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:  # a file where a folder should be, no permission
+        raise OSError(
+            f"download root {root}: cannot make {folder} ({error.strerror}); expected a "
+            "folder, made when missing"
+        ) from None
     for url, md5 in SOURCES[dataset]:
         target = folder / url.rsplit("/", 1)[1]
         if not target.exists():

@@ -43,6 +43,8 @@ def mode_counts(
     Each sample counts for its nearest candidate (Hamming distance; ties to the lower index),
     or as a miss when that distance exceeds ``max_distance`` pixels.
     """
+    if not max_distance >= 0:  # NaN too: no sample would ever count as a hit
+        raise ValueError(f"max_distance must be a number of pixels >= 0, got {max_distance!r}")
     if samples.shape[1:] != candidates.shape[1:]:
         raise ValueError(
             f"samples (S, H, W) and candidates (K, H, W) must share (H, W), got "

@@ -45,6 +45,12 @@ __all__ = [
 
 # ------------------------------------------------------------------------- validation
 def _check_pair(pred: torch.Tensor, target: torch.Tensor) -> None:
+    for name, value in (("pred", pred), ("target", target)):
+        if not isinstance(value, torch.Tensor):
+            raise TypeError(
+                f"{name} must be a torch.Tensor of integer labels, got {type(value).__name__}"
+                " (torch.as_tensor converts a numpy array)"
+            )
     if pred.shape != target.shape:
         raise ValueError(
             f"pred and target must have the same shape, got {tuple(pred.shape)} and "

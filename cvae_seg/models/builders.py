@@ -68,6 +68,7 @@ def create_backbone(
     import segmentation_models_pytorch as smp  # slow import, only when an smp model is built
 
     classes = integer_at_least("classes", classes)
+    in_channels = integer_at_least("in_channels", in_channels)
     _check_smp_arguments(arch, encoder_name, encoder_weights, kwargs)
     try:
         return smp.create_model(

@@ -265,6 +265,8 @@ def check_image(x: torch.Tensor, in_channels: int, weight_dtype: torch.dtype) ->
             f"x is {x.dtype} but the model's weights are {weight_dtype}; convert with "
             f"x.to({weight_dtype}) (or the model with model.to({x.dtype}))"
         )
+    if not torch.isfinite(x).all():  # else torch's Normal refuses a NaN mean, tensor dumped
+        raise ValueError("x holds NaN or infinite values; expected finite, normalised images")
 
 
 def check_labels(

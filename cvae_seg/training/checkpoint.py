@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -58,13 +59,22 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
     return atomic_write(path, lambda handle: torch.save(payload, handle))
 
 
+def _folder_given(path: Path) -> str:
+    """Say which checkpoint file a folder holds, or its run's (a ``pretrained`` export sits
+    inside the work dir that holds last.pt, and holds no training state itself)."""
+    candidates = [path / "last.pt", path / "best.pt", path.parent / "last.pt"]
+    found = next((c for c in candidates if c.is_file()), path / "last.pt")
+    export = (
+        " (a save_pretrained folder holds weights only)" if (path / "config.json").exists() else ""
+    )
+    return f"checkpoint {path} is a folder{export}; expected a .pt file such as {found}"
+
+
 def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[str, Any]:
     """Read a checkpoint written by `train`, with errors that name the file."""
     path = Path(path)
     if path.is_dir():
-        raise IsADirectoryError(
-            f"checkpoint {path} is a folder; expected a .pt file such as {path / 'last.pt'}"
-        )
+        raise IsADirectoryError(_folder_given(path))
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
     if path.suffix in (".yaml", ".yml"):
@@ -75,6 +85,12 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[
     try:
         state = torch.load(path, map_location=map_location, weights_only=False)
     except Exception as error:
+        if not zipfile.is_zipfile(path):  # what torch.save has written since torch 1.6
+            raise ValueError(
+                f"checkpoint {path} could not be read: torch.save writes a zip archive and "
+                "this file is none (not a torch checkpoint, or a truncated one); expected a "
+                ".pt file written by training"
+            ) from error
         raise ValueError(
             f"checkpoint {path} could not be read ({error}); is it truncated?"
         ) from error

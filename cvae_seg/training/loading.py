@@ -33,7 +33,11 @@ def load_trained(
         source = f"{Path(checkpoint) / 'config.json'}"
         saved = read_pretrained_config(checkpoint)
         if not saved.get("training_config"):
-            raise ValueError(f"{source} holds no training_config to evaluate with")
+            raise ValueError(
+                f"{source} holds no training_config to evaluate with; save the model with "
+                "save_pretrained(..., training_config=config.model_dump(mode='json')), as "
+                "training does, or give a training checkpoint (last.pt)"
+            )
         config = validate_config(saved["training_config"], f"{source}: training_config")
         classes = _class_names(saved.get("classes"), source)
         return from_pretrained(checkpoint, map_location=device), config, classes
