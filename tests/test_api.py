@@ -164,6 +164,11 @@ def test_bad_head_arguments_are_refused_at_construction():
         cvae_seg.create_model("Unet", encoder_name="resnet18", objectve="cnn")
     with pytest.raises(TypeError, match=r"'latent_channel' \(did you mean latent_channels"):
         cvae_seg.create_backbone("FPN", encoder_name="resnet18", latent_channel=4)
+    with pytest.warns(DeprecationWarning):  # a deprecated name smp still takes goes through
+        backbone = cvae_seg.create_backbone(
+            "Unet", encoder_name="resnet18", decoder_use_batchnorm=False, decoder_channels=[8] * 5
+        )
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in backbone.decoder.modules())
     with pytest.raises(ValueError, match=r"scale_weights .* not all zero"):
         _unet(scale_weights=(0, 0, 0))  # no scale scored: nothing would train
     with pytest.raises(ValueError, match="gaussian_kernel_sizes must be a non-empty list"):

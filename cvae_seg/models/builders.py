@@ -104,6 +104,15 @@ def create_backbone(
         ) from error
 
 
+# names smp's architectures still take through **kwargs, with a deprecation warning (smp
+# 0.5-0.6: Unet, UnetPlusPlus, MAnet and Linknet pop decoder_use_batchnorm, PSPNet
+# psp_use_batchnorm, PAN upscale_mode); a later one we do not list is refused by name, never
+# dropped
+_SMP_DEPRECATED_ARGUMENTS = frozenset(
+    {"decoder_use_batchnorm", "psp_use_batchnorm", "upscale_mode"}
+)
+
+
 def _check_smp_arguments(
     arch: str, encoder_name: str, encoder_weights: Any, kwargs: dict[str, Any]
 ) -> None:
@@ -126,7 +135,7 @@ def _check_smp_arguments(
     if timm_encoder:
         return
     arch_names = set(inspect.signature(getattr(smp, arch)).parameters) - {"kwargs"}
-    dropped = sorted(set(kwargs) - arch_names)
+    dropped = sorted(set(kwargs) - arch_names - _SMP_DEPRECATED_ARGUMENTS)
     if dropped:
         raise TypeError(
             _unknown_argument(dropped[0], arch)
