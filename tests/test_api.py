@@ -157,6 +157,8 @@ def test_bad_head_arguments_are_refused_at_construction():
         _unet(latent_channels=0)
     with pytest.raises(TypeError, match=r"unexpected argument.*latent_chanels"):
         cvae_seg.create_model("sohn2015", latent_chanels=4)
+    with pytest.raises(TypeError, match=r"sohn2015 is the paper's own network, with no smp enc"):
+        cvae_seg.create_model("sohn2015", encoder_name="resnet18")  # not the head's to refuse
     with pytest.raises(TypeError, match=r"'latent_channel' \(did you mean latent_channels"):
         cvae_seg.create_model("Unet", encoder_name=TEST_ENCODER, latent_channel=4)  # timm's
     # smp drops arguments it does not name for its own encoders: refused before building

@@ -265,6 +265,12 @@ def sohn2015(
     **kwargs: Any,
 ) -> SegmentationModel:
     """The paper's network with a head (default the CVAE); ``kwargs`` are the head's."""
+    smp_only = sorted(set(kwargs) & {"encoder_name", "encoder_weights", "encoder_depth"})
+    if smp_only:  # else the head would be named as refusing them
+        raise TypeError(
+            f"sohn2015 is the paper's own network, with no smp encoder: {', '.join(smp_only)} "
+            "does not apply (an smp architecture such as 'Unet' takes it)"
+        )
     return wrap_backbone(lambda: Sohn2015(in_channels=in_channels, classes=classes), objective,
                          kwargs, head)  # fmt: skip
 
