@@ -119,6 +119,10 @@ def from_pretrained(
         model = create_model(arch, **kwargs)
     except (TypeError, ValueError) as error:
         raise ValueError(f"{config_path}: model {arch!r} could not be built ({error})") from error
+    try:  # an edited config.json whose names no longer match the model's outputs
+        _check_classes(config.get("classes"), getattr(model, "num_classes", None))
+    except ValueError as error:
+        raise ValueError(f"{config_path}: {error}") from None
     try:
         state = load_file(str(weights_path), device=str(device))
     except Exception as error:

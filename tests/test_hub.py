@@ -180,3 +180,11 @@ def test_evaluating_a_folder_saved_without_its_training_config_says_how(tmp_path
     _unet().save_pretrained(tmp_path)
     with pytest.raises(ValueError, match=r"no training_config .* save_pretrained\(\.\.\., train"):
         load_trained(tmp_path, torch.device("cpu"))
+
+
+def test_a_config_json_whose_class_names_do_not_fit_the_model_is_refused(tmp_path):
+    _unet().save_pretrained(tmp_path, classes=["a", "b", "c"])
+    saved = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**saved, "classes": ["a", "b"]}))
+    with pytest.raises(ValueError, match=r"config\.json: classes has 2 names .* predicts 3"):
+        cvae_seg.from_pretrained(tmp_path)
