@@ -112,7 +112,10 @@ CONFIG_FILES = {
     "top_level_list": ("- model\n- train\n", ["bad.yaml", "expected a mapping of sections"]),
     "section_as_a_number": ("train: 3\n", ["train: Input should be a valid dictionary", "got 3"]),
     "misspelt_section": ("trian:\n  lr: 0.1\n", ["trian: unknown key (did you mean train?)"]),
-    "missing_base_file": ("_base_: nowhere.yaml\n", ["nowhere.yaml does not exist"]),
+    "missing_base_file": (
+        "_base_: nowhere.yaml\n",
+        ["nowhere.yaml (the _base_ of", "bad.yaml) does not exist"],
+    ),
     "base_as_a_list": ("_base_: [a.yaml, b.yaml]\n", ["_base_ must name one config file"]),
     "base_includes_itself": ("_base_: bad.yaml\n", ["bad.yaml includes itself through _base_"]),
     "not_text": (b"\x80\x02 a pickle, not YAML", ["bad.yaml is not UTF-8 text", "YAML config"]),
