@@ -52,6 +52,10 @@ lfw_table() {
 }
 
 known_truth() {  # passes again while a run that another job held is unfinished
+  # returns 0 whatever the passes found: a run still held by the other job is finished (and
+  # the complete report written) by that job, and under `set -e` a failing status here
+  # would end this job's branch before its core joins the other study
+  local pass
   for pass in 1 2 3; do
     step python benchmarks/known_truth.py --budget cpu --threads 1 --steps 8000 --split test \
         --holdout 0.2 --annotators 4 --objectives cnn gsnn cvae hybrid \
@@ -64,6 +68,7 @@ import json, sys
 sys.exit(1 if json.load(open(sys.argv[1]))["unfinished"] else 0)
 PY
   done
+  return 0
 }
 
 # one process per core: when one study is done, its core joins the other's runs (each run
