@@ -8,7 +8,6 @@ metrics as 2N steps (bit for bit on the CPU; the tests check it).
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import os
@@ -21,13 +20,11 @@ from typing import Any
 
 import numpy as np
 import torch
-import yaml
 from tqdm import tqdm
 
 from cvae_seg import distributed
 from cvae_seg.config import Config
 from cvae_seg.data import build_dataset
-from cvae_seg.io import atomic_write_text, remove_stale_temporaries
 from cvae_seg.models.base import ConditionalGenerativeModel
 from cvae_seg.training.build import build_model
 from cvae_seg.training.checkpoint import (
@@ -50,6 +47,12 @@ from cvae_seg.training.samplers import ShardSampler, StepSampler, make_loader
 from cvae_seg.training.schedules import kl_warmup_factor
 from cvae_seg.training.step import train_step
 from cvae_seg.training.validation import summary, validate
+from cvae_seg.training.work_dir import (
+    check_work_dir,
+    record_config,
+    removed_if_set_up_fails,
+    warn_of_an_earlier_run,
+)
 
 __all__ = ["train"]
 
@@ -109,39 +112,6 @@ def _read_resume(
     return state
 
 
-def _check_work_dir(work_dir: Path) -> None:
-    """The work dir, made when missing and cleared of an interrupted write's leftovers. A
-    path that is a file or cannot be made a folder is refused naming it (the ``_check_``
-    name marks this as reading the user's input for the command line's error rule)."""
-    if work_dir.exists() and not work_dir.is_dir():
-        raise NotADirectoryError(
-            f"work dir {work_dir} is a file; expected a folder (made when missing)"
-        )
-    try:
-        work_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise OSError(f"work dir {work_dir} cannot be made: {error.strerror}") from None
-    for folder in (work_dir, work_dir / "pretrained"):
-        remove_stale_temporaries(folder)
-
-
-@contextlib.contextmanager
-def _removed_if_set_up_fails(work_dir: Path) -> Iterator[None]:
-    """Remove the folders this call made for ``work_dir`` when the run's set-up fails (bad
-    data, a checkpoint that does not fit): a refused run leaves nothing behind. Only folders
-    that are still empty go; a folder that was there before is never touched. Only the
-    process that makes the folder (rank 0) removes it."""
-    chain = (work_dir, *work_dir.parents) if distributed.is_main_process() else ()
-    made = [folder for folder in chain if not folder.exists()]
-    try:
-        yield
-    except BaseException:
-        for folder in made:  # deepest first
-            if folder.is_dir() and not any(folder.iterdir()):
-                folder.rmdir()
-        raise
-
-
 def _loaders(run: _Run, device: torch.device) -> tuple[Any, Any]:
     """The training loader (each process its shard of every global batch, in the order the
     step sampler fixes for any resume) and the validation loader."""
@@ -159,17 +129,6 @@ def _loaders(run: _Run, device: torch.device) -> tuple[Any, Any]:
     return loader, val_loader
 
 
-def _warn_of_an_earlier_run(work_dir: Path) -> None:
-    """Say that a fresh run replaces the one already in ``work_dir`` (as mmsegmentation, a
-    fresh run writes over it; the warning keeps that from going unnoticed)."""
-    earlier = [name for name in ("last.pt", "best.pt", "metrics.csv") if (work_dir / name).exists()]
-    if earlier:
-        log.warning(
-            "work dir %s already holds a run (%s): this run starts from scratch and replaces "
-            "it; --resume continues it instead", work_dir, ", ".join(earlier),
-        )  # fmt: skip
-
-
 def _check_batch_fits(items: int, batch: int) -> None:
     """Refuse a batch larger than the training set, naming the setting (the sampler's own
     check would be a bug's traceback on the command line)."""
@@ -178,13 +137,6 @@ def _check_batch_fits(items: int, batch: int) -> None:
             f"data.batch_size={batch} is more than the {items} items of the training set; "
             "lower data.batch_size or give more data"
         )
-
-
-def _record_config(work_dir: Path, config: Config) -> None:
-    """config.yaml: the resolved config, written once the run has accepted it (a resume
-    that refuses the config leaves the record of the run it refused to continue)."""
-    text = yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
-    atomic_write_text(work_dir / "config.yaml", text)
 
 
 def _build_run(config: Config, work_dir: Path, device: torch.device) -> _Run:
@@ -427,16 +379,16 @@ def train(
     work_dir = Path(work_dir)
     torch_device = _join_processes(device)
     state = _read_resume(resume, config, torch_device)
-    with _removed_if_set_up_fails(work_dir):
+    with removed_if_set_up_fails(work_dir):
         if distributed.is_main_process():
-            _check_work_dir(work_dir)
+            check_work_dir(work_dir)
             if state is None:
-                _warn_of_an_earlier_run(work_dir)
+                warn_of_an_earlier_run(work_dir)
         run = _build_run(config, work_dir, torch_device)
         _restore(run, state, resume)
         loader, val_loader = _loaders(run, torch_device)
     if run.main_process:
-        _record_config(work_dir, config)
+        record_config(work_dir, config)
     if state is None:
         _save_last(run)
     history = MetricsLog(work_dir, run.step, enabled=run.main_process)
