@@ -2,10 +2,10 @@
 
     python benchmarks/known_truth.py [--budget ci|cpu|gpu] [--tasks 2 4 8] [--seeds 0 1]
         [--config configs/known_truth_iw.yaml] [--heads cvae probunet ssn mc_dropout ensemble]
-        [--split val|test] [--holdout F] [--annotators A] [--hit-distance PX] [--steps N]
+        [--split val|test|test2] [--holdout F] [--annotators A] [--hit-distance PX] [--steps N]
         [--work-dir work_dirs/known_truth] [--out results/known_truth_<budget>]
         [--figure FIGURE.png] [--merge A.json B.json --out OUT] [--diagnose CHECKPOINT]
-        [--draw RUNS [RUNS ...] --figure FIGURE.png]
+        [--draw RUNS [RUNS ...] --figure FIGURE.png] [--rescore RUNS --split test2 --out OUT]
 
 A box's part behind an occluder is one of K shapes with unequal, known probabilities
 (`cvae_seg.data.known_truth`), so log p(y|x) of every pair, the conditional entropy H and the
@@ -42,8 +42,10 @@ updates, three seeds, more samples). ``--steps`` overrides the budget's updates 
 WORK/<budget>_<steps>steps). ``--merge A.json B.json --out OUT`` joins reports of seeds run
 as separate jobs into one table; ``--diagnose`` prints where a trained CVAE's excess NLL
 sits; ``--draw RUNS...`` draws the sample grid of every model saved in runs folders or work
-dirs. A finished run's scores are kept in its folder and an unfinished one resumes from its
-last checkpoint, so the same command again goes on where it stopped, and several processes
+dirs; ``--rescore RUNS --split test2`` scores the finished runs once more on new test pairs
+(`known_truth_rescore`), for when the test split's numbers have already guided a choice. A
+finished run's scores are kept in its folder and an unfinished one resumes from its last
+checkpoint, so the same command again goes on where it stopped, and several processes
 running it share the runs (`known_truth_runs`). docs/benchmarks/known_truth.md holds the
 measured tables.
 """
@@ -90,6 +92,7 @@ from known_truth_report import (  # noqa: E402
     protocol,
     write_report,
 )
+from known_truth_rescore import rescore_runs  # noqa: E402
 from known_truth_runs import (  # noqa: E402
     CHECKPOINT_INTERVAL,
     KeptFileError,
@@ -306,6 +309,11 @@ def _parser() -> argparse.ArgumentParser:
         help="only print where a trained CVAE's excess NLL sits (per shape, visible/occluded)",
     )  # fmt: skip
     parser.add_argument(
+        "--rescore", type=Path, default=None, metavar="RUNS",
+        help="only score the finished runs under RUNS (a WORK/<budget>_<steps>steps folder) "
+        "on --split (test2: new test pairs), into --out; their result.json stay as they are",
+    )  # fmt: skip
+    parser.add_argument(
         "--merge", type=Path, nargs="+", default=None, metavar="REPORT",
         help="only merge these OUT.json reports (e.g. seeds run in parallel) into --out",
     )  # fmt: skip
@@ -339,6 +347,8 @@ def main(argv: list[str] | None = None) -> dict:
                          "holding K<k>/<model>/seed<n>/best.pt, or work dirs of them (with "
                          "--tasks, of those tasks)")  # fmt: skip
         return _save_figure(args, models)
+    if args.rescore is not None:
+        return _rescore(parser, args, budget, argv)
     if args.diagnose is not None:
         device = select_device(args.device)
         model, config, _ = load_trained(args.diagnose, device)
@@ -365,6 +375,23 @@ def main(argv: list[str] | None = None) -> dict:
         return run_benchmark(args, budget, argv)
     except (OtherSettings, KeptFileError) as error:
         parser.error(str(error))
+
+
+def _rescore(parser: argparse.ArgumentParser, args: argparse.Namespace, budget: dict,
+             argv: list[str] | None) -> dict:  # fmt: skip
+    """--rescore: every finished run under RUNS scored on --split, reported to --out."""
+    if args.out is None or not args.rescore.is_dir():
+        parser.error(f"--rescore {args.rescore}: expected a folder of K<k>/<model>/seed<n> runs "
+                     "and --out")  # fmt: skip
+    device = select_device(args.device)
+    header = _report_header(args, budget, argv, device, args.tasks or budget["tasks"], [])
+    report = rescore_runs(args.rescore, header, _scoring(args, budget), budget, device, args.tasks)
+    if not report["runs"]:
+        parser.error(f"--rescore {args.rescore}: no finished run with a best.pt there")
+    report["seeds"] = sorted({row["seed"] for row in report["runs"]})
+    write_report(report, args.out)
+    print(markdown(report))
+    return report
 
 
 def _report_header(args: argparse.Namespace, budget: dict, argv: list[str] | None,

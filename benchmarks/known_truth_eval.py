@@ -23,7 +23,12 @@ import torch
 from cvae_seg import metrics
 from cvae_seg.config import Config
 from cvae_seg.data.common import build_transform
-from cvae_seg.data.known_truth import KnownTruthSet, known_truth_split, true_log_likelihood
+from cvae_seg.data.known_truth import (
+    TEST_SPLITS,
+    KnownTruthSet,
+    known_truth_split,
+    true_log_likelihood,
+)
 from cvae_seg.evaluation import evaluate_annotators
 
 __all__ = ["declared_estimator", "estimators", "evaluate_run", "evaluation_set"]
@@ -196,7 +201,7 @@ def evaluate_run(model, config: Config, budget: dict, device: torch.device,
         return result
 
     result = {"entropy": truth.entropy, "nll_estimator": declared, **subset(np.arange(len(x)))}
-    if split == "test" and truth.held_out is not None and truth.held_out.any():
+    if split in TEST_SPLITS and truth.held_out is not None and truth.held_out.any():
         result["held_out"] = subset(np.flatnonzero(truth.held_out))
         result["seen"] = subset(np.flatnonzero(~truth.held_out))
     result.update(_elbo_terms(model, x, y))

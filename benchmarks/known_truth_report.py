@@ -26,7 +26,7 @@ MODELS = (*OBJECTIVES, *PEERS)
 # candidate. Two candidates differ in at least one whole grid cell (16 px at 32 px), so a
 # hit is never ambiguous, and a sample that hedges half a cell (8 px) is a miss.
 HIT_DISTANCE = 2
-SPLITS = ("val", "test")
+SPLITS = ("val", "test", "test2")
 NLL_PROTOCOL = (
     "declared estimator: importance sampling for models with a recognition net, Monte Carlo "
     "for other stochastic ones, exact for deterministic ones and the ensemble"
@@ -204,6 +204,8 @@ def markdown(report: dict) -> str:
         lines += ["", f"Failed runs (left out of the means): {'; '.join(failures)}."]
     if report.get("unfinished"):
         lines += ["", f"Not finished yet: {', '.join(report['unfinished'])}."]
+    if report.get("not_rescored"):  # known_truth_rescore: runs kept without a checkpoint
+        lines += ["", f"Not rescored: {', '.join(report['not_rescored'])}."]
     return "\n".join(lines) + "\n"
 
 

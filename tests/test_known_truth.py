@@ -17,6 +17,7 @@ from cvae_seg.data.known_truth import (
     HIDDEN_PARTS,
     conditional_entropy,
     default_mode_probs,
+    held_out_layouts,
     known_truth_split,
     make_known_truth,
     true_log_likelihood,
@@ -134,6 +135,21 @@ def test_known_truth_split_is_the_split_the_data_config_loads():
         assert (arrays.images == truth.arrays.images).all()
     with pytest.raises(ValueError, match="split must be"):
         known_truth_split("dev", 2)
+
+
+def test_the_second_test_split_is_new_pairs_under_the_test_splits_layout_rule():
+    test = known_truth_split("test", 40, 32, (0.7, 0.3), holdout=0.5)
+    second = known_truth_split("test2", 40, 32, (0.7, 0.3), holdout=0.5)
+    train = known_truth_split("train", 40, 32, (0.7, 0.3), holdout=0.5)
+    assert not (second.arrays.images == test.arrays.images).all(axis=(1, 2, 3)).any()
+    # like the test split it draws the reserved layouts too, and marks them
+    reserved = held_out_layouts(0.5)
+    marked = {tuple(row) for row in second.layouts[second.held_out].tolist()}
+    assert second.held_out.any() and marked <= reserved
+    assert not {tuple(row) for row in second.layouts[~second.held_out].tolist()} & reserved
+    assert not {tuple(row) for row in train.layouts.tolist()} & reserved
+    with pytest.raises(ValueError, match="split must be"):
+        load_split(load_config(None, ["data.dataset=known_truth"]).data, "test2")
 
 
 def test_benchmark_ged_is_the_library_ged_with_weighted_candidates():

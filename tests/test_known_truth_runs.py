@@ -228,3 +228,30 @@ def test_a_damaged_result_is_an_error_that_names_it(tmp_path, capsys):
     with pytest.raises(SystemExit):
         _run(tmp_path)
     assert f"{result}: not valid JSON" in capsys.readouterr().err
+
+
+def test_rescore_scores_finished_runs_on_new_pairs_and_leaves_their_results(tmp_path, capsys):
+    trained = _run(tmp_path, "--split", "test", "--seeds", "0", "1")
+    results = [_run_dir(tmp_path, seed) / "result.json" for seed in (0, 1)]
+    before = [path.read_bytes() for path in results]
+    (_run_dir(tmp_path, 1) / "best.pt").unlink()  # kept files only: nothing to score
+    args = ["--budget", "ci", "--rescore", str(tmp_path / "ci_4steps"), "--split", "test2",
+            "--out", str(tmp_path / "again")]  # fmt: skip
+    report = benchmark.main(args)
+    assert [path.read_bytes() for path in results] == before
+    assert report["split"] == "test2" and report["not_rescored"] == [
+        "K=2 cnn seed 1 (no checkpoint)"
+    ]
+    (row,) = report["runs"]
+    first = trained["runs"][0]
+    assert row["seed"] == 0 and row["train_seconds"] == first["train_seconds"]
+    assert row["scoring"]["split"] == "test2" and row["test"]["images"] == first["test"]["images"]
+    assert row["test"]["true_nll"] != first["test"]["true_nll"]  # other pairs
+    assert "Not rescored: K=2 cnn seed 1 (no checkpoint)." in (tmp_path / "again.md").read_text()
+    # a second call takes the kept scores instead of scoring again
+    kept = _run_dir(tmp_path) / "result_test2.json"
+    stamp = kept.stat().st_mtime_ns
+    assert benchmark.main(args)["runs"] == report["runs"] and kept.stat().st_mtime_ns == stamp
+    with pytest.raises(SystemExit):
+        benchmark.main(["--budget", "ci", "--rescore", str(tmp_path / "none"), "--out", "x"])
+    assert "--rescore" in capsys.readouterr().err

@@ -23,7 +23,7 @@ from cvae_seg.data.common import (
     resolve_root,
 )
 from cvae_seg.data.cub import load_cub
-from cvae_seg.data.known_truth import known_truth_split, make_known_truth
+from cvae_seg.data.known_truth import SPLIT_SEED_OFFSETS, known_truth_split, make_known_truth
 from cvae_seg.data.lfw import load_lfw_parts
 from cvae_seg.data.mnist import MNISTQuadrants, load_mnist
 from cvae_seg.data.multi_annotator import load_multi_annotator
@@ -52,7 +52,7 @@ _NEWER_KEYS = ("known_truth_annotators", "known_truth_holdout")
 def _generate(config: DataConfig, split: str) -> SegmentationArrays:
     """A generated split; a setting the generator refuses is named by its config key."""
     count = config.shapes_train if split == "train" else config.shapes_val
-    seed = {"train": 0, "val": 1, "test": 2}[split] + 1000 * config.split_seed
+    seed = SPLIT_SEED_OFFSETS[split] + 1000 * config.split_seed
     keys = "data.size, data.shapes_modes"
     try:
         if config.dataset == "shapes":
