@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -20,7 +21,13 @@ from cvae_seg.checks import integer_at_least, integers_at_least
 from cvae_seg.models.base import ConditionalGenerativeModel
 from cvae_seg.models.segmentation import SegmentationModel
 
-__all__ = ["evaluate", "evaluate_annotators", "evaluate_likelihood", "partial_observation"]
+__all__ = [
+    "diagram_from_lists",
+    "evaluate",
+    "evaluate_annotators",
+    "evaluate_likelihood",
+    "partial_observation",
+]
 
 
 def _batches(loader: Iterable, device: torch.device, progress: str | None, allow_empty: bool):
@@ -94,12 +101,14 @@ def evaluate(
     progress: str | None = "eval",
     across_processes: bool = False,
     calibration_samples: int = 0,
-) -> dict[str, float]:
+) -> dict[str, Any]:
     """Pixel and class accuracy, per-class / mean / foreground IoU (%), and the negative CLL.
 
     ``calibration_samples`` > 0 adds ``ece``: the top-label expected calibration error
     (15 bins, a fraction) of the mean of that many samples' softmax, the predictive
-    distribution of a sampling model (`cvae_seg.metrics.expected_calibration_error`).
+    distribution of a sampling model (`cvae_seg.metrics.expected_calibration_error`), and
+    ``reliability_diagram``: its bins as lists (`diagram_from_lists` turns them back into a
+    `cvae_seg.metrics.ReliabilityDiagram`; an empty bin's means are None).
     ``across_processes``: each torchrun process evaluated a shard; pool them all (every
     process gets the same result).
     """
@@ -125,9 +134,26 @@ def evaluate(
         if across_processes:
             calibration.sync()
         result["ece"] = float(calibration.compute())
+        result["reliability_diagram"] = _diagram_lists(calibration.diagram())
     if likelihood:
         result.update(_nll_summary(negative_ll, num_samples, across_processes))
     return result
+
+
+def _diagram_lists(diagram: metrics.ReliabilityDiagram) -> dict[str, list]:
+    """The diagram as JSON-ready lists (NaN, an empty bin's mean, as None)."""
+    return {name: [None if value != value else value for value in tensor.tolist()]
+            for name, tensor in diagram._asdict().items()}  # fmt: skip
+
+
+def diagram_from_lists(lists: dict[str, list]) -> metrics.ReliabilityDiagram:
+    """`evaluate`'s ``reliability_diagram`` (or its JSON) as a ReliabilityDiagram again."""
+    nan = float("nan")
+    tensors = {name: torch.tensor([nan if value is None else value for value in values],
+                                  dtype=torch.float64)
+               for name, values in lists.items()}  # fmt: skip
+    tensors["counts"] = tensors["counts"].long()
+    return metrics.ReliabilityDiagram(**tensors)
 
 
 class _SegmentationScores:

@@ -1,5 +1,5 @@
 """Sample grids: one row per image with input, truth, prediction, samples and uncertainty;
-or several models side by side on the same inputs."""
+or several models side by side on the same inputs; and a reliability diagram's picture."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from PIL import Image, ImageDraw
 
 from cvae_seg.checks import integer_at_least
 from cvae_seg.data.common import ArraySegmentationDataset
+from cvae_seg.metrics.calibration import ReliabilityDiagram
 from cvae_seg.models.mnist import QuadrantCVAE
 from cvae_seg.models.segmentation import SegmentationModel
 from cvae_seg.transforms import RandomSquareOcclusion, square_mask
@@ -24,6 +25,7 @@ __all__ = [
     "colorize",
     "models_grid",
     "quadrant_grid",
+    "reliability_plot",
     "sample_grid",
 ]
 
@@ -293,3 +295,64 @@ def quadrant_grid(
             tiles.append(_framed(tile))
         rows.append(np.concatenate(tiles, 1))
     return _labelled_grid(rows, [name for name, _ in columns], model.side + 2, scale)
+
+
+# where the reliability plot's axes sit inside its image, in pixels
+_PLOT_MARGIN = (40, 24, 12, 36)  # left, top, right, bottom
+
+
+class _Axes:
+    """Maps (x, y) in [0, 1]^2 to pixels of the plot area, with a strip below for counts."""
+
+    def __init__(self, size: int) -> None:
+        left, top, right, bottom = _PLOT_MARGIN
+        self.left, self.top = left, top
+        self.width, self.height = size - left - right, size - top - bottom
+        self.strip = self.height // 6
+        self.plot = self.height - self.strip - 4
+
+    def xy(self, x: float, y: float) -> tuple[float, float]:
+        return self.left + x * self.width, self.top + (1 - y) * self.plot
+
+    def strip_box(self, low: float, high: float, share: float) -> list[float]:
+        base = self.top + self.height
+        return [self.xy(low, 0)[0], base - share * self.strip, self.xy(high, 0)[0], base]
+
+
+def _draw_bins(draw: ImageDraw.ImageDraw, axes: _Axes, diagram: ReliabilityDiagram) -> None:
+    edges = diagram.edges.tolist()
+    counts = diagram.counts.double()
+    # log scale, so that the sparse low-confidence bins stay visible beside the full ones
+    shares = (counts.clamp_min(1).log() / counts.clamp_min(2).max().log()).where(counts > 0, 0.0)
+    bins = zip(edges, edges[1:], diagram.accuracy.tolist(), diagram.confidence.tolist(),
+               shares.tolist(), strict=False)  # fmt: skip
+    for low, high, accuracy, confidence, share in bins:
+        if share > 0:
+            draw.rectangle(axes.strip_box(low, high, share), fill=(170, 170, 170))
+        if accuracy != accuracy:  # an empty bin (NaN): nothing to draw
+            continue
+        draw.rectangle([*axes.xy(low, accuracy), *axes.xy(high, 0)], fill=(70, 120, 200),
+                       outline="white")  # fmt: skip
+        below, above = sorted((accuracy, confidence))
+        if above > below:  # a calibrated bin has no gap (PIL would still draw one pixel)
+            draw.rectangle([*axes.xy(low, above), *axes.xy(high, below)], fill=(220, 80, 70))
+
+
+def reliability_plot(diagram: ReliabilityDiagram, title: str = "", size: int = 320) -> Image.Image:
+    """A reliability diagram as a picture: per confidence bin, the pixels' accuracy (blue bar)
+    against the diagonal a calibrated model sits on (red: the gap to the bin's mean
+    confidence), and the share of pixels in each bin (grey strip, log scale). Drawn with
+    PIL like the sample grids: cvae_seg needs no plotting library."""
+    size = integer_at_least("size", size, minimum=120)
+    image = Image.new("RGB", (size, size), "white")
+    draw, axes = ImageDraw.Draw(image), _Axes(size)
+    _draw_bins(draw, axes, diagram)
+    draw.line([axes.xy(0, 0), axes.xy(1, 1)], fill="black", width=1)
+    draw.rectangle([*axes.xy(0, 1), *axes.xy(1, 0)], outline="black")
+    for tick in (0.0, 0.5, 1.0):
+        x, y = axes.xy(tick, tick)
+        draw.text((x - 6, axes.top + axes.height + 4), f"{tick:.1f}", fill="black")
+        draw.text((4, y - 6), f"{tick:.1f}", fill="black")
+    draw.text((axes.left, size - 14), "confidence; grey: pixels per bin (log)", fill="black")
+    draw.text((axes.left, 6), title or "accuracy per confidence bin", fill="black")
+    return image

@@ -133,13 +133,20 @@ def test_iterations_without_partial_is_refused(capsys):
 @pytest.mark.parametrize(
     "flags",
     [["--partial"], ["--partial", "--iterations", "2"], ["--prediction", "mean"],
-     ["--no-likelihood"]],
+     ["--no-likelihood"], ["--reliability", "r.png"]],
     ids=lambda flags: flags[0],
 )  # fmt: skip
 def test_evaluate_refuses_flags_mnist_ignores(flags, exports, no_mnist, capsys):
     argv = ["evaluate", MNIST_Q1, exports["mnist_q1"], no_mnist, *flags, "--device", "cpu"]
     message = _refused(argv, capsys)
     assert f"{flags[0]} does not apply to MNIST quadrant completion" in message
+
+
+def test_reliability_without_calibration_samples_is_refused(exports, tmp_path, capsys):
+    argv = ["evaluate", DEMO, exports["shapes"], "eval.calibration_samples=0",
+            "--reliability", tmp_path / "r.png", "--device", "cpu"]  # fmt: skip
+    message = _refused(argv, capsys)
+    assert "--reliability" in message and "eval.calibration_samples=0" in message
 
 
 def test_visualize_refuses_occlude_for_mnist(exports, no_mnist, capsys):

@@ -5,6 +5,7 @@ import json
 import re
 from pathlib import Path
 
+import pytest
 import torch
 from conftest import TINY_DEMO as TINY
 
@@ -119,3 +120,30 @@ def test_evaluate_scores_samples_against_every_annotator(tmp_path):
     assert result["annotators"] == 3
     for samples in (16, 100):
         assert result[f"ged_{samples}"] >= 0 and 0 <= result[f"hm_iou_{samples}"] <= 1
+
+
+@pytest.mark.parametrize(
+    ("head", "method"),
+    [("probunet", "importance"), ("ssn", "monte_carlo"), ("mc_dropout", "monte_carlo"),
+     ("ensemble", "exact")],
+)  # fmt: skip
+def test_every_peer_trains_evaluates_and_draws_through_the_tools(tmp_path, head, method):
+    config = str(ROOT / "configs" / "demo.yaml")
+    work_dir = tmp_path / "run"
+    # the demo's latent_channels is the CVAE head's: back to the default, which no peer refuses
+    overrides = [*TINY, f"model.head={head}", "model.latent_channels=32", "eval.num_samples=4",
+                 "eval.calibration_samples=3"]  # fmt: skip
+    run(["train", config, *overrides, "train.max_steps=2", "--work-dir", str(work_dir), "--quiet"])
+    diagram_png = tmp_path / "reliability.png"
+    result = run(["evaluate", config, str(work_dir / "pretrained"), *overrides,
+                  "--reliability", str(diagram_png)])  # fmt: skip
+    assert result["head"] == head and result["likelihood_method"] == method
+    assert result["nll"] > 0 and 0 <= result["ece"] <= 1
+    # the diagram's bins hold every labelled pixel of the split (8 images of 32 x 32)
+    assert sum(result["reliability_diagram"]["counts"]) == 8 * 32 * 32
+    from PIL import Image
+
+    assert Image.open(diagram_png).size == (320, 320)
+    picture = run(["visualize", config, str(work_dir / "best.pt"), *overrides,
+                   "--num-images", "2", "--num-samples", "3"])  # fmt: skip
+    assert Image.open(picture).size[0] == 2 * 7 * 34  # input, truth, prediction, 3, uncertainty

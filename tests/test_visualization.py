@@ -1,5 +1,5 @@
 """Sample grids: the same call draws the same picture, and the caller's random stream is
-left where it was."""
+left where it was. The reliability plot draws the calibration gap it is given."""
 
 import numpy as np
 import pytest
@@ -9,7 +9,9 @@ from conftest import TEST_ENCODER
 import cvae_seg
 from cvae_seg.config import DataConfig
 from cvae_seg.data import build_dataset
-from cvae_seg.visualization import sample_grid
+from cvae_seg.evaluation import _diagram_lists, diagram_from_lists
+from cvae_seg.metrics import ReliabilityDiagram
+from cvae_seg.visualization import reliability_plot, sample_grid
 
 
 def test_sample_grid_is_seeded_and_gives_the_callers_stream_back():
@@ -77,3 +79,24 @@ def test_grids_hide_nothing_by_default():
     width = 4 * tile  # per image: prediction, 2 samples, uncertainty
     inputs = side_by_side[:tile, side_by_side.shape[1] - width :]
     np.testing.assert_array_equal(inputs[1:33, 1:33], image)
+
+
+def _red_pixels(image) -> int:
+    pixels = np.asarray(image)
+    return int(((pixels[..., 0] > 200) & (pixels[..., 1] < 120) & (pixels[..., 2] < 120)).sum())
+
+
+def test_the_reliability_plot_shows_the_gap_only_where_there_is_one():
+    edges = torch.linspace(0, 1, 11)
+    centres = (edges[:-1] + edges[1:]) / 2
+    counts = torch.tensor([0, 0, 0, 0, 0, 10, 20, 40, 80, 160])
+    empty = torch.where(counts > 0, centres.double(), torch.nan)
+    calibrated = ReliabilityDiagram(edges, empty, empty, counts)
+    overconfident = ReliabilityDiagram(edges, empty - 0.3, empty, counts)
+    assert _red_pixels(reliability_plot(calibrated)) == 0
+    assert _red_pixels(reliability_plot(overconfident)) > 0
+    # what evaluate writes to JSON reads back as the same diagram, empty bins included
+    again = diagram_from_lists(_diagram_lists(overconfident))
+    assert torch.equal(again.counts, counts) and torch.allclose(
+        again.accuracy, overconfident.accuracy, equal_nan=True
+    )

@@ -101,6 +101,8 @@ reports the negative CLL alone, by every estimator the model has: exact (NN), Mo
 with eval.mc_samples, importance sampling with --num-samples; --partial, --iterations,
 --prediction and --no-likelihood do not apply there and are refused. Prints a table, writes
 JSON (default: eval_<split>.json beside the checkpoint; --out is checked before any work).
+Not MNIST: the ECE of the mean of eval.calibration_samples samples' softmax and its reliability
+diagram's bins are in the JSON; --reliability PNG also draws the diagram.
 """
 
 _VISUALIZE_HELP = """Draw a sample grid from a trained checkpoint.
@@ -185,6 +187,10 @@ def _add_evaluate(subparsers: Any) -> None:
     parser.add_argument(
         "--partial", action="store_true", help="not MNIST: Table 4 partial observations"
     )
+    parser.add_argument(
+        "--reliability", type=Path, default=None, metavar="PNG",
+        help="not MNIST: draw the ECE's reliability diagram (eval.calibration_samples) here",
+    )  # fmt: skip
     parser.add_argument(
         "--iterations",
         type=_positive_int,

@@ -78,6 +78,13 @@ def _output_path(args: argparse.Namespace, default_name: str) -> Path:
     if out.is_dir():
         example = f", e.g. {out / default_name}" if args.out is not None else ""
         raise UserError(f"{named} is a folder; give --out a file path{example}")
+    return _writable(out, named, args)
+
+
+def _writable(out: Path, named: str, args: argparse.Namespace) -> Path:
+    """``out`` if a file can be written there without destroying an input."""
+    if out.is_dir():
+        raise UserError(f"{named} is a folder; expected a file path")
     for given in (args.config, args.checkpoint):
         if out.exists() and out.resolve() == given.resolve():
             raise UserError(f"{named} is the input {given}, which writing would destroy")
@@ -132,6 +139,8 @@ def _refuse_flags_the_data_ignores(args: argparse.Namespace, dataset: str) -> No
              " its report scores no prediction, only the negative CLL (Table 1)"),
             (mnist and args.no_likelihood, f"--no-likelihood does not apply to {_MNIST}: the "
              "negative CLL is all its report holds, so nothing would be left"),
+            (mnist and args.reliability is not None, f"--reliability does not apply to "
+             f"{_MNIST}: its targets are pixel intensities, not classes"),
         ]  # fmt: skip
     else:
         refused = [
@@ -155,8 +164,13 @@ def _evaluate(args: argparse.Namespace) -> dict[str, Any]:
     from cvae_seg.training import make_loader
 
     out = _output_path(args, f"eval_{args.split}.json")
+    if args.reliability is not None:
+        _writable(args.reliability, f"--reliability {args.reliability}", args)
     device, model, config, classes = _load_model(args)
     _refuse_flags_the_data_ignores(args, config.data.dataset)
+    if args.reliability is not None and config.eval.calibration_samples == 0:
+        raise UserError("--reliability draws the ECE's diagram, which eval.calibration_samples=0 "
+                        "turns off; give it a positive number of samples")  # fmt: skip
     dataset = _load_data(args, config, classes)
     if args.num_samples is not None:
         config.eval.num_samples = args.num_samples
@@ -178,7 +192,20 @@ def _evaluate(args: argparse.Namespace) -> dict[str, Any]:
     _print_table(result)
     atomic_write_text(out, json.dumps(result, indent=2))
     print(out)
+    if args.reliability is not None:
+        _save_reliability(result, args)
     return result
+
+
+def _save_reliability(result: dict[str, Any], args: argparse.Namespace) -> None:
+    from cvae_seg.evaluation import diagram_from_lists
+    from cvae_seg.reporting import atomic_save_image
+    from cvae_seg.visualization import reliability_plot
+
+    diagram = diagram_from_lists(result["reliability_diagram"])
+    title = f"{result['head']} {result['objective']}, {args.split}: ECE {result['ece']:.4f}"
+    atomic_save_image(args.reliability, reliability_plot(diagram, title))
+    print(args.reliability)
 
 
 def _print_table(result: dict[str, Any]) -> None:
@@ -209,6 +236,7 @@ def _segmentation(model, loader, classes, device, config, args) -> dict[str, Any
             num_samples=config.eval.num_samples,
             chunk_size=config.eval.chunk_size,
             autocast_dtype=autocast_dtype(config, device),
+            calibration_samples=config.eval.calibration_samples,
         ),
     }
     if not args.no_likelihood:

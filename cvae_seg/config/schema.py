@@ -254,6 +254,8 @@ class EvalConfig(_Section):
     num_samples: int = Field(50, ge=1)  # S for the CLL (paper: 50 for segmentation)
     chunk_size: int = Field(16, ge=1)
     likelihood_during_training: bool = False
+    # tools/evaluate.py: ECE and reliability diagram of the mean of this many samples (0: none)
+    calibration_samples: int = Field(16, ge=0)
     mc_samples: int = Field(1000, ge=1)  # Monte Carlo S in tools/evaluate.py for MNIST
     batch_size: int = Field(32, ge=1)
 
