@@ -310,15 +310,22 @@ def _fill_tensor(fill: object, channels: int | None, device: torch.device) -> to
 
 
 def _sample_labels(
-    model: ConditionalGenerativeModel, x: torch.Tensor, num_samples: int, chunk_size: int | None
-) -> torch.Tensor:
-    """(S, B, H, W) label maps: the argmax of S samples, drawn ``chunk_size`` at a time."""
+    model: ConditionalGenerativeModel,
+    x: torch.Tensor,
+    num_samples: int,
+    chunk_size: int | None,
+    probs_kept: int = 0,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(S, B, H, W) label maps, the argmax of S samples drawn ``chunk_size`` at a time, and
+    the softmax of the first ``probs_kept`` of them, (probs_kept, B, C, H, W) (None if 0)."""
     chunk = num_samples if chunk_size is None else chunk_size
-    maps = []
+    maps, probs = [], []
     for start in range(0, num_samples, chunk):
         logits = model.sample(x, min(chunk, num_samples - start))
         maps.append(logits.argmax(2))
-    return torch.cat(maps)
+        if start < probs_kept:
+            probs.append(torch.softmax(logits[: probs_kept - start].float(), 2))
+    return torch.cat(maps), torch.cat(probs) if probs else None
 
 
 def _annotations(batch: dict, device: torch.device) -> torch.Tensor:
@@ -354,6 +361,7 @@ def evaluate_annotators(
     chunk_size: int | None = None,
     progress: str | None = "annotators",
     across_processes: bool = False,
+    ncc_samples: int = 16,
 ) -> dict[str, float]:
     """The LIDC-IDRI protocol: S samples of the model against all A annotations of each image.
 
@@ -363,13 +371,16 @@ def evaluate_annotators(
     conventions), and ``hm_iou_{S}``, the Hungarian-matched IoU
     (`cvae_seg.metrics.hungarian_matched_iou`), each with its standard error over images.
     One set of max(S) samples is drawn per image and its first S used, so the counts are
-    scored on nested sets. Batches need "masks" (B, A, H, W), as an evaluation dataset of
+    scored on nested sets. ``ncc``: PHiSeg's S_NCC (`cvae_seg.metrics.uncertainty_ncc`) of
+    the first ``ncc_samples`` samples' softmax (0: none), the mean over images where it is
+    defined, with its standard error. Batches need "masks" (B, A, H, W), as an evaluation dataset of
     multi-annotator data gives them (a batch with only "mask" counts as A = 1).
     ``ignore_index`` defaults to the model's; ``chunk_size`` bounds the samples decoded at
     once (default: all in one batch).
     """
     device = _checked(model, device, uses=("sample",))
     counts = sorted(set(integers_at_least("sample_counts", sample_counts)))  # the field: 16, 100
+    ncc_samples = integer_at_least("ncc_samples", ncc_samples, minimum=0)
     if chunk_size is not None:
         integer_at_least("chunk_size", chunk_size)
     if ignore_index is None:
@@ -380,7 +391,11 @@ def evaluate_annotators(
         batch = _checked_batch(batch, ("mask", "masks"))
         x = batch["image"].to(device, non_blocking=True)
         references = _annotations(batch, device)
-        samples = _sample_labels(model, x, counts[-1], chunk_size)
+        drawn = max(counts[-1], ncc_samples)
+        samples, probs = _sample_labels(model, x, drawn, chunk_size, ncc_samples)
+        if probs is not None:
+            ncc = metrics.uncertainty_ncc(probs, references, ignore_index)
+            scored.setdefault("ncc", []).append(ncc)
         for count in counts:
             ged = metrics.generalized_energy_distance(samples[:count], references, **options)
             scored.setdefault(f"ged_{count}", []).append(ged)

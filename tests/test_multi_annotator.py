@@ -240,8 +240,13 @@ def test_evaluation_scores_samples_against_every_annotation():
     for chunk in (None, 4):  # samples drawn in chunks score alike
         model = _FixedSampler(samples, 3)
         result = evaluate_annotators(
-            model, [batch], 3, CPU, sample_counts=(3, 6), chunk_size=chunk, progress=None
-        )
+            model, [batch], 3, CPU, sample_counts=(3, 6), chunk_size=chunk, progress=None,
+            ncc_samples=5,
+        )  # fmt: skip
+        # S_NCC of the first 5 samples' softmax (the fake's logits are one-hot maps)
+        logits = torch.nn.functional.one_hot(samples[:5], 3).permute(0, 1, 4, 2, 3).float()
+        ncc = metrics.uncertainty_ncc(torch.softmax(logits, 2), references)
+        assert result["ncc"] == pytest.approx(float(ncc.mean()))
         for count in (3, 6):
             expected = metrics.generalized_energy_distance(samples[:count], references, 3)
             assert result[f"ged_{count}"] == pytest.approx(float(expected.mean()))
@@ -252,11 +257,13 @@ def test_evaluation_scores_samples_against_every_annotation():
             assert result[f"hm_iou_{count}"] == pytest.approx(float(matched.mean()))
     assert result["annotators"] == 4
     perfect = evaluate_annotators(
-        _FixedSampler(references, 3), [batch], 3, CPU, sample_counts=(4,), progress=None
-    )
+        _FixedSampler(references, 3), [batch], 3, CPU, sample_counts=(4,), progress=None,
+        ncc_samples=0,
+    )  # fmt: skip
     within = metrics.generalized_energy_distance(references, references, 3)
     assert perfect["ged_4"] == pytest.approx(float(within.mean())) and abs(perfect["ged_4"]) < 1e-9
     assert perfect["hm_iou_4"] == pytest.approx(1.0) and "hm_iou_16" not in perfect
+    assert "ncc" not in perfect  # ncc_samples=0
     with pytest.raises(ValueError, match="sample_counts must be a non-empty list of positive"):
         evaluate_annotators(model, [batch], 3, CPU, sample_counts=(0,), progress=None)
 
