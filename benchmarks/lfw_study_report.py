@@ -260,20 +260,20 @@ def _sample_score_lines(sampled: dict[str, Any]) -> list[str]:
     count = next(iter(scored.values()))["samples"]
     lines = [
         f"Samples against the one annotation of each test image (seed 0, S = {count}; "
-        "GED is D^2, lower is better; HM-IoU in [0, 1], higher is better; ± the standard "
-        "error over images):",
+        "GED is D^2, lower is better; HM-IoU in [0, 1], higher is better; NCC: PHiSeg's "
+        "S_NCC of the per-pixel uncertainty against the error, in [-1, 1], higher is better, "
+        "– where the file predates it; ± the standard error over images):",
         "",
-        f"| model | GED, S = {count} | HM-IoU, S = {count} |",
-        "|---|---|---|",
+        f"| model | GED, S = {count} | HM-IoU, S = {count} | NCC, S = {count} |",
+        "|---|---|---|---|",
     ]
     for row, scores in scored.items():
-        ged, iou = (
-            _cell(
-                {"mean": scores[f"{name}_{count}"], "stderr": scores[f"{name}_{count}_stderr"]}, 3
-            )
-            for name in ("ged", "hm_iou")
-        )
-        lines.append(f"| {row} | {ged} | {iou} |")
+        ged, iou, ncc = (
+            _cell({"mean": scores[key], "stderr": scores[f"{key}_stderr"]}, 3)
+            if key in scores else "–"
+            for key in (f"ged_{count}", f"hm_iou_{count}", "ncc")
+        )  # fmt: skip
+        lines.append(f"| {row} | {ged} | {iou} | {ncc} |")
     missing = [row for row, scores in sampled.items() if not scores]
     if missing:
         lines += ["", f"Not scored (restored without a checkpoint): {', '.join(missing)}."]

@@ -355,10 +355,13 @@ def score_run(run_dir: Path, row: str, seed: int, args: argparse.Namespace) -> d
 
 def samples_run(run_dir: Path, seed: int, args: argparse.Namespace) -> dict[str, Any] | None:
     """The run's `ANNOTATION_SAMPLES` samples of each test image against its one annotation
-    (its samples.json, made once): GED and HM-IoU as `evaluate_annotators` scores them on
-    multi-annotator data, here with A = 1. None for a run restored without its checkpoint."""
+    (its samples.json, made once): GED, HM-IoU and the uncertainty NCC as
+    `evaluate_annotators` scores them on multi-annotator data, here with A = 1. None for a
+    run restored without its checkpoint."""
     kept, checkpoint = _read_json(run_dir / SAMPLES), _best_checkpoint(run_dir)
-    if kept is not None or not checkpoint.is_file():
+    # files made before the NCC was scored are made again where the checkpoint is still there
+    # (the same seed draws the same samples, so GED and HM-IoU come out as they were)
+    if not checkpoint.is_file() or (kept is not None and "ncc" in kept):
         return kept
     import torch
 
@@ -368,7 +371,8 @@ def samples_run(run_dir: Path, seed: int, args: argparse.Namespace) -> dict[str,
     device = next(model.parameters()).device
     torch.manual_seed(seed)
     scores = evaluate_annotators(model, _test_loader(config, device), len(classes), device,
-                                 sample_counts=(ANNOTATION_SAMPLES,), progress=None)  # fmt: skip
+                                 sample_counts=(ANNOTATION_SAMPLES,), progress=None,
+                                 ncc_samples=ANNOTATION_SAMPLES)  # fmt: skip
     result = {"split": "test", "samples": ANNOTATION_SAMPLES, **scores,
               "scored_at": _git("rev-parse", "HEAD"), "scored": _now()}  # fmt: skip
     _write_json(run_dir / SAMPLES, result)

@@ -91,12 +91,28 @@ def test_seed_0_runs_score_their_samples_against_the_one_annotation(table) -> No
         )
         assert scores == kept and scores["split"] == "test" and scores["annotators"] == 1
         assert scores["samples"] == 16 and 0 <= scores["hm_iou_16"] <= 1 and scores["ged_16"] >= 0
+        assert -1 <= scores["ncc"] <= 1
     # a deterministic model's 16 samples are one map: its GED is twice its distance to the
     # annotation, 1 - HM-IoU, with no diversity to subtract
     cnn = sampled["CNN (msc, NI)"]
     assert cnn["ged_16"] == pytest.approx(2 * (1 - cnn["hm_iou_16"]), abs=1e-9)
     cvae = sampled["CVAE (msc, NI)"]
     assert cvae["ged_16"] < 2 * (1 - cvae["hm_iou_16"])  # its samples differ
+
+
+def test_a_samples_file_without_the_ncc_is_made_again_with_the_same_scores(table) -> None:
+    data, runs, summary = table
+    run_dir = runs / "table" / lfw_study_table.slug("SSN (NI)") / "seed0"
+    path = run_dir / "samples.json"
+    older = {k: v for k, v in json.loads(path.read_text()).items() if not k.startswith("ncc")}
+    path.write_text(json.dumps(older))
+    args = lfw_study._parser().parse_args(
+        ["--stage", "score", "--data-root", str(data), "--runs", str(runs), "--no-worktree"]
+    )
+    again = lfw_study_table.samples_run(run_dir, 0, args)
+    assert again["ncc"] == summary["sample_scores"]["SSN (NI)"]["ncc"]
+    assert again["ged_16"] == older["ged_16"] and again["hm_iou_16"] == older["hm_iou_16"]
+    assert "| NCC, S = 16 |" in lfw_study_report.summary_markdown(summary)
 
 
 def test_table4_compares_the_validation_best_cvae_and_gdnn_on_test(table) -> None:

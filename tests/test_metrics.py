@@ -529,6 +529,10 @@ def test_evaluate_reports_the_ece_of_the_mean_of_the_samples_softmax():
     one_sample = evaluate(model, loader, data.classes, cpu, likelihood=False, progress=None,
                           calibration_samples=1)["ece"]  # fmt: skip
     assert one_sample != pytest.approx(scored["ece"], abs=1e-9)  # the samples' mean is used
-    assert {k: v for k, v in scored.items() if k != "ece"} == plain
+    extra = ("ece", "reliability_diagram")
+    assert {k: v for k, v in scored.items() if k not in extra} == plain
+    # the diagram's bins are those of the metric fed by hand: every pixel counted once
+    counts = by_hand.diagram().counts.tolist()
+    assert scored["reliability_diagram"]["counts"] == counts and sum(counts) == 6 * 32 * 32
     with pytest.raises(ValueError, match="calibration_samples"):
         evaluate(model, loader, data.classes, cpu, progress=None, calibration_samples=-1)

@@ -7,8 +7,9 @@ distribution), optionally weighted by their probabilities.
 Conventions, stated once:
 - The distance between two maps is d = 1 - IoU, the IoU averaged over the foreground
   classes (every class but ``background``) present in either map of the pair, as the
-  Probabilistic U-Net's evaluation does (PHiSeg's code instead averages over every label,
-  counting a label absent from both maps as IoU 1).
+  Probabilistic U-Net's evaluation does (PHiSeg's and the SSN's code instead average over
+  every foreground class, counting a class absent from both maps as IoU 1;
+  tests/test_metrics_public.py checks both against their numbers).
 - A pair in which neither map has a foreground pixel is at ``empty_distance`` (default 0:
   two empty maps agree; it must lie in [0, 1] like every other distance); an empty map
   against a non-empty one is at distance 1.
@@ -70,7 +71,8 @@ def _iou_distance(
     intersection = torch.einsum("nbpk,mbpk->nmbk", a, b)
     union = a.sum(2).unsqueeze(1) + b.sum(2).unsqueeze(0) - intersection
     present = union > 0
-    iou = torch.where(present, intersection / union.clamp_min(1), 0.0)
+    # counts are exact in float32 (below 2^24 pixels); their ratio is taken in float64
+    iou = torch.where(present, intersection.double() / union.clamp_min(1).double(), 0.0)
     count = present.sum(-1)
     mean = iou.sum(-1) / count.clamp_min(1)
     return torch.where(count > 0, 1.0 - mean, empty_distance)
