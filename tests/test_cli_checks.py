@@ -147,6 +147,8 @@ def test_reliability_without_calibration_samples_is_refused(exports, tmp_path, c
             "--reliability", tmp_path / "r.png", "--device", "cpu"]  # fmt: skip
     message = _refused(argv, capsys)
     assert "--reliability" in message and "eval.calibration_samples=0" in message
+    message = _refused(["evaluate", DEMO, DEMO, "--reliability", tmp_path / "r.jpg"], capsys)
+    assert "--reliability" in message and "ending in .png" in message
 
 
 def test_visualize_refuses_occlude_for_mnist(exports, no_mnist, capsys):

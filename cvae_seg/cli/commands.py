@@ -166,6 +166,9 @@ def _evaluate(args: argparse.Namespace) -> dict[str, Any]:
     out = _output_path(args, f"eval_{args.split}.json")
     if args.reliability is not None:
         _writable(args.reliability, f"--reliability {args.reliability}", args)
+        if args.reliability.suffix.lower() != ".png":
+            raise UserError(f"--reliability {args.reliability}: the diagram is written as PNG; "
+                            "give a name ending in .png")  # fmt: skip
     device, model, config, classes = _load_model(args)
     _refuse_flags_the_data_ignores(args, config.data.dataset)
     if args.reliability is not None and config.eval.calibration_samples == 0:
