@@ -262,7 +262,8 @@ def _sample_score_lines(sampled: dict[str, Any]) -> list[str]:
         f"Samples against the one annotation of each test image (seed 0, S = {count}; "
         "GED is D^2, lower is better; HM-IoU in [0, 1], higher is better; NCC: PHiSeg's "
         "S_NCC of the per-pixel uncertainty against the error, in [-1, 1], higher is better, "
-        "– where the file predates it; ± the standard error over images):",
+        "from another seed where seed 0's checkpoint was lost, – where none is left; ± the "
+        "standard error over images):",
         "",
         f"| model | GED, S = {count} | HM-IoU, S = {count} | NCC, S = {count} |",
         "|---|---|---|---|",
@@ -273,6 +274,8 @@ def _sample_score_lines(sampled: dict[str, Any]) -> list[str]:
             if key in scores else "–"
             for key in (f"ged_{count}", f"hm_iou_{count}", "ncc")
         )  # fmt: skip
+        if "ncc_seed" in scores:  # the seed-0 run had lost its checkpoint
+            ncc += f" (seed {scores['ncc_seed']})"
         lines.append(f"| {row} | {ged} | {iou} | {ncc} |")
     missing = [row for row, scores in sampled.items() if not scores]
     if missing:

@@ -8,6 +8,7 @@ layouts, trained in child processes like the real study.
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import lfw_study
@@ -113,6 +114,27 @@ def test_a_samples_file_without_the_ncc_is_made_again_with_the_same_scores(table
     assert again["ncc"] == summary["sample_scores"]["SSN (NI)"]["ncc"]
     assert again["ged_16"] == older["ged_16"] and again["hm_iou_16"] == older["hm_iou_16"]
     assert "| NCC, S = 16 |" in lfw_study_report.summary_markdown(summary)
+
+
+def test_a_row_whose_seed_0_lost_its_checkpoint_takes_the_ncc_of_another_seed(
+    table, tmp_path
+) -> None:
+    data, runs, summary = table
+    copy = tmp_path / "runs"
+    shutil.copytree(runs, copy)
+    row_dir = copy / "table" / lfw_study_table.slug("SSN (NI)")
+    shutil.copytree(row_dir / "seed0", row_dir / "seed1")  # a second seed with its checkpoint
+    lfw_study_table._best_checkpoint(row_dir / "seed0").unlink()  # restored: no checkpoint
+    scores = dict(summary["sample_scores"]["SSN (NI)"])
+    del scores["ncc"], scores["ncc_stderr"]
+    args = lfw_study._parser().parse_args(
+        ["--stage", "score", "--data-root", str(data), "--runs", str(copy), "--no-worktree"]
+    )
+    lfw_study_table._ncc_from_another_seed(copy, "SSN (NI)", scores, args)
+    seed1 = json.loads((row_dir / "seed1" / "samples.json").read_text())
+    assert scores["ncc_seed"] == 1 and scores["ncc"] == seed1["ncc"]
+    table = lfw_study_report._sample_score_lines({"SSN (NI)": scores})
+    assert any("| SSN (NI) |" in line and "(seed 1)" in line for line in table)
 
 
 def test_table4_compares_the_validation_best_cvae_and_gdnn_on_test(table) -> None:
