@@ -260,8 +260,9 @@ def _parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     parser.add_argument("--tasks", type=int, nargs="+", default=None, choices=[2, 4, 8])
     parser.add_argument("--seeds", type=int, nargs="+", default=None)
-    parser.add_argument("--objectives", nargs="+", default=list(OBJECTIVES), choices=OBJECTIVES,
-                        help="the CVAE head's objectives (with cvae in --heads)")  # fmt: skip
+    parser.add_argument("--objectives", nargs="*", default=list(OBJECTIVES), choices=OBJECTIVES,
+                        help="the CVAE head's objectives (with cvae in --heads; none: only "
+                        "--recipes and the other heads)")  # fmt: skip
     parser.add_argument(
         "--heads", nargs="+", default=["cvae"], choices=HEADS,
         help="cvae: --objectives from --config; a peer: configs/known_truth_<head>.yaml",

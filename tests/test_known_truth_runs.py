@@ -19,6 +19,8 @@ from PIL import Image
 
 from cvae_seg.training import load_checkpoint
 
+ROOT = Path(__file__).resolve().parents[1]
+
 # one cheap model, 4 updates with a checkpoint every 2 (monkeypatched below)
 CNN = ["--budget", "ci", "--objectives", "cnn", "--steps", "4"]
 
@@ -255,3 +257,11 @@ def test_rescore_scores_finished_runs_on_new_pairs_and_leaves_their_results(tmp_
     with pytest.raises(SystemExit):
         benchmark.main(["--budget", "ci", "--rescore", str(tmp_path / "none"), "--out", "x"])
     assert "--rescore" in capsys.readouterr().err
+
+
+def test_no_objectives_trains_only_the_recipes_and_other_heads(tmp_path):
+    recipe = f"ciwae={ROOT / 'configs' / 'known_truth_ciwae.yaml'}"
+    report = benchmark.main(["--budget", "ci", "--steps", "2", "--objectives", "--recipes", recipe,
+                             "--tasks", "2", "--seeds", "0", "--work-dir", str(tmp_path),
+                             "--out", str(tmp_path / "report")])  # fmt: skip
+    assert [row["objective"] for row in report["runs"]] == ["ciwae"]
