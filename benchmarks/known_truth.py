@@ -5,7 +5,8 @@
         [--split val|test|test2] [--holdout F] [--annotators A] [--hit-distance PX] [--steps N]
         [--work-dir work_dirs/known_truth] [--out results/known_truth_<budget>]
         [--figure FIGURE.png] [--merge A.json B.json --out OUT] [--diagnose CHECKPOINT]
-        [--draw RUNS [RUNS ...] --figure FIGURE.png] [--rescore RUNS --split test2 --out OUT]
+        [--draw RUNS [RUNS ...] --figure FIGURE.png] [--reliability RELIABILITY.png]
+        [--rescore RUNS --split test2 --out OUT]
 
 A box's part behind an occluder is one of K shapes with unequal, known probabilities
 (`cvae_seg.data.known_truth`), so log p(y|x) of every pair, the conditional entropy H and the
@@ -35,19 +36,21 @@ docs/benchmarks/known_truth.md):
 
 Writes OUT.json and OUT.md after every run (mean and standard error over seeds) and, with
 ``--figure``, a sample grid of every model trained (its lowest seed) on the same inputs: a
-section per K, a labelled row of samples per model (`known_truth_figure`). Budgets
+section per K, a labelled row of samples per model (`known_truth_figure`); with
+``--reliability``, every model's reliability diagram on the occluded pixels (a panel per
+model, a row per K: `known_truth_reliability`). Budgets
 (`BUDGETS`): ``ci`` (a few updates, for the tests; writes under --work-dir, never results/),
 ``cpu`` (1,500 updates, two seeds, for 2 CPU cores with --threads 1) and ``gpu`` (4,000
 updates, three seeds, more samples). ``--steps`` overrides the budget's updates (runs go to
 WORK/<budget>_<steps>steps). ``--merge A.json B.json --out OUT`` joins reports of seeds run
 as separate jobs into one table; ``--diagnose`` prints where a trained CVAE's excess NLL
-sits; ``--draw RUNS...`` draws the sample grid of every model saved in runs folders or work
-dirs; ``--rescore RUNS --split test2`` scores the finished runs once more on new test pairs
-(`known_truth_rescore`), for when the test split's numbers have already guided a choice. A
-finished run's scores are kept in its folder and an unfinished one resumes from its last
-checkpoint, so the same command again goes on where it stopped, and several processes
-running it share the runs (`known_truth_runs`). docs/benchmarks/known_truth.md holds the
-measured tables.
+sits; ``--draw RUNS...`` draws the sample grid and/or the reliability figure of every model
+saved in runs folders or work dirs; ``--rescore RUNS --split test2`` scores the finished
+runs once more on new test pairs (`known_truth_rescore`), for when the test split's numbers
+have already guided a choice. A finished run's scores are kept in its folder and an
+unfinished one resumes from its last checkpoint, so the same command again goes on where it
+stopped, and several processes running it share the runs (`known_truth_runs`).
+docs/benchmarks/known_truth.md holds the measured tables.
 """
 
 from __future__ import annotations
@@ -75,6 +78,7 @@ from known_truth_figure import (  # noqa: E402
     save_figure_samples,
     saved_models,
 )
+from known_truth_reliability import NoKeptDiagram, reliability_figure  # noqa: E402
 from known_truth_report import (  # noqa: E402
     ESTIMATORS,
     GED_CONVENTION,
@@ -302,6 +306,10 @@ def _parser() -> argparse.ArgumentParser:
         help="default results/known_truth_<budget> (ci: under --work-dir)",
     )
     parser.add_argument("--figure", type=Path, default=None, help="sample grid PNG (default: none)")
+    parser.add_argument(
+        "--reliability", type=Path, default=None, metavar="PNG",
+        help="reliability diagrams of every model on the occluded pixels (default: none)",
+    )  # fmt: skip
     parser.add_argument("--device", default=None)
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     parser.add_argument("--extra", nargs="*", default=[], help="config overrides for every model")
@@ -320,7 +328,8 @@ def _parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     parser.add_argument(
         "--draw", type=Path, nargs="+", default=None, metavar="RUNS",
-        help="only draw --figure from saved runs: every model under these WORK/<budget>_"
+        help="only draw --figure and/or --reliability from saved runs: every model under these "
+        "WORK/<budget>_"
         "<steps>steps folders or work dirs (each model's lowest seed; --tasks filters)",
     )  # fmt: skip
     return parser
@@ -339,15 +348,18 @@ def main(argv: list[str] | None = None) -> dict:
         torch.set_num_threads(args.threads)
     budget = dict(BUDGETS[args.budget])
     if args.draw is not None:
-        if args.figure is None:
-            parser.error("--draw needs --figure")
+        if args.figure is None and args.reliability is None:
+            parser.error("--draw needs --figure, --reliability or both")
         absent = [str(folder) for folder in args.draw if not folder.is_dir()]
         models = saved_models(args.draw, args.tasks) if not absent else {}
         if not models:
             parser.error(f"--draw {' '.join(absent or map(str, args.draw))}: expected folders "
                          "holding K<k>/<model>/seed<n>/best.pt, or work dirs of them (with "
                          "--tasks, of those tasks)")  # fmt: skip
-        return _save_figure(args, models)
+        try:
+            return _save_figures(args, models)
+        except NoKeptDiagram as error:
+            parser.error(f"--reliability {args.reliability}: {error}")
     if args.rescore is not None:
         return _rescore(parser, args, budget, argv)
     if args.diagnose is not None:
@@ -376,6 +388,8 @@ def main(argv: list[str] | None = None) -> dict:
         return run_benchmark(args, budget, argv)
     except (OtherSettings, KeptFileError) as error:
         parser.error(str(error))
+    except NoKeptDiagram as error:  # every run restored from files kept before the diagram
+        parser.error(f"--reliability {args.reliability}: {error}")
 
 
 def _rescore(parser: argparse.ArgumentParser, args: argparse.Namespace, budget: dict,
@@ -453,9 +467,9 @@ def run_benchmark(args: argparse.Namespace, budget: dict, argv: list[str] | None
         write_report(_gathered(report, runs_dir, plan), args.out)
     report = _gathered(report, runs_dir, plan)
     write_report(report, args.out)
-    if args.figure is not None and seeds and not report["unfinished"]:
+    if (args.figure or args.reliability) and seeds and not report["unfinished"]:
         names = [model.name for model in _models(args)]
-        _save_figure(args, saved_models([runs_dir], tasks, names, min(seeds)))
+        _save_figures(args, saved_models([runs_dir], tasks, names, min(seeds)))
     print(markdown(report))
     return report
 
@@ -514,13 +528,22 @@ def _gathered(report: dict, runs_dir: Path, plan: list[tuple[int, _Model, int]])
             "seconds": seconds}  # fmt: skip
 
 
-def _save_figure(args: argparse.Namespace, models: dict) -> dict:
-    """Draw ``models`` (from `saved_models`) to --figure; its path and each section's labels."""
-    figure = sample_figure(models, select_device(args.device), split=args.split)
-    atomic_save_image(args.figure, figure)
-    labels = {k: [model.label for model in entries] for k, entries in models.items()}
-    print(f"{args.figure}: {labels}", flush=True)
-    return {"figure": str(args.figure), "models": labels}
+def _save_figures(args: argparse.Namespace, models: dict) -> dict:
+    """Draw ``models`` (from `saved_models`) to --figure and --reliability (those given);
+    their paths and the labels each shows per K."""
+    drawn = {}
+    if args.figure is not None:
+        figure = sample_figure(models, select_device(args.device), split=args.split)
+        atomic_save_image(args.figure, figure)
+        labels = {k: [model.label for model in entries] for k, entries in models.items()}
+        print(f"{args.figure}: {labels}", flush=True)
+        drawn.update({"figure": str(args.figure), "models": labels})
+    if args.reliability is not None:
+        picture, shown = reliability_figure(models)
+        atomic_save_image(args.reliability, picture)
+        print(f"{args.reliability}: {shown}", flush=True)
+        drawn.update({"reliability": str(args.reliability), "reliability_models": shown})
+    return drawn
 
 
 def _brief(test: dict) -> dict:

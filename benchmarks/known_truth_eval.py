@@ -29,7 +29,7 @@ from cvae_seg.data.known_truth import (
     known_truth_split,
     true_log_likelihood,
 )
-from cvae_seg.evaluation import evaluate_annotators
+from cvae_seg.evaluation import diagram_to_lists, evaluate_annotators
 
 __all__ = ["declared_estimator", "estimators", "evaluate_run", "evaluation_set"]
 
@@ -129,8 +129,10 @@ class _SampleStats:
 
 def _calibration(model, x: torch.Tensor, y: torch.Tensor, truth: KnownTruthSet,
                  indices: np.ndarray, num_samples: int) -> dict:  # fmt: skip
-    """ECE of the samples' mean softmax (every pixel; occluded pixels) and, with A > 1
-    annotators, the uncertainty NCC against them."""
+    """ECE of the samples' mean softmax (every pixel; occluded pixels), the occluded pixels'
+    reliability diagram (``reliability_occluded``; the visible pixels, nearly all certain and
+    right, would fill the top bin of a diagram of every pixel) and, with A > 1 annotators,
+    the uncertainty NCC against them."""
     every, occluded = (
         metrics.ExpectedCalibrationError(),
         metrics.ExpectedCalibrationError(ignore_index=_HIDDEN),
@@ -146,7 +148,11 @@ def _calibration(model, x: torch.Tensor, y: torch.Tensor, truth: KnownTruthSet,
         if ncc is not None:
             references = torch.from_numpy(annotations[batch.cpu().numpy()]).long()
             ncc.update(probs, references.transpose(0, 1).to(probs.device))
-    result = {"ece": float(every.compute()), "ece_occluded": float(occluded.compute())}
+    result = {
+        "ece": float(every.compute()),
+        "ece_occluded": float(occluded.compute()),
+        "reliability_occluded": diagram_to_lists(occluded.diagram()),
+    }
     if ncc is not None:
         result["ncc"] = float(ncc.compute())
     return result

@@ -23,6 +23,7 @@ from cvae_seg.models.segmentation import SegmentationModel
 
 __all__ = [
     "diagram_from_lists",
+    "diagram_to_lists",
     "evaluate",
     "evaluate_annotators",
     "evaluate_likelihood",
@@ -134,14 +135,15 @@ def evaluate(
         if across_processes:
             calibration.sync()
         result["ece"] = float(calibration.compute())
-        result["reliability_diagram"] = _diagram_lists(calibration.diagram())
+        result["reliability_diagram"] = diagram_to_lists(calibration.diagram())
     if likelihood:
         result.update(_nll_summary(negative_ll, num_samples, across_processes))
     return result
 
 
-def _diagram_lists(diagram: metrics.ReliabilityDiagram) -> dict[str, list]:
-    """The diagram as JSON-ready lists (NaN, an empty bin's mean, as None)."""
+def diagram_to_lists(diagram: metrics.ReliabilityDiagram) -> dict[str, list]:
+    """The diagram as JSON-ready lists (NaN, an empty bin's mean, as None): what `evaluate`
+    writes as ``reliability_diagram``, and `diagram_from_lists` reads back."""
     return {name: [None if value != value else value for value in tensor.tolist()]
             for name, tensor in diagram._asdict().items()}  # fmt: skip
 

@@ -22,11 +22,13 @@ from cvae_seg.data.known_truth import (
     make_known_truth,
     true_log_likelihood,
 )
+from cvae_seg.evaluation import diagram_from_lists
 
 ROOT = Path(__file__).resolve().parents[1]
 
 import known_truth as benchmark  # noqa: E402
 import known_truth_eval  # noqa: E402
+import known_truth_reliability  # noqa: E402
 
 
 def test_true_likelihood_matches_brute_force_on_every_3x3_map():
@@ -347,6 +349,44 @@ def test_the_figure_draws_every_trained_model_on_the_same_inputs(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(SystemExit):  # a folder without saved runs is a usage error
         benchmark.main(["--budget", "ci", "--draw", str(tmp_path / "empty"), "--figure", "x.png"])
+
+
+def test_the_reliability_figure_is_drawn_from_the_kept_diagrams(tmp_path):
+    """Issue 20, section 1: each run keeps its occluded pixels' reliability diagram, and
+    --reliability draws a panel per model from the kept result.json files alone."""
+    work, picture = tmp_path / "work", tmp_path / "reliability.png"
+    benchmark.main([
+        "--budget", "ci", "--objectives", "cnn", "cvae", "--heads", "cvae", "--work-dir",
+        str(work), "--out", str(tmp_path / "report"), "--reliability", str(picture),
+    ])  # fmt: skip
+    runs = next(work.glob("ci*"))
+    for model in ("cnn", "cvae"):
+        result = json.loads((runs / "K2" / model / "seed0" / "result.json").read_text())
+        diagram = result["test"]["reliability_occluded"]
+        truth, _, _ = benchmark.evaluation_set(load_config(runs / "K2" / model / "seed0" /
+                                               "config.yaml"), "val")  # fmt: skip
+        assert sum(diagram["counts"]) == truth.hidden.sum()  # every occluded pixel, once
+        again = diagram_from_lists(diagram)
+        filled = again.counts > 0
+        gaps = (again.confidence - again.accuracy).abs()[filled]
+        weights = again.counts[filled] / again.counts.sum()
+        # the kept bins give back the ECE the report holds
+        assert float((weights * gaps).sum()) == pytest.approx(result["test"]["ece_occluded"])
+    redrawn = tmp_path / "again.png"
+    drawn = benchmark.main(["--budget", "ci", "--draw", str(work), "--reliability", str(redrawn)])
+    assert drawn["reliability_models"] == {2: ["cnn", "cvae"]} and "figure" not in drawn
+    with Image.open(picture) as first, Image.open(redrawn) as again:
+        assert np.array_equal(np.asarray(first), np.asarray(again))
+        assert first.width == 2 * known_truth_reliability.PANEL
+    for model in ("cnn", "cvae"):  # runs scored before the diagram was kept
+        path = runs / "K2" / model / "seed0" / "result.json"
+        result = json.loads(path.read_text())
+        del result["test"]["reliability_occluded"]
+        path.write_text(json.dumps(result))
+    with pytest.raises(SystemExit):  # nothing to draw is a usage error, not a blank picture
+        benchmark.main(["--budget", "ci", "--draw", str(work), "--reliability", str(redrawn)])
+    with pytest.raises(SystemExit):  # --draw with nothing to draw
+        benchmark.main(["--budget", "ci", "--draw", str(work)])
 
 
 @pytest.mark.slow

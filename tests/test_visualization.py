@@ -9,7 +9,7 @@ from conftest import TEST_ENCODER
 import cvae_seg
 from cvae_seg.config import DataConfig
 from cvae_seg.data import build_dataset
-from cvae_seg.evaluation import _diagram_lists, diagram_from_lists
+from cvae_seg.evaluation import diagram_from_lists, diagram_to_lists
 from cvae_seg.metrics import ReliabilityDiagram
 from cvae_seg.visualization import reliability_plot, sample_grid
 
@@ -96,7 +96,7 @@ def test_the_reliability_plot_shows_the_gap_only_where_there_is_one():
     assert _red_pixels(reliability_plot(calibrated)) == 0
     assert _red_pixels(reliability_plot(overconfident)) > 0
     # what evaluate writes to JSON reads back as the same diagram, empty bins included
-    again = diagram_from_lists(_diagram_lists(overconfident))
+    again = diagram_from_lists(diagram_to_lists(overconfident))
     assert torch.equal(again.counts, counts) and torch.allclose(
         again.accuracy, overconfident.accuracy, equal_nan=True
     )
