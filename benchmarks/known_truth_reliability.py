@@ -24,6 +24,7 @@ class NoKeptDiagram(ValueError):
 
 
 PANEL = 260  # pixels per side of one model's diagram
+COLUMNS = 5  # panels per line: nine models would make one line too wide to read
 _TITLE = 18  # pixels above a task's row
 
 
@@ -42,8 +43,8 @@ def reliability_figure(
     models: dict[int, list[FigureModel]],
 ) -> tuple[Image.Image, dict[int, list[str]]]:
     """The picture, and per K the labels of the models it shows (a run without a kept
-    diagram is left out; the caller says so). ``models`` as `saved_models` gives them."""
-    rows: list[tuple[str, list[Image.Image]]] = []
+    diagram is left out). ``models`` as `saved_models` gives them."""
+    sections: list[tuple[str, list[Image.Image]]] = []
     shown: dict[int, list[str]] = {}
     for k, entries in sorted(models.items()):
         panels, counts = [], set()
@@ -58,17 +59,26 @@ def reliability_figure(
             counts.add(samples)
         if panels:
             mean_of = "/".join(map(str, sorted(counts)))
-            rows.append((f"K = {k}: accuracy per confidence bin on the occluded pixels (mean "
-                         f"softmax of {mean_of} samples)", panels))  # fmt: skip
-    if not rows:
+            sections.append((f"K = {k}: accuracy per confidence bin on the occluded pixels "
+                             f"(mean softmax of {mean_of} samples)", panels))  # fmt: skip
+    if not sections:
         raise NoKeptDiagram("none of these runs kept a reliability diagram in its result.json "
-                         "(runs scored before the diagram was kept have none)")  # fmt: skip
-    width = max(len(panels) for _, panels in rows) * PANEL
-    canvas = Image.new("RGB", (width, len(rows) * (PANEL + _TITLE)), "white")
+                            "(runs scored before the diagram was kept have none)")  # fmt: skip
+    return _compose(sections), shown
+
+
+def _compose(sections: list[tuple[str, list[Image.Image]]]) -> Image.Image:
+    """A title over each section, its panels in lines of at most `COLUMNS`."""
+    lines = [-(-len(panels) // COLUMNS) for _, panels in sections]
+    width = min(COLUMNS, max(len(panels) for _, panels in sections)) * PANEL
+    canvas = Image.new("RGB", (width, len(sections) * _TITLE + sum(lines) * PANEL), "white")
     draw = ImageDraw.Draw(canvas)
-    for index, (title, panels) in enumerate(rows):
-        top = index * (PANEL + _TITLE)
+    top = 0
+    for (title, panels), count in zip(sections, lines, strict=True):
         draw.text((4, top + 3), title, fill="black")
-        for column, panel in enumerate(panels):
-            canvas.paste(panel, (column * PANEL, top + _TITLE))
-    return canvas, shown
+        top += _TITLE
+        for index, panel in enumerate(panels):
+            line, column = divmod(index, COLUMNS)
+            canvas.paste(panel, (column * PANEL, top + line * PANEL))
+        top += count * PANEL
+    return canvas

@@ -378,6 +378,10 @@ def test_the_reliability_figure_is_drawn_from_the_kept_diagrams(tmp_path):
     with Image.open(picture) as first, Image.open(redrawn) as again:
         assert np.array_equal(np.asarray(first), np.asarray(again))
         assert first.width == 2 * known_truth_reliability.PANEL
+    models = benchmark.saved_models([work])
+    many, _ = known_truth_reliability.reliability_figure({2: models[2] * 4})  # 8 panels
+    panel, columns = known_truth_reliability.PANEL, known_truth_reliability.COLUMNS
+    assert many.size == (columns * panel, first.height + panel)  # a second line, not wider
     for model in ("cnn", "cvae"):  # runs scored before the diagram was kept
         path = runs / "K2" / model / "seed0" / "result.json"
         result = json.loads(path.read_text())
