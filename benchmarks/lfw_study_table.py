@@ -88,7 +88,10 @@ TABLE4_OBJECTIVES = {"cvae": ("cvae", "hybrid"), "gdnn": ("gdnn",)}
 TEST, PARTIAL, SAMPLES = "test.json", "partial.json", "samples.json"
 # the table's choices made on validation, the runs asked for, and Table 4 once made
 CHOICES, PLAN, TABLE4 = "choices.json", "plan.json", "table4.json"
-KEPT_RUN = (RUN_RECORD, CURVE, DONE, TEST, PARTIAL, SAMPLES)
+# a finished run's rows of the picture of every model (benchmarks/lfw_study_figure.py), kept
+# so that the picture needs no checkpoint: every checkpoint goes with its machine
+FIGURE_ROWS = "figure_samples.npz"
+KEPT_RUN = (RUN_RECORD, CURVE, DONE, TEST, PARTIAL, SAMPLES, FIGURE_ROWS)
 KEPT_TABLE = (STUDY, CHOICES, PLAN)
 SAMPLE_GRID = "test_samples.png"  # a stochastic run's samples of test images (not kept)
 CALIBRATION_SAMPLES = 16  # the ECE's predictive distribution: the mean of 16 samples' softmax
@@ -344,6 +347,7 @@ def score_run(run_dir: Path, row: str, seed: int, args: argparse.Namespace) -> d
         "nll_estimator": model.likelihood_method,
         "nll_samples": 1 if model.likelihood_method == "exact" else args.samples,
         "ece": metrics["ece"], "ece_samples": CALIBRATION_SAMPLES,
+        "reliability_diagram": metrics["reliability_diagram"],
         "recipe": done["recipe"], "run": str(run_dir), "trained_at": done["commit"],
         "scored_at": _git("rev-parse", "HEAD"), "scored": _now(),
     }  # fmt: skip
@@ -459,7 +463,8 @@ def finish_run(runs: Path, run_name: str, args: argparse.Namespace) -> None:
     """What a finished run needs made while its checkpoint is at hand: its test record, its
     samples against the annotation (seed 0), its Table 4 grid (a seed-0 Table 4 candidate),
     its sample grid (a stochastic row; the one thing not kept, so a run restored from --keep
-    has none); then, with --keep, its kept copy (`keep_run`)."""
+    has none), its rows of the picture of every model; then, with --keep, its kept copy
+    (`keep_run`)."""
     with _FINISHING:
         _finish_run(runs, run_name, args)
 
@@ -479,6 +484,9 @@ def _finish_run(runs: Path, run_name: str, args: argparse.Namespace) -> None:
     restored = not _best_checkpoint(run_dir).is_file()  # from --keep: no checkpoint to draw
     if _objective(row) in STOCHASTIC_OBJECTIVES and not (drawn or restored):
         sample_grid_of(run_dir, args)
+    from lfw_study_figure import keep_figure_rows  # it imports this module
+
+    keep_figure_rows(run_dir, args)
     if args.keep:
         keep_run(run_dir, Path(args.keep) / run_name)
         keep_table(runs, Path(args.keep))

@@ -30,21 +30,23 @@ lfw_table() {
   step python benchmarks/lfw_study.py --stage table "${common[@]}" --seeds 0
   step python benchmarks/lfw_study.py --stage table "${common[@]}" --seeds 1 2 \
       --rows "CNN (msc, NI)" best-stochastic
-  # issue 20's rows: the peers (about a run's time each), our known-truth CVAE recipe (its
-  # step costs about three of the CVAE's), the ensemble (five members, about five runs' time)
-  # last: a run still training when its machine goes is trained again from its start, so the
-  # short ones go first
+  # a run still training when its machine goes is trained again from its start, so the
+  # short runs go first. The picture of every model on the same test images draws each row
+  # from a run's kept figure rows, which only runs finished since 2026-12-04 have: another
+  # seed of each row it shows (about half a CPU-hour each, the SSN's about two; the table
+  # gains their spread), the CNN's fourth
+  step python benchmarks/lfw_study.py --stage table "${common[@]}" --seeds 1 \
+      --rows "CVAE (msc, NI)" "GSNN (msc, NI)" "GDNN (msc, NI)" "hybrid (msc, NI)" \
+      "MC dropout (NI)" "ProbUNet (NI)" "SSN (NI)"
+  step python benchmarks/lfw_study.py --stage table "${common[@]}" --seeds 3 --rows "CNN (msc, NI)"
+  # then issue 20's rows: the peers (about a run's time each), our known-truth CVAE recipe
+  # (its step costs about three of the CVAE's), the ensemble (five members, about five
+  # runs' time)
   step python benchmarks/lfw_study.py --stage table "${common[@]}" --seeds 0 \
       --rows "ProbUNet (NI)" "SSN (NI)" "MC dropout (NI)" "CVAE recipe (msc, NI)" "ensemble (NI)"
   local score=(python benchmarks/lfw_study.py --stage score --data-root "$DATA"
                --runs "$RUNS/lfw128_table" --cache-dir "$RUNS/lfw_cache"
                --keep "$KEEP/lfw128_table_runs" --summary "$RUNS/lfw_128_summary.json")
-  step "${score[@]}"
-  # then a second seed of the paper's CVAE and the GSNN trained like the peers: their seed-0
-  # checkpoints went with an earlier machine, and the picture of every model on the same
-  # test images draws each row from a checkpoint at hand (the table gains their spread)
-  step python benchmarks/lfw_study.py --stage table "${common[@]}" --seeds 1 \
-      --rows "CVAE (msc, NI)" "GSNN (msc, NI)"
   step "${score[@]}"
   step python benchmarks/lfw_study.py --stage figure --data-root "$DATA" \
       --runs "$RUNS/lfw128_table" --cache-dir "$RUNS/lfw_cache" \

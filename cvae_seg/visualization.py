@@ -23,7 +23,9 @@ __all__ = [
     "PALETTE",
     "check_baseline",
     "colorize",
+    "grid_from_rows",
     "models_grid",
+    "models_grid_rows",
     "quadrant_grid",
     "reliability_plot",
     "sample_grid",
@@ -176,6 +178,49 @@ def sample_grid(
 
 
 @torch.no_grad()
+def models_grid_rows(
+    model: SegmentationModel,
+    dataset: ArraySegmentationDataset,
+    indices: list[int],
+    num_samples: int = 3,
+    occlude: float = 0.0,
+    seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """One model's part of `models_grid` as RGB arrays: the inputs row (each image with its
+    hidden square outlined, and its truth) and the model's row (per image its prediction,
+    ``num_samples`` samples and uncertainty). Kept as arrays, a row outlives its checkpoint:
+    `grid_from_rows` puts rows drawn at different times side by side."""
+    _check_request(indices, num_samples, occlude)
+    occluder = _occluder(occlude, seed)  # anew for each model: the same squares hidden
+    with _seeded(seed):
+        images = [_image_tiles(model, dataset, i, occluder, num_samples) for i in indices]
+    blank = [np.full_like(images[0]["truth"], 255)] * num_samples  # pads to a model's width
+    inputs = _row([tile for t in images for tile in (t["input"], t["truth"], *blank)])
+    return inputs, _row([tile for tiles in images for tile in _drawn(tiles)])
+
+
+def grid_from_rows(
+    inputs: np.ndarray,
+    rows: Mapping[str, np.ndarray],
+    num_images: int,
+    num_samples: int,
+    scale: int = 1,
+) -> Image.Image:
+    """`models_grid`'s picture from `models_grid_rows` arrays: ``inputs`` on top, then each
+    named row; every row must have the inputs row's shape (the same images and samples)."""
+    if not rows:
+        raise ValueError("no rows to draw: give a mapping of names to model rows")
+    for name, row in rows.items():
+        if row.shape != inputs.shape:
+            raise ValueError(
+                f"row {name!r} is {row.shape}, the inputs row {inputs.shape}: draw every row "
+                "from the same images and number of samples"
+            )
+    per_image = ["prediction", *(f"sample {i + 1}" for i in range(num_samples)), "uncertainty"]
+    return _named_rows([inputs, *rows.values()], ["input, truth", *rows],
+                       per_image * num_images, scale)  # fmt: skip
+
+
 def models_grid(
     models: Mapping[str, SegmentationModel],
     dataset: ArraySegmentationDataset,
@@ -198,17 +243,10 @@ def models_grid(
     if not models:
         raise ValueError("no models to draw: give a mapping of names to models")
     _check_request(indices, num_samples, occlude)
-    rows = []
-    for model in models.values():
-        occluder = _occluder(occlude, seed)  # anew for each model: the same squares hidden
-        with _seeded(seed):
-            images = [_image_tiles(model, dataset, i, occluder, num_samples) for i in indices]
-        if not rows:  # each image and its truth, padded to the width of a model's tiles
-            blank = [np.full_like(images[0]["truth"], 255)] * num_samples
-            rows.append(_row([tile for t in images for tile in (t["input"], t["truth"], *blank)]))
-        rows.append(_row([tile for tiles in images for tile in _drawn(tiles)]))
-    per_image = ["prediction", *(f"sample {i + 1}" for i in range(num_samples)), "uncertainty"]
-    return _named_rows(rows, ["input, truth", *models], per_image * len(indices), scale)
+    rows = {}
+    for name, model in models.items():
+        inputs, rows[name] = models_grid_rows(model, dataset, indices, num_samples, occlude, seed)
+    return grid_from_rows(inputs, rows, len(indices), num_samples, scale)
 
 
 def _named_rows(

@@ -14,9 +14,11 @@ from pathlib import Path
 import lfw_study
 import lfw_study_report
 import lfw_study_table
+import numpy as np
 import pytest
 import yaml
 from helpers.layouts import write_cub
+from lfw_study_table import FIGURE_ROWS
 from test_lfw_study import TINY, _write_lfw
 
 TABLE_ROWS = ["CNN (msc, NI)", "CVAE (msc, NI)", "GDNN (msc)", "SSN (NI)", "CVAE recipe (msc, NI)"]
@@ -395,6 +397,31 @@ def test_the_figure_draws_every_finished_row_on_the_same_images_and_names_the_re
     assert _stage("figure", data, runs, "--figure", str(figure), "--rows", "GSNN (msc)") == 2
     assert _stage("figure", data, runs, "--figure", str(figure), "--rows", "GSNN msc") == 2
     assert "unknown row 'GSNN msc'" in capsys.readouterr().err
+
+
+def test_the_figure_draws_rows_whose_checkpoints_are_gone_from_their_kept_rows(
+    table, tmp_path: Path
+) -> None:
+    """A study outlives its machines: each finished run keeps its rows of the picture, so
+    the picture drawn after every checkpoint is gone is the one drawn before."""
+    from PIL import Image
+
+    data, runs, _ = table
+    before, after = tmp_path / "before.png", tmp_path / "after.png"
+    assert _stage("figure", data, runs, "--figure", str(before)) == 0
+    moved = tmp_path / "runs"
+    shutil.copytree(runs, moved)
+    for checkpoint in moved.glob("table/**/*.pt"):
+        checkpoint.unlink()
+    kept = sorted(p.relative_to(moved) for p in moved.glob(f"table/*/seed0/{FIGURE_ROWS}"))
+    assert len(kept) == len(TABLE_ROWS)  # made when each run finished
+    assert _stage("figure", data, moved, "--figure", str(after)) == 0
+    with Image.open(before) as first, Image.open(after) as second:
+        assert np.array_equal(np.asarray(first), np.asarray(second))
+    test = json.loads((moved / "table" / lfw_study_table.slug(TABLE_ROWS[0]) / "seed0" /
+                       "test.json").read_text())  # fmt: skip
+    diagram = test["reliability_diagram"]  # the ECE's bins, kept with the scores
+    assert sum(diagram["counts"]) > 0 and len(diagram["edges"]) == len(diagram["counts"]) + 1
 
 
 @pytest.mark.slow

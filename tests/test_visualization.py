@@ -63,6 +63,19 @@ def test_models_grid_shows_each_model_as_its_own_sample_grid_on_the_same_inputs(
     with pytest.raises(ValueError, match="no models to draw"):
         models_grid({}, data, indices)
 
+    # each model's row kept as arrays (a study keeps them when the checkpoint goes) redraws
+    # the same picture; a row of other images or samples is refused, not drawn misaligned
+    from cvae_seg.visualization import grid_from_rows, models_grid_rows
+
+    kept = {n: models_grid_rows(m, data, indices, samples, 0.3, 3) for n, m in models.items()}
+    inputs = kept["CVAE"][0]
+    assert all(np.array_equal(inputs, other) for other, _ in kept.values())
+    again = grid_from_rows(inputs, {n: row for n, (_, row) in kept.items()}, 2, samples)
+    np.testing.assert_array_equal(np.asarray(again), grid)
+    _, fewer = models_grid_rows(models["GSNN"], data, indices[:1], samples, 0.3, 3)
+    with pytest.raises(ValueError, match=r"'GSNN'.*same images"):
+        grid_from_rows(inputs, {"CVAE": kept["CVAE"][1], "GSNN": fewer}, 2, samples)
+
 
 def test_grids_hide_nothing_by_default():
     """Without ``occlude`` the input is drawn as it is: no square hidden, no outline."""
