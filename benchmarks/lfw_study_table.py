@@ -10,7 +10,7 @@ pixel accuracy; the choice is written to RUNS/choices.json and kept.
 
 A table run is scored on the test split once, as soon as it finishes (`finish_run`): its
 best checkpoint (chosen on the validation split during training) gives the run's test.json,
-a seed-0 run its samples' GED and HM-IoU against the annotation (samples.json), a seed-0
+its samples' GED, HM-IoU and NCC against the annotation (samples.json), a seed-0
 CVAE, hybrid or GDNN run its Table 4 grid (partial.json), a stochastic run a sample grid of
 test images (test_samples.png). Scoring then, rather than after the last run,
 lets the checkpoint go: with ``--keep DIR`` each finished run's small files (`KEPT_RUN`, no
@@ -461,7 +461,7 @@ def _objective(row: str) -> str:
 
 def finish_run(runs: Path, run_name: str, args: argparse.Namespace) -> None:
     """What a finished run needs made while its checkpoint is at hand: its test record, its
-    samples against the annotation (seed 0), its Table 4 grid (a seed-0 Table 4 candidate),
+    samples against the annotation, its Table 4 grid (a seed-0 Table 4 candidate),
     its sample grid (a stochastic row; the one thing not kept, so a run restored from --keep
     has none), its rows of the picture of every model; then, with --keep, its kept copy
     (`keep_run`)."""
@@ -476,8 +476,7 @@ def _finish_run(runs: Path, run_name: str, args: argparse.Namespace) -> None:
     row, seed = row_and_seed(run_name)
     run_dir = runs / run_name
     score_run(run_dir, row, seed, args)
-    if seed == 0:
-        samples_run(run_dir, seed, args)
+    samples_run(run_dir, seed, args)  # every seed: the NCC of a row whose seed 0 has none
     if seed == 0 and row in _table4_rows():
         partial_run(run_dir, args)
     drawn = (run_dir / SAMPLE_GRID).is_file()
@@ -619,19 +618,20 @@ def _ncc_from_another_seed(
     runs: Path, row: str, scores: dict[str, Any] | None, args: argparse.Namespace
 ) -> None:
     """A seed-0 run restored without its checkpoint has GED and HM-IoU but no NCC (scored
-    later): take the NCC, named with its seed, from the lowest finished seed that still has
-    its checkpoint (its samples.json, made as seed 0's was)."""
+    later): take the NCC, named with its seed, from the lowest finished seed that has one
+    (its kept samples.json, or one made from its checkpoint as seed 0's was)."""
     if scores is None:
         return
     folders = {
         int(f.name.removeprefix("seed")): f for f in (runs / "table" / slug(row)).glob("seed*")
     }
     for seed, folder in sorted(folders.items()):
-        if seed == 0 or not (folder / DONE).is_file() or not _best_checkpoint(folder).is_file():
+        if seed == 0 or not (folder / DONE).is_file():
             continue
-        other = samples_run(folder, seed, args)
-        scores.update(ncc=other["ncc"], ncc_stderr=other["ncc_stderr"], ncc_seed=seed)
-        return
+        other = samples_run(folder, seed, args)  # None: neither kept file nor checkpoint
+        if other is not None and "ncc" in other:
+            scores.update(ncc=other["ncc"], ncc_stderr=other["ncc_stderr"], ncc_seed=seed)
+            return
 
 
 def _runs_to_score(runs: Path) -> list[tuple[str, int]]:

@@ -132,11 +132,24 @@ def test_a_row_whose_seed_0_lost_its_checkpoint_takes_the_ncc_of_another_seed(
     args = lfw_study._parser().parse_args(
         ["--stage", "score", "--data-root", str(data), "--runs", str(copy), "--no-worktree"]
     )
+    # a run of any seed scores its samples when it finishes, while its checkpoint is here
+    (row_dir / "seed1" / "samples.json").unlink()
+    lfw_study_table.finish_run(copy, f"table/{row_dir.name}/seed1", args)
+    assert "ncc" in json.loads((row_dir / "seed1" / "samples.json").read_text())
     lfw_study_table._ncc_from_another_seed(copy, "SSN (NI)", scores, args)
     seed1 = json.loads((row_dir / "seed1" / "samples.json").read_text())
     assert scores["ncc_seed"] == 1 and scores["ncc"] == seed1["ncc"]
     table = lfw_study_report._sample_score_lines({"SSN (NI)": scores})
     assert any("| SSN (NI) |" in line and "(seed 1)" in line for line in table)
+    # once seed 1's checkpoint is gone too, its kept samples.json still gives the NCC
+    lfw_study_table._best_checkpoint(row_dir / "seed1").unlink()
+    again = {k: v for k, v in scores.items() if not k.startswith("ncc")}
+    lfw_study_table._ncc_from_another_seed(copy, "SSN (NI)", again, args)
+    assert again == scores
+    (row_dir / "seed1" / "samples.json").unlink()  # and with neither, no NCC is made up
+    none = {k: v for k, v in scores.items() if not k.startswith("ncc")}
+    lfw_study_table._ncc_from_another_seed(copy, "SSN (NI)", none, args)
+    assert "ncc" not in none
 
 
 def test_table4_compares_the_validation_best_cvae_and_gdnn_on_test(table) -> None:
