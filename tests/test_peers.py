@@ -209,3 +209,35 @@ def test_likelihood_weights_hold_no_graph(head):
     x, y = _batch()
     weights = model.log_likelihood_weights(x, y, num_samples=3, chunk_size=2)
     assert not weights.requires_grad
+
+
+def test_ensemble_from_models_trained_apart_is_their_mixture(tmp_path):
+    torch.manual_seed(0)
+    members = [
+        cvae_seg.create_model("Unet", encoder_name=TEST_ENCODER, classes=CLASSES, objective="cnn",
+                              ignore_index=255) for _ in range(3)
+    ]  # fmt: skip
+    model = cvae_seg.models.DeepEnsemble.from_models(members).eval()
+    assert model.ignore_index == 255  # the members' own, unless given
+    x, y = _batch()
+    per_member = torch.stack([m.eval().log_likelihood(x, y) for m in members])
+    torch.testing.assert_close(model.log_likelihood(x, y), torch.logsumexp(per_member, 0)
+                               - math.log(3))  # fmt: skip
+    probabilities = torch.stack([m(x).softmax(1) for m in members])  # m(x): logits
+    torch.testing.assert_close(model(x).exp(), probabilities.mean(0))
+    model.save_pretrained(tmp_path)  # one architecture: it saves and reloads as any ensemble
+    torch.testing.assert_close(cvae_seg.from_pretrained(tmp_path).predict(x), model.predict(x))
+
+
+def test_ensemble_from_models_refuses_members_it_cannot_average():
+    cvae = cvae_seg.create_model("Unet", encoder_name=TEST_ENCODER, classes=CLASSES)
+    cnn = cvae_seg.create_model("Unet", encoder_name=TEST_ENCODER, classes=CLASSES,
+                                objective="cnn")  # fmt: skip
+    with pytest.raises(ValueError, match=r"models\[1\] is a 'cvae' head with objective 'cvae'"):
+        cvae_seg.models.DeepEnsemble.from_models([cnn, cvae])
+    other = cvae_seg.create_model("FPN", encoder_name=TEST_ENCODER, classes=CLASSES,
+                                  objective="cnn")  # fmt: skip
+    with pytest.raises(ValueError, match=r"models\[1\] is FPN .* share one architecture"):
+        cvae_seg.models.DeepEnsemble.from_models([cnn, other])
+    with pytest.raises(ValueError, match="at least 2 members"):
+        cvae_seg.models.DeepEnsemble.from_models([cnn])

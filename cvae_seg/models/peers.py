@@ -15,7 +15,8 @@ Carlo likelihood come from the shared machinery:
   z = the keep mask; trained as usual (one mask per step), sampled with dropout on.
   log p(y|x) by Monte Carlo over masks.
 - "ensemble" (Lakshminarayanan et al. 2017): M backbones trained side by side, z = which
-  member; log p(y|x) is the exact mixture, log mean_m p(y|x, member m).
+  member; log p(y|x) is the exact mixture, log mean_m p(y|x, member m). Members trained
+  apart, each in its own run, join with ``DeepEnsemble.from_models``.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from torch.distributions import Categorical, LowRankMultivariateNormal
 from cvae_seg.checks import integer_at_least
 from cvae_seg.likelihood import log_mean_exp
 from cvae_seg.models.base import CVAEOutput, Encoded, LikelihoodMethod, eval_mode
-from cvae_seg.models.segmentation import SegmentationModel
+from cvae_seg.models.segmentation import SegmentationModel, describe_backbone
 from cvae_seg.modules.heads import LOGVAR_BOUND, upsample_bilinear
 from cvae_seg.modules.peer_nets import (
     PROBUNET_LATENT_CHANNELS,
@@ -238,6 +239,32 @@ class DeepEnsemble(SegmentationModel):
                                 probe_size=probe_size)  # fmt: skip
         self.other_members = nn.ModuleList(backbones[1:])
 
+    @classmethod
+    def from_models(
+        cls, models: Sequence[nn.Module], *, ignore_index: int | None = None
+    ) -> DeepEnsemble:
+        """An ensemble of models trained apart, each in its own run with its own seed (the
+        usual deep ensemble; ``head="ensemble"`` trains its members side by side instead).
+
+        Each member is an smp model or a cvae_seg model whose prediction is its backbone's
+        own (the CVAE head with the "cnn" objective); its backbone is taken as it is, not
+        copied. All must share one architecture, so that the ensemble saves and reloads.
+        ``ignore_index`` defaults to the first cvae_seg member's.
+        """
+        backbones = [_member_backbone(model, index) for index, model in enumerate(models)]
+        described = [describe_backbone(backbone) for backbone in backbones]
+        for index, description in enumerate(described[1:], start=1):
+            if description != described[0]:
+                raise ValueError(
+                    f"models[{index}] is {description[0]} {description[1]}, models[0] is "
+                    f"{described[0][0]} {described[0][1]}: an ensemble's members share one "
+                    "architecture"
+                )
+        if ignore_index is None:
+            firsts = [m.ignore_index for m in models if isinstance(m, SegmentationModel)]
+            ignore_index = firsts[0] if firsts else None
+        return cls(backbones, ignore_index=ignore_index)
+
     def _encode(self, x: torch.Tensor) -> Encoded:
         self._check_input(x)
         logits, features = self._run_backbone(x)
@@ -288,6 +315,19 @@ class DeepEnsemble(SegmentationModel):
             every = self._encode(x).logits
         targets = y.repeat(len(every), *([1] * (y.ndim - 1)))
         return -self._example_nll(every.flatten(0, 1), targets).view(len(every), -1)
+
+
+def _member_backbone(model: nn.Module, index: int) -> nn.Module:
+    """The backbone that predicts for ``model`` (`DeepEnsemble.from_models`'s member)."""
+    if not isinstance(model, SegmentationModel):
+        return model  # an smp model: SegmentationModel's checks name what it lacks
+    if model.head_name != "cvae" or model.spec.uses_latent:
+        raise ValueError(
+            f"models[{index}] is a {model.head_name!r} head with objective {model.objective!r}: "
+            "its prediction is not its backbone's own; an ensemble member is an smp model or "
+            "a cvae_seg model trained with the 'cnn' objective"
+        )
+    return model.backbone
 
 
 def _logits(output: torch.Tensor | tuple | list) -> torch.Tensor:
