@@ -4,7 +4,9 @@
 study's resumable, pinned runs): every asked-for row of Table 2 (benchmarks/segmentation.py's
 ROWS) and seed, as RUNS/table/<row>/seed<k>; the peer heads' rows (`PEER_ROWS`: the peer on
 the recipe's backbone, data and training, with noise injection) and our best CVAE recipe's
-(`RECIPE_ROWS`) when named. The row alias
+(`RECIPE_ROWS`) when named; the ensemble trained apart (`APART_ROWS`) is not trained
+but joined from finished runs of another row by `score` (benchmarks/lfw_study_ensemble.py).
+The row alias
 ``best-stochastic`` is the GSNN, CVAE or hybrid row whose seed-0 run has the best validation
 pixel accuracy; the choice is written to RUNS/choices.json and kept.
 
@@ -75,6 +77,11 @@ RECIPE_ROWS = {
         "train.kl_warmup_steps=200",
     ),
 }  # fmt: skip
+# the ensemble trained apart: M finished runs of a deterministic row (`member_seeds`) joined
+# by DeepEnsemble.from_models at --stage score (benchmarks/lfw_study_ensemble.py); never
+# trained as a run itself. On one CPU thread "ensemble (NI)" takes over three hours, more
+# than a machine lasts here, where its members trained apart take one each, two at a time
+APART_ROWS = {"ensemble (NI, apart)": ("CNN (NI)", 5)}
 # a peer's settings of its paper where the config's shared default is the CVAE's: the
 # Probabilistic U-Net's global latent has 6 dimensions (Kohl et al. 2018), the CVAE's map 32
 PEER_SETTINGS = {"probunet": ("model.latent_channels=6",)}
@@ -119,7 +126,14 @@ def slug(row: str) -> str:
 
 def side_rows() -> list[str]:
     """Issue 20's rows beside Table 2's (our recipe's, then the peers'), in table order."""
-    return [*RECIPE_ROWS, *PEER_ROWS]
+    return [*RECIPE_ROWS, *PEER_ROWS, *APART_ROWS]
+
+
+def member_seeds(row: str, seed: int) -> list[int]:
+    """The seeds of the member runs of an `APART_ROWS` row's run ``seed``: 1-5 for seed 0
+    (seed 0 of the member row is its own run in the table), 6-10 for seed 1, ..."""
+    members = APART_ROWS[row][1]
+    return list(range(1 + seed * members, 1 + (seed + 1) * members))
 
 
 def row_overrides(row: str, seed: int, dataset: str) -> tuple[str, ...]:
@@ -127,6 +141,11 @@ def row_overrides(row: str, seed: int, dataset: str) -> tuple[str, ...]:
     configs."""
     if row in RECIPE_ROWS:
         return (*RECIPE_ROWS[row], f"train.seed={seed}", *DATASET_OVERRIDES[dataset])
+    if row in APART_ROWS:  # what its run.json records: the members' row and seeds
+        member_row, members = APART_ROWS[row]
+        return ("model.head=ensemble", f"model.members={members}",
+                f"members: {member_row} seeds {member_seeds(row, seed)}",
+                *DATASET_OVERRIDES[dataset])  # fmt: skip
     if row in PEER_ROWS:  # the peer head on the recipe's backbone, data and training
         head = PEER_ROWS[row]
         return (f"model.head={head}", *PEER_SETTINGS.get(head, ()), "data.noise=0.4",
@@ -284,6 +303,9 @@ def table_runs(args: argparse.Namespace) -> list[Run]:
     if args.keep:  # before the choices, which read the seed-0 runs
         restore_runs(Path(args.keep), Path(args.runs), args.recipe, args)
     rows = resolve_rows(Path(args.runs), args.rows or list(_rows()))
+    apart = [row for row in rows if row in APART_ROWS]
+    if apart:
+        raise StudyError(_not_trained(apart[0]))
     runs = Path(args.runs)
     with _locked_json(runs, PLAN) as plan:  # what the summary waits for
         planned = plan.setdefault("runs", [])
@@ -294,6 +316,14 @@ def table_runs(args: argparse.Namespace) -> list[Run]:
             row_overrides(row, seed, args.dataset))
         for seed in args.seeds for row in dict.fromkeys(rows)
     ]  # fmt: skip
+
+
+def _not_trained(row: str) -> str:
+    member_row, members = APART_ROWS[row]
+    seeds = member_seeds(row, 0)
+    return (f"{row!r} is not trained as a run: --stage score joins its {members} members, the "
+            f"finished {member_row!r} runs of seeds {seeds} (train those with --rows "
+            f"{shlex.quote(member_row)} --seeds {' '.join(map(str, seeds))})")  # fmt: skip
 
 
 # ------------------------------------------------------------------------ scoring on test
@@ -456,6 +486,8 @@ def _objective(row: str) -> str:
     """The row's objective (cnn, gdnn, gsnn, cvae, hybrid), or its peer head's name."""
     if row in RECIPE_ROWS:
         return "cvae"
+    if row in APART_ROWS:
+        return "ensemble"
     return PEER_ROWS[row] if row in PEER_ROWS else _rows()[row][0]
 
 
@@ -578,6 +610,9 @@ def score(args: argparse.Namespace) -> dict[str, Any]:
         restore_table(Path(args.keep), runs)
         recipe = _chosen((_read_json(runs / CHOICES) or {}).get("recipe", {}))
         restore_runs(Path(args.keep), runs, recipe, args)
+    from lfw_study_ensemble import join_apart_rows  # it imports this module
+
+    join_apart_rows(runs, args)
     records, waiting, scored, sampled = [], [], [], {}
     for row, seed in _runs_to_score(runs):
         run_dir = _run_dir(runs, row, seed)

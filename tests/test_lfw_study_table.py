@@ -7,6 +7,7 @@ layouts, trained in child processes like the real study.
 
 from __future__ import annotations
 
+import argparse
 import json
 import shutil
 from pathlib import Path
@@ -16,6 +17,7 @@ import lfw_study_report
 import lfw_study_table
 import numpy as np
 import pytest
+import torch
 import yaml
 from helpers.layouts import write_cub
 from lfw_study_table import FIGURE_ROWS
@@ -535,3 +537,49 @@ def test_every_peer_row_builds_its_head_with_its_papers_settings(row) -> None:
     assert kwargs["head"] == lfw_study_table.PEER_ROWS[row]
     if kwargs["head"] == "probunet":
         assert kwargs["latent_channels"] == 6
+
+
+@pytest.mark.slow
+def test_the_ensemble_trained_apart_joins_finished_member_runs_and_scores_as_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its members are runs of another row (seeds 1.. for its seed 0); --stage score joins
+    them into one DeepEnsemble run, scored and kept like a trained one, restored without
+    any checkpoint; it is refused as a run to train, naming the members to train."""
+    import cvae_seg
+
+    row = "ensemble (NI, apart)"
+    monkeypatch.setitem(lfw_study_table.APART_ROWS, row, ("CNN (NI)", 2))
+    data, keep = _write_lfw(tmp_path / "data"), tmp_path / "keep"
+    runs, again = tmp_path / "runs", tmp_path / "again"
+    assert _stage("table", data, runs, "--rows", row) == 2
+    extra = ("--samples", "3", "--keep", str(keep))
+    assert _stage("table", data, runs, "--rows", "CNN (NI)", "--seeds", "1", "2", *extra) == 0
+    summary_path = runs / "summary.json"
+    assert _stage("score", data, runs, "--summary", str(summary_path), *extra) == 0
+    summary = json.loads(summary_path.read_text())
+    records = {(r["model"], r["seed"]): r for r in summary["records"]}
+    joined = records[(row, 0)]
+    assert joined["head"] == "ensemble" and joined["nll_estimator"] == "exact"
+    members = [records[("CNN (NI)", seed)] for seed in (1, 2)]
+    assert joined["cpu_hours"] == pytest.approx(sum(m["cpu_hours"] for m in members), abs=2e-3)
+    run_dir = runs / "table" / lfw_study_table.slug(row) / "seed0"
+    done = json.loads((run_dir / "done.json").read_text())
+    assert done["members"] == ["table/CNN_NI/seed1", "table/CNN_NI/seed2"]
+    # its checkpoint is the members' backbones: the ensemble's prediction is theirs, averaged
+    args = argparse.Namespace(device="cpu", data_root=str(data), cache_dir=None)
+    model, *loaded = (
+        lfw_study_table._test_config(lfw_study_table._best_checkpoint(folder), args)[0]
+        for folder in [run_dir, *(runs / member for member in done["members"])]
+    )
+    x = torch.randn(1, 3, 64, 64)
+    expected = torch.stack([m(x).softmax(1) for m in loaded]).mean(0)
+    torch.testing.assert_close(model(x).exp(), expected)
+    assert isinstance(model, cvae_seg.models.DeepEnsemble)
+    assert (keep / "table" / lfw_study_table.slug(row) / "seed0" / "test.json").is_file()
+    assert not list(keep.rglob("*.pt"))
+    # a new runs folder takes the kept run as it is
+    assert _stage("score", data, again, "--summary", str(again / "s.json"), *extra) == 0
+    rescored = {(r["model"], r["seed"]): r for r in json.loads((again / "s.json").read_text())
+                ["records"]}  # fmt: skip
+    assert rescored[(row, 0)] == joined
