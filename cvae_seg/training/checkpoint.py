@@ -45,10 +45,14 @@ def rng_state() -> dict[str, Any]:
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
-    """Restore what `rng_state` returned (CUDA states only where there are GPUs)."""
-    torch.set_rng_state(state["torch"])
+    """Restore what `rng_state` returned (CUDA states only where there are GPUs).
+
+    The states go back as CPU byte tensors, as torch requires: a checkpoint loaded with
+    ``map_location="cuda"`` (as a resume on the GPU does) brings them on the GPU.
+    """
+    torch.set_rng_state(state["torch"].cpu())
     if state["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        torch.cuda.set_rng_state_all([cuda_state.cpu() for cuda_state in state["cuda"]])
     np.random.set_state(state["numpy"])
     random.setstate(state["python"])
 
