@@ -193,16 +193,26 @@ def _models_table(models: dict[str, Any], estimators: dict[str, str]) -> list[st
     lines = [
         "| model | seeds | pixel acc. (%) | class acc. (%) | mean IoU (%) | "
         + " | ".join(f"IoU {name} (%)" for name in classes)
-        + " | -CLL (nats) | estimator | ECE | CPU-h per run |",
+        + " | -CLL (nats) | estimator | ECE | training per run |",
         "|---|---|---|---|---|" + "---|" * len(classes) + "---|---|---|---|",
     ]
     for row, entry in models.items():
         cells = [_cell(entry[k]) for k in ("pixel_accuracy", "class_accuracy", "mean_iou")]
         cells += [_cell(entry["iou"][name]) for name in classes]
         cells += [_cell(entry["nll"]), estimators[row], _cell(entry["ece"], 4)]
-        cells.append(f"{entry['cpu_hours']:.2f}")
+        cells.append(_cost_cell(entry))
         lines.append(f"| {row} | {len(entry['seeds'])} | " + " | ".join(cells) + " |")
     return lines
+
+
+def _cost_cell(entry: dict[str, Any]) -> str:
+    """CPU-hours per run on one thread; the seeds trained on a GPU apart, in minutes."""
+    cells = [] if entry["cpu_hours"] is None else [f"{entry['cpu_hours']:.2f} CPU-h"]
+    gpu = entry.get("gpu")
+    if gpu:
+        seeds = ", ".join(map(str, gpu["seeds"]))
+        cells.append(f"{gpu['minutes']:.1f} min on an {gpu['device']} (seed {seeds})")
+    return "; ".join(cells)
 
 
 def _iou_goal_line(name: str, goal: dict[str, Any]) -> str:

@@ -620,7 +620,7 @@ def score(args: argparse.Namespace) -> dict[str, Any]:
     for row, seed in _runs_to_score(runs):
         run_dir = _run_dir(runs, row, seed)
         if (run_dir / DONE).is_file():
-            records.append(score_run(run_dir, row, seed, args))
+            records.append({**score_run(run_dir, row, seed, args), **training_device(run_dir)})
             scored.append(run_dir)
             if seed == 0:
                 sampled[row] = samples_run(run_dir, seed, args)
@@ -650,6 +650,18 @@ def score(args: argparse.Namespace) -> dict[str, Any]:
 
     write_summary(summary, Path(args.summary))
     return summary
+
+
+def training_device(run_dir: Path) -> dict[str, Any]:
+    """Where the run trained: {} for the table's protocol (one CPU thread), else the GPU
+    its run.json names (benchmarks/device_lfw_run.py) and the minutes it trained there, so
+    that the summary never averages a GPU run's CPU seconds with the CPU runs' hours."""
+    calls = (_read_json(run_dir / RUN_RECORD) or {}).get("calls", [])
+    devices = sorted({call["device"] for call in calls if call.get("device")})
+    if not devices:
+        return {}
+    minutes = sum(call.get("wall_s") or 0.0 for call in calls) / 60
+    return {"trained_on": ", ".join(devices), "gpu_minutes": round(minutes, 2)}
 
 
 def _ncc_from_another_seed(
@@ -709,9 +721,24 @@ def aggregate(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
         for name in mine[0]["iou"]:
             mean, error = mean_stderr([r["iou"][name] for r in mine])
             entry["iou"][name] = {"mean": mean, "stderr": None if math.isnan(error) else error}
-        entry["cpu_hours"] = sum(r["cpu_hours"] for r in mine) / len(mine)
+        entry.update(_training_cost(mine))
         models[row] = entry
     return models
+
+
+def _training_cost(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """A row's CPU-hours per run over its seeds trained on one CPU thread (None if none),
+    and apart, those trained on a GPU (`training_device`): their seeds and minutes per run."""
+    on_cpu = [r["cpu_hours"] for r in records if not r.get("trained_on")]
+    cost: dict[str, Any] = {"cpu_hours": sum(on_cpu) / len(on_cpu) if on_cpu else None}
+    on_gpu = [r for r in records if r.get("trained_on")]
+    if on_gpu:
+        cost["gpu"] = {
+            "device": ", ".join(sorted({r["trained_on"] for r in on_gpu})),
+            "seeds": [r["seed"] for r in on_gpu],
+            "minutes": sum(r["gpu_minutes"] for r in on_gpu) / len(on_gpu),
+        }
+    return cost
 
 
 def goals(records: list[dict[str, Any]]) -> dict[str, Any]:

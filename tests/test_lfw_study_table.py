@@ -347,6 +347,27 @@ def _record(model: str, accuracy: float, seed: int = 0, iou: float = 80.0, val=N
             "val_pixel_accuracy": accuracy if val is None else val}  # fmt: skip
 
 
+def test_a_run_trained_on_a_gpu_is_costed_apart_from_the_cpu_runs(tmp_path) -> None:
+    on_gpu = tmp_path / "gpu"
+    on_gpu.mkdir()
+    calls = [{"wall_s": 90.0, "device": "NVIDIA H200"}, {"wall_s": 30.0, "device": "NVIDIA H200"}]
+    (on_gpu / "run.json").write_text(json.dumps({"calls": calls}))
+    assert lfw_study_table.training_device(on_gpu) == {
+        "trained_on": "NVIDIA H200", "gpu_minutes": 2.0
+    }  # fmt: skip
+    assert lfw_study_table.training_device(tmp_path) == {}  # no run.json: the CPU protocol
+    cpu = [_record("hybrid (msc, NI)", 95.0, seed) for seed in (0, 2)]
+    gpu = {**_record("hybrid (msc, NI)", 95.0, 1), "cpu_hours": 0.02,
+           **lfw_study_table.training_device(on_gpu)}  # fmt: skip
+    entry = lfw_study_table.aggregate([*cpu, gpu])["hybrid (msc, NI)"]
+    assert entry["cpu_hours"] == pytest.approx(0.5)  # the GPU run's CPU seconds left out
+    assert entry["gpu"] == {"device": "NVIDIA H200", "seeds": [1], "minutes": 2.0}
+    assert lfw_study_report._cost_cell(entry) == "0.50 CPU-h; 2.0 min on an NVIDIA H200 (seed 1)"
+    only_gpu = lfw_study_table.aggregate([gpu])["hybrid (msc, NI)"]
+    assert only_gpu["cpu_hours"] is None
+    assert lfw_study_report._cost_cell(only_gpu) == "2.0 min on an NVIDIA H200 (seed 1)"
+
+
 def test_the_best_model_is_chosen_on_validation_not_on_test() -> None:
     records = [_record("CNN (msc, NI)", 95.4, val=94.0), _record("GDNN (msc)", 94.8, val=94.5)]
     best = lfw_study_table.goals(records)["best_pixel_accuracy"]
