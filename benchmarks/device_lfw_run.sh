@@ -10,7 +10,7 @@
 #                  installed into /tmp/site
 #   .carry/src/    the study's pinned commit: git archive TRAINED_AT cvae_seg configs
 #                  benchmarks pyproject.toml | tar -x -C .carry/src; copied to /tmp/src
-#   .carry/lfw/    the LFW Part Labels archives and split lists (from ../shared/data/lfw)
+#   .carry/lfw/    the LFW Part Labels archives and split lists (the data root, copied)
 # With `setup` as the only argument it does the first two and checks the imports.
 # $OUT gets the logs, the GPU tests' report and kept.tar (the run's kept files, to unpack
 # into the study's --keep folder); the exit code is the run's.
