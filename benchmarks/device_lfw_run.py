@@ -56,18 +56,24 @@ def _parser() -> argparse.ArgumentParser:
 def train_one(args: argparse.Namespace, run: Run) -> str:
     """Train the run as the table does (a child process from --source, one thread), then
     note the GPU in its run.json; returns what happened, in words."""
-    import torch
-
     study = argparse.Namespace(runs=args.runs, data_root=args.data_root, set=args.set,
                                cache_dir=args.cache_dir, max_steps_per_call=None,
                                allow_commit_change=False)  # fmt: skip
     words = lfw_study._train_run(study, Path(args.source), args.trained_at, run)
     record_path = Path(args.runs) / run.name / RUN_RECORD
     record = _read_json(record_path)
-    if torch.cuda.is_available():
-        record["calls"][-1]["device"] = torch.cuda.get_device_name(0)
+    device = gpu_name()
+    if device:
+        record["calls"][-1]["device"] = device
     _write_json(record_path, record)
     return words
+
+
+def gpu_name() -> str | None:
+    """The GPU the child trained on (it takes the first one when there is one), else None."""
+    import torch
+
+    return torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
 
 
 def finish_and_pack(args: argparse.Namespace, run: Run) -> Path:
