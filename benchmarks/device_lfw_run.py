@@ -78,11 +78,10 @@ def gpu_name() -> str | None:
 
 def finish_and_pack(args: argparse.Namespace, run: Run) -> Path:
     """Score the finished run (`finish_run`), then tar its kept files under its name."""
+    # no .git on the device machine: the records name the commit passed in as scored_at
     scoring = argparse.Namespace(threads=args.threads, device=args.device, keep=None,
                                  samples=args.samples, data_root=args.data_root,
-                                 cache_dir=args.cache_dir)  # fmt: skip
-    # no .git here: the records' scored_at is the commit passed in
-    table._git = lambda *_, **__: args.scored_at
+                                 cache_dir=args.cache_dir, scored_at=args.scored_at)  # fmt: skip
     table.finish_run(Path(args.runs), run.name, scoring)
     run_dir = Path(args.runs) / run.name
     out = Path(args.out)

@@ -330,6 +330,12 @@ def _not_trained(row: str) -> str:
 
 
 # ------------------------------------------------------------------------ scoring on test
+def _scored_at(args: argparse.Namespace) -> str:
+    """The commit the test records name as their scoring code: this checkout's HEAD, or
+    ``args.scored_at`` where a copy without .git scores (benchmarks/device_lfw_run.py)."""
+    return getattr(args, "scored_at", None) or _git("rev-parse", "HEAD")
+
+
 def _test_config(checkpoint: Path, args: argparse.Namespace) -> tuple[Any, Any, list[str]]:
     from cvae_seg.training import load_trained, select_device
 
@@ -382,7 +388,7 @@ def score_run(run_dir: Path, row: str, seed: int, args: argparse.Namespace) -> d
         "ece": metrics["ece"], "ece_samples": CALIBRATION_SAMPLES,
         "reliability_diagram": metrics["reliability_diagram"],
         "recipe": done["recipe"], "run": str(run_dir), "trained_at": done["commit"],
-        "scored_at": _git("rev-parse", "HEAD"), "scored": _now(),
+        "scored_at": _scored_at(args), "scored": _now(),
     }  # fmt: skip
     _write_json(run_dir / TEST, record)
     # no score in the log: test numbers are read once, when every choice has been made
@@ -411,7 +417,7 @@ def samples_run(run_dir: Path, seed: int, args: argparse.Namespace) -> dict[str,
                                  sample_counts=(ANNOTATION_SAMPLES,), progress=None,
                                  ncc_samples=ANNOTATION_SAMPLES)  # fmt: skip
     result = {"split": "test", "samples": ANNOTATION_SAMPLES, **scores,
-              "scored_at": _git("rev-parse", "HEAD"), "scored": _now()}  # fmt: skip
+              "scored_at": _scored_at(args), "scored": _now()}  # fmt: skip
     _write_json(run_dir / SAMPLES, result)
     return result
 
@@ -427,7 +433,7 @@ def partial_run(run_dir: Path, args: argparse.Namespace) -> dict[str, Any]:
     device = next(model.parameters()).device
     fill = [-m / s for m, s in zip(config.data.mean, config.data.std, strict=True)]
     grid = partial_observation(model, _test_loader(config, device), device, fill, progress=None)
-    result = {"split": "test", "grid": grid, "scored_at": _git("rev-parse", "HEAD"),
+    result = {"split": "test", "grid": grid, "scored_at": _scored_at(args),
               "scored": _now()}  # fmt: skip
     _write_json(run_dir / PARTIAL, result)
     return result
