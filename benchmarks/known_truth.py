@@ -71,6 +71,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
+from known_truth_ece_floor import task_floor  # noqa: E402
 from known_truth_eval import _batched, evaluate_run, evaluation_set  # noqa: E402
 from known_truth_figure import (  # noqa: E402
     figure_columns,
@@ -442,6 +443,7 @@ def run_benchmark(args: argparse.Namespace, budget: dict, argv: list[str] | None
     plan = [(k, spec, seed) for k in tasks for spec in _models(args) for seed in seeds]
     configs = {(k, spec.name, seed): _config(args, budget, k, spec, seed) for k, spec, seed in plan}
     scoring = _scoring(args, budget)
+    report["ece_occluded_floor"] = _ece_floors(configs, args.split, budget["calibration_samples"])
     names = [f"K{k}/{name}/seed{seed}" for k, name, seed in configs]
     kept = None if args.keep is None else args.keep / runs_dir.name
     for folder in [runs_dir] if kept is None else [kept, runs_dir]:  # before any training
@@ -472,6 +474,14 @@ def run_benchmark(args: argparse.Namespace, budget: dict, argv: list[str] | None
         _save_figures(args, saved_models([runs_dir], tasks, names, min(seeds)))
     print(markdown(report))
     return report
+
+
+def _ece_floors(configs: dict[tuple[int, str, int], Config], split: str,
+                samples: int) -> dict[str, float]:  # fmt: skip
+    """Per K, the occluded-pixel ECE of a perfect sampler averaging as many samples as the
+    models do (`known_truth_ece_floor.task_floor`): the task sets it, not the model."""
+    tasks = {k: config for (k, _, _), config in reversed(configs.items())}
+    return {str(k): task_floor(config, split, samples) for k, config in sorted(tasks.items())}
 
 
 def _train_and_score(

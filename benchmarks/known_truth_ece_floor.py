@@ -45,25 +45,46 @@ def ece_of(weights: np.ndarray, one_hot: torch.Tensor, target: torch.Tensor) -> 
     return float(metric.compute())
 
 
-def floors(config: Any, split: str, sample_counts: list[int], repeats: int) -> dict[str, Any]:
-    """The perfect sampler's ECE on the occluded pixels per sample count, and the true
-    marginal's, for one task."""
+def perfect_sampler_eces(truth: Any, one_hot: torch.Tensor, target: torch.Tensor, samples: int,
+                         repeats: int) -> list[float]:  # fmt: skip
+    """The occluded-pixel ECE of a model whose ``samples`` samples per image are exact
+    draws, once per repeat; each (samples, repeat) pair has its own fixed seed."""
+    values = []
+    for repeat in range(repeats):
+        rng = np.random.default_rng([samples, repeat])
+        draws = rng.multinomial(samples, truth.probs, size=len(target)) / samples
+        values.append(ece_of(draws, one_hot, target))
+    return values
+
+
+def _scored_pixels(config: Any, split: str) -> tuple[Any, torch.Tensor, torch.Tensor]:
+    """The task's truth, its candidates one-hot, and the labels of the occluded pixels (the
+    rest ``HIDDEN``)."""
     truth, _, labels = evaluation_set(config, split)
     classes = int(max(truth.candidates.max(), labels.max())) + 1
     one_hot = _one_hot_candidates(truth.candidates, classes)
-    target = labels.masked_fill(~torch.from_numpy(truth.hidden), HIDDEN)
-    count = len(labels)
+    return truth, one_hot, labels.masked_fill(~torch.from_numpy(truth.hidden), HIDDEN)
+
+
+def task_floor(config: Any, split: str, samples: int, repeats: int = 20) -> float:
+    """The mean of `perfect_sampler_eces` on one task's ``split``: the floor beside a
+    model's ECE on the occluded pixels when it averages ``samples`` samples."""
+    truth, one_hot, target = _scored_pixels(config, split)
+    return float(np.mean(perfect_sampler_eces(truth, one_hot, target, samples, repeats)))
+
+
+def floors(config: Any, split: str, sample_counts: list[int], repeats: int) -> dict[str, Any]:
+    """The perfect sampler's ECE on the occluded pixels per sample count, and the true
+    marginal's, for one task."""
+    truth, one_hot, target = _scored_pixels(config, split)
+    count = len(target)
     result: dict[str, Any] = {
         "modes": len(truth.probs), "images": count, "split": split,
         "marginal": ece_of(np.tile(truth.probs, (count, 1)), one_hot, target),
         "samples": {},
     }  # fmt: skip
     for samples in sample_counts:
-        values = []
-        for repeat in range(repeats):
-            rng = np.random.default_rng([samples, repeat])
-            draws = rng.multinomial(samples, truth.probs, size=count) / samples
-            values.append(ece_of(draws, one_hot, target))
+        values = perfect_sampler_eces(truth, one_hot, target, samples, repeats)
         result["samples"][str(samples)] = {
             "mean": float(np.mean(values)),
             "stderr": float(np.std(values, ddof=1) / np.sqrt(repeats)) if repeats > 1 else None,

@@ -146,11 +146,14 @@ def _annotator_table(report: dict, counts: list[int]) -> list[str]:
     if not any(key in t for _, _, tests in _groups(report) for t in tests for key in keys):
         return []
     header = [f"GED, S={s}" for s in counts] + [f"HM-IoU, S={s}" for s in counts]
-    header += ["NCC", "ECE", "ECE, occluded"]
+    floors = report.get("ece_occluded_floor", {})  # reports before it lack the floor
+    header += ["NCC", "ECE", "ECE, occluded" + (" (perfect sampler)" if floors else "")]
     lines = ["", "| K | model | " + " | ".join(header) + " |",
              "|---|---|" + "---|" * len(header)]  # fmt: skip
     for k, model, tests in _groups(report):
         cells = [_cell(tests, key, 3) for key in keys]
+        if cells[-1] and str(k) in floors:
+            cells[-1] += f" ({floors[str(k)]:.3f})"
         lines.append(f"| {k} | {model} | " + " | ".join(cells) + " |")
     return lines
 
@@ -186,12 +189,22 @@ def _footnote(report: dict) -> str:
         f"{rules['hits']}; in brackets the expected TV of a perfect sampler with as many "
         f"samples (`cvae_seg.metrics.total_variation_floor`), where the report has it. "
         f"GED: {rules['ged']}, d = 1 - IoU of the foreground, the truth's terms exact over the "
-        f"weighted candidates. Held-out layouts: {rules['holdout']:.0%} of the 336; "
-        f"annotators per image: {rules['annotators']}. Command: `{report['command']}`; "
+        f"weighted candidates. {_ece_note(report)}Held-out layouts: {rules['holdout']:.0%} "
+        f"of the 336; annotators per image: {rules['annotators']}. Command: `{report['command']}`; "
         f"{report['hardware']}, torch {report['torch']}, {report['date']}, "
         f"{report['seconds'] / 60:.1f} minutes in all"
         + (" (summed over the merged jobs)." if "merged_from" in report else ".")
     )
+
+
+def _ece_note(report: dict) -> str:
+    """The footnote's sentence on the ECE floor, where the report has one."""
+    if not report.get("ece_occluded_floor"):
+        return ""
+    samples = report["budget_settings"]["calibration_samples"]
+    return (f"ECE of the mean softmax of {samples} samples, 15 bins; in brackets, on the "
+            f"occluded pixels, the mean ECE of a perfect sampler's {samples} exact draws "
+            "(20 seeded repeats; `known_truth_ece_floor.py`). ")  # fmt: skip
 
 
 def markdown(report: dict) -> str:
@@ -256,6 +269,11 @@ def merge_reports(paths: list[Path]) -> dict:
         "seeds": sorted({run["seed"] for run in runs}),
         "seconds": sum(report["seconds"] for report in reports),
         "merged_from": [str(path) for path in paths],
+        "ece_occluded_floor": {
+            k: floor
+            for report in reports
+            for k, floor in report.get("ece_occluded_floor", {}).items()
+        },
         "failed": [failure for report in reports for failure in report.get("failed", [])],
         "unfinished": [name for report in reports for name in report.get("unfinished", [])],
         "runs": runs,

@@ -27,6 +27,7 @@ from cvae_seg.evaluation import diagram_from_lists
 ROOT = Path(__file__).resolve().parents[1]
 
 import known_truth as benchmark  # noqa: E402
+import known_truth_ece_floor  # noqa: E402
 import known_truth_eval  # noqa: E402
 import known_truth_reliability  # noqa: E402
 
@@ -391,6 +392,32 @@ def test_the_reliability_figure_is_drawn_from_the_kept_diagrams(tmp_path):
         benchmark.main(["--budget", "ci", "--draw", str(work), "--reliability", str(redrawn)])
     with pytest.raises(SystemExit):  # --draw with nothing to draw
         benchmark.main(["--budget", "ci", "--draw", str(work)])
+
+
+def test_the_occluded_ece_is_shown_beside_a_perfect_sampler_s(tmp_path):
+    """Issue 20, section 5: the report's occluded-pixel ECE carries, per K, the floor that
+    averaging as many exact samples leaves, the number known_truth_ece_floor.py writes for
+    the same task; --merge keeps it."""
+    outs = [tmp_path / f"seed{seed}" for seed in (0, 1)]
+    for seed, out in enumerate(outs):
+        report = benchmark.main(["--budget", "ci", "--objectives", "cnn", "--seeds", str(seed),
+                                 "--work-dir", str(tmp_path), "--out", str(out)])  # fmt: skip
+    floor = report["ece_occluded_floor"]["2"]
+    config = next(tmp_path.glob("ci*/K2/cnn/seed0/config.yaml"))
+    samples = benchmark.BUDGETS["ci"]["calibration_samples"]
+    written = tmp_path / "floor.json"
+    argv = [str(config), "--split", "val", "--samples", str(samples), "--repeats", "20",
+            "--out", str(written)]  # fmt: skip
+    assert known_truth_ece_floor.main(argv) == 0
+    (task,) = json.loads(written.read_text())["tasks"]
+    assert floor == pytest.approx(task["samples"][str(samples)]["mean"]) and 0 < floor < 1
+    merged = tmp_path / "merged"
+    benchmark.main(["--merge", *(str(o.with_suffix(".json")) for o in outs), "--out", str(merged)])
+    for table in (outs[1].with_suffix(".md"), merged.with_suffix(".md")):
+        lines = table.read_text().splitlines()
+        (header,) = [i for i, line in enumerate(lines) if "occluded (perfect sampler)" in line]
+        assert lines[header + 2].startswith("| 2 | cnn |")  # the ECE table's row
+        assert lines[header + 2].endswith(f" ({floor:.3f}) |")
 
 
 @pytest.mark.slow
