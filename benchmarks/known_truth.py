@@ -405,6 +405,10 @@ def _rescore(parser: argparse.ArgumentParser, args: argparse.Namespace, budget: 
     if not report["runs"]:
         parser.error(f"--rescore {args.rescore}: no finished run with a best.pt there")
     report["seeds"] = sorted({row["seed"] for row in report["runs"]})
+    configs = {(row["k"], row["objective"], row["seed"]): load_config(
+        args.rescore / f"K{row['k']}" / row["objective"] / f"seed{row['seed']}" / "config.yaml"
+    ) for row in report["runs"]}  # fmt: skip
+    report["ece_occluded_floor"] = _ece_floors(configs, args.split, budget["calibration_samples"])
     write_report(report, args.out)
     print(markdown(report))
     return report

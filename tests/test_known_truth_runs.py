@@ -15,6 +15,7 @@ import pytest
 import torch
 import yaml
 from helpers.stops import stop_at_training_step
+from known_truth_ece_floor import task_floor
 from PIL import Image
 
 from cvae_seg.training import load_checkpoint
@@ -249,6 +250,11 @@ def test_rescore_scores_finished_runs_on_new_pairs_and_leaves_their_results(tmp_
     assert row["seed"] == 0 and row["train_seconds"] == first["train_seconds"]
     assert row["scoring"]["split"] == "test2" and row["test"]["images"] == first["test"]["images"]
     assert row["test"]["true_nll"] != first["test"]["true_nll"]  # other pairs
+    # the exact sampler's ECE beside it is the new pairs' too
+    samples = benchmark.BUDGETS["ci"]["calibration_samples"]
+    config = benchmark.load_config(_run_dir(tmp_path) / "config.yaml")
+    assert report["ece_occluded_floor"] == {"2": task_floor(config, "test2", samples)}
+    assert report["ece_occluded_floor"]["2"] != trained["ece_occluded_floor"]["2"]
     assert "Not rescored: K=2 cnn seed 1 (no checkpoint)." in (tmp_path / "again.md").read_text()
     # a second call takes the kept scores instead of scoring again
     kept = _run_dir(tmp_path) / "result_test2.json"
