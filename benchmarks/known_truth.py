@@ -484,7 +484,9 @@ def _ece_floors(configs: dict[tuple[int, str, int], Config], split: str,
                 samples: int) -> dict[str, float]:  # fmt: skip
     """Per K, the occluded-pixel ECE of a perfect sampler averaging as many samples as the
     models do (`known_truth_ece_floor.task_floor`): the task sets it, not the model."""
-    tasks = {k: config for (k, _, _), config in reversed(configs.items())}
+    tasks: dict[int, Config] = {}
+    for (k, _, _), config in configs.items():
+        tasks.setdefault(k, config)  # every model of a task shares its data settings
     return {str(k): task_floor(config, split, samples) for k, config in sorted(tasks.items())}
 
 
